@@ -1,0 +1,55 @@
+"""dafnet's own components: kind -> {registry name: "module:attr"}.
+
+Adding a built-in component is one module plus one line here. Nothing is imported
+until a recipe uses the name.
+"""
+
+BUILTINS: dict[str, dict[str, str]] = {
+    "anatomy_encoder": {
+        "unet_shared_decoder": "dafnet.components.anatomy:UNetSharedDecoderEncoder",
+    },
+    "modality_encoder": {
+        "vae": "dafnet.components.modality:VAEModalityEncoder",
+    },
+    "segmentor": {
+        "conv_head": "dafnet.components.segmentor:ConvHeadSegmentor",
+    },
+    "aligner": {
+        "tps": "dafnet.components.aligners.tps:TPSAligner",
+        "affine": "dafnet.components.aligners.affine:AffineAligner",
+        "identity": "dafnet.components.aligners.identity:IdentityAligner",
+    },
+    "fuser": {
+        "max": "dafnet.components.fusers:MaxFuser",
+        "mean": "dafnet.components.fusers:MeanFuser",
+    },
+    "decoder": {
+        "film": "dafnet.components.decoders.film:FiLMDecoder",
+        "spade": "dafnet.components.decoders.spade:SPADEDecoder",
+    },
+    "discriminator": {
+        "lsgan_conv": "dafnet.components.discriminator:LSGANConvDiscriminator",
+    },
+    "pairing_head": {
+        "dice_mlp": "dafnet.components.pairing:DiceMLPPairingHead",
+    },
+    "loss": {
+        "dice": "dafnet.losses:DiceLoss",
+        "cross_entropy": "dafnet.losses:CrossEntropyLoss",
+        "supervised": "dafnet.losses:SupervisedLoss",
+        "kl": "dafnet.losses:KLDivergenceLoss",
+        "l1": "dafnet.losses:L1ReconstructionLoss",
+        "lsgan_generator": "dafnet.losses:LSGANGeneratorLoss",
+        "lsgan_discriminator": "dafnet.losses:LSGANDiscriminatorLoss",
+        "z_reconstruction": "dafnet.losses:ZReconstructionLoss",
+    },
+    "metric": {
+        "dice": "dafnet.metrics.dice:DiceMetric",
+    },
+    "data_source": {
+        "phantom": "dafnet.data.phantom:PhantomDataSource",
+    },
+    "method": {
+        "dafnet": "dafnet.methods.dafnet:DAFNet",
+    },
+}

@@ -1,0 +1,78 @@
+"""Recipe errors: every problem at once, each with its YAML path, what is wrong and a hint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from dafnet.errors import DafnetError
+
+
+@dataclass(frozen=True)
+class RecipeIssue:
+    path: str
+    """Dotted YAML path, e.g. ``model.decoder.params.channels`` (``<recipe>`` for the file)."""
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}"
+        return text + (f" (hint: {self.hint})" if self.hint else "")
+
+
+class RecipeError(DafnetError):
+    """One or more problems in a recipe; the CLI prints them all and exits 2."""
+
+    def __init__(self, issues: list[RecipeIssue], source: str | None = None) -> None:
+        self.issues = list(issues)
+        self.source = source
+        head = f"{len(self.issues)} problem(s) in recipe" + (f" {source}" if source else "")
+        super().__init__(head + ":\n" + "\n".join(f"  {i}" for i in self.issues))
+
+    def with_source(self, source: str) -> "RecipeError":
+        return RecipeError(self.issues, source)
+
+
+_HINTS = {
+    "extra_forbidden": "remove the key, or check its spelling against `dafnet validate` output / docs/recipes.md",
+    "missing": "add this key",
+    "int_parsing": "give a whole number",
+    "int_from_float": "give a whole number",
+    "float_parsing": "give a number",
+    "bool_parsing": "give true or false",
+    "literal_error": None,
+    "greater_than": None,
+    "greater_than_equal": None,
+    "less_than_equal": None,
+}
+
+
+def _join(prefix: str, loc: tuple) -> str:
+    parts = [prefix] if prefix else []
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] = f"{parts[-1]}[{item}]"
+            else:
+                parts.append(f"[{item}]")
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "<recipe>"
+
+
+def issues_from_validation(exc: ValidationError, prefix: str = "") -> list[RecipeIssue]:
+    """Translate pydantic's errors to recipe issues with full dotted paths."""
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and err["type"] not in {"missing"}:
+            shown = repr(err["input"])
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            msg = f"{msg} (got {shown})"
+        issues.append(RecipeIssue(_join(prefix, loc), msg, _HINTS.get(err["type"])))
+    return issues

@@ -1,0 +1,60 @@
+"""The abstract interfaces of dafnet: one ABC per registry kind, with typed outputs.
+
+Importing this package imports torch; the CLI imports it lazily.
+"""
+
+from dafnet.interfaces.base import Component, Params
+from dafnet.interfaces.data import DataSource, Subject, Volume
+from dafnet.interfaces.facts import Facts, MissingFactError
+from dafnet.interfaces.method import LossOutput, Method, Phase, Role, RoleSummary
+from dafnet.interfaces.metric import Metric, MetricInputs, MetricResult
+from dafnet.interfaces.networks import (
+    AlignmentOutput,
+    Aligner,
+    AnatomyEncoder,
+    AnatomyOutput,
+    Decoder,
+    Discriminator,
+    Fuser,
+    LossTerm,
+    ModalityEncoder,
+    ModalityOutput,
+    Network,
+    PairingHead,
+    PairingOutput,
+    SegmentationOutput,
+    Segmentor,
+)
+
+__all__ = [
+    "AlignmentOutput",
+    "Aligner",
+    "AnatomyEncoder",
+    "AnatomyOutput",
+    "Component",
+    "DataSource",
+    "Decoder",
+    "Discriminator",
+    "Facts",
+    "Fuser",
+    "LossOutput",
+    "LossTerm",
+    "Method",
+    "Metric",
+    "MetricInputs",
+    "MetricResult",
+    "MissingFactError",
+    "ModalityEncoder",
+    "ModalityOutput",
+    "Network",
+    "PairingHead",
+    "PairingOutput",
+    "Params",
+    "Phase",
+    "Role",
+    "RoleSummary",
+    "SegmentationOutput",
+    "Segmentor",
+    "Subject",
+    "Volume",
+]

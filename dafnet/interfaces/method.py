@@ -1,0 +1,88 @@
+"""A method: a set of roles filled by registered components, trained in phases.
+
+The engine knows nothing of any particular method. It asks a method which networks
+it has (one exported safetensors file per role), how they group into optimizers,
+and which phases one training iteration runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from torch import Tensor, nn
+
+from dafnet.interfaces.base import Component
+
+
+@dataclass(frozen=True)
+class Role:
+    """A slot of a method that a registered component fills."""
+
+    kind: str
+    """Registry kind, e.g. ``decoder``."""
+    default: str
+    """Component name used when the recipe does not name one."""
+    description: str = ""
+
+
+@dataclass
+class LossOutput:
+    total: Tensor
+    """The weighted sum that is back-propagated."""
+    terms: dict[str, Tensor]
+    """Each named (unweighted, detached) term, for logging."""
+
+
+@dataclass
+class Phase:
+    """One optimisation step of an iteration."""
+
+    name: str
+    group: str
+    """The optimizer group this phase trains; every other group is frozen during it."""
+    stream: str
+    """The data stream whose batch it consumes (e.g. ``labelled`` or ``unlabelled``)."""
+    step: Callable[[Any, dict], LossOutput]
+    """(batch, scratch) -> LossOutput. ``scratch`` is shared by the phases of one stream's
+    batch (e.g. a generator phase leaves detached fakes for the discriminator phases)."""
+
+
+@dataclass
+class RoleSummary:
+    role: str
+    component: str
+    output_shape: str
+    trainable_parameters: int
+
+
+class Method(Component, nn.Module, ABC):
+    """Built as ``Cls(params, facts, recipe)`` where ``recipe`` is the validated recipe."""
+
+    roles: ClassVar[dict[str, Role]] = {}
+    """The roles a recipe fills under ``model:``; each maps to a registry kind."""
+    loss_weights: ClassVar[dict[str, float]] = {}
+    """Named loss terms and their default weights (recipe ``losses:`` overrides them)."""
+
+    def __init__(self, params, facts, recipe) -> None:
+        nn.Module.__init__(self)
+        self.params = params
+        self.facts = facts
+        self.recipe = recipe
+
+    @abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """Role name -> network. Each is exported as ``export/<role>.safetensors``."""
+
+    @abstractmethod
+    def optimizer_groups(self) -> dict[str, list[str]]:
+        """Optimizer group name -> the roles it updates."""
+
+    @abstractmethod
+    def phases(self) -> list[Phase]:
+        """The phases of one training iteration, in order."""
+
+    @abstractmethod
+    def summary(self) -> list[RoleSummary]:
+        """Per role: component, output shape, trainable parameter count (no training)."""

@@ -1,0 +1,63 @@
+"""Metrics: registered evaluators fed batch by batch, summarised once."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from dafnet.interfaces.base import Component, Params
+from dafnet.interfaces.facts import Facts
+
+
+@dataclass
+class MetricInputs:
+    """What an evaluation pass hands to every metric; a metric uses the fields it needs."""
+
+    case_ids: list[str]
+    """Subject id of each sample in the batch."""
+    prediction_type: str = "fused"
+    """single | deformed | fused | weighted."""
+    prediction: Tensor | None = None
+    """(B, L + 1, H, W) class probabilities."""
+    target: Tensor | None = None
+    """(B, H, W) integer ground truth (0 = background)."""
+    anatomy: Tensor | None = None
+    """(B, C, H, W) anatomy factors."""
+    z: Tensor | None = None
+    """(B, n_z) modality factors (the mean of q(z | x, s))."""
+    image: Tensor | None = None
+    """(B, 1, H, W) input images."""
+    modality: list[str] | None = None
+    """Modality name of each sample."""
+    spacing: tuple[float, float] | None = None
+    """In-plane pixel spacing in mm (for distance metrics)."""
+
+
+@dataclass
+class MetricResult:
+    summary: dict[str, float]
+    """Named numbers, e.g. {"dice_mean": 81.2, "dice_std": 6.3}."""
+    per_case: list[dict] = field(default_factory=list)
+    """One row per case (written as CSV)."""
+    files: list[str] = field(default_factory=list)
+    """Figures or tables the metric wrote."""
+
+
+class Metric(Component, ABC):
+    """Built as ``Cls(params, facts)``; ``update`` per batch, then ``compute``."""
+
+    def __init__(self, params: Params, facts: Facts) -> None:
+        self.params = params
+        self.facts = facts
+        self.reset()
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def update(self, inputs: MetricInputs) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> MetricResult: ...

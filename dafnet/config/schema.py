@@ -1,0 +1,139 @@
+"""The recipe schema (pydantic v2). Unknown keys are errors everywhere.
+
+Phase one (this module) checks the skeleton: sections, types, ranges. Component
+``params`` stay plain mappings here; phase two (:mod:`dafnet.config.resolve`) checks
+them against each named component's own ``Params`` model from the registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ComponentSpec(Strict):
+    """A registered component by name, with its parameters.
+
+    In YAML either ``decoder: film`` or ``decoder: {name: film, params: {...}}``.
+    """
+
+    name: str = Field(description="registry name, or 'package.module:Class'")
+    params: dict[str, Any] = Field(default_factory=dict, description="the component's Params")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        return value
+
+
+class SplitConfig(Strict):
+    folds: int = Field(3, ge=1, description="cross-validation folds over subjects")
+    fold: int = Field(0, ge=0, description="which fold this run trains")
+    train: float = Field(0.70, gt=0, le=1, description="fraction of subjects for training")
+    validation: float = Field(0.15, ge=0, le=1, description="fraction of subjects for validation")
+    test: float = Field(0.15, ge=0, le=1, description="fraction of subjects for testing")
+    seed: int = Field(0, description="seed of the subject shuffle")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitConfig":
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1, got {total:g}")
+        if self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} does not exist with folds={self.folds} (0-based)")
+        return self
+
+
+class AugmentConfig(Strict):
+    rotation_degrees: float = Field(
+        20.0, ge=0, le=180, description="random rotation in +-degrees, shared within a pair"
+    )
+
+
+class DataConfig(Strict):
+    source: ComponentSpec = Field(description="registered data source")
+    modalities: list[str] | None = Field(
+        None, description="modalities to use, in order; default: all the source provides"
+    )
+    target: str | None = Field(
+        None, description="the target modality (segmented, partly labelled); default: the last"
+    )
+    annotation_fraction: float = Field(
+        1.0, ge=0, le=1, description="fraction of training subjects whose target masks are kept"
+    )
+    annotation_seed: int = Field(0, description="seed of the annotated-subject draw")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.modalities is not None:
+            if len(self.modalities) < 2:
+                raise ValueError("give at least two modalities")
+            if len(set(self.modalities)) != len(self.modalities):
+                raise ValueError(f"modalities repeat: {self.modalities}")
+            if self.target is not None and self.target not in self.modalities:
+                raise ValueError(f"target {self.target!r} is not one of modalities {self.modalities}")
+        return self
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(500, ge=1, description="maximum number of epochs")
+    batch_size: int = Field(6, ge=1, description="samples per batch (per process)")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
+    weight_decay: float = Field(0.0, ge=0)
+    iterations_per_epoch: int | None = Field(
+        None, ge=1, description="cap on iterations per epoch (default: ceil(max(N_l, N_u)/batch))"
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    cpu: bool = Field(False, description="force the CPU even when a GPU is present")
+    swa_start: int | None = Field(
+        40, ge=0, description="epoch from which weights are averaged (SWA); null disables"
+    )
+    patience: int | None = Field(60, ge=1, description="early-stopping patience in epochs")
+    min_delta: float = Field(0.01, ge=0, description="minimum improvement of the monitored loss")
+    validate_every: int = Field(1, ge=1, description="epochs between validations")
+    seed: int = Field(0, description="seed of weights, sampling and augmentation")
+    log_every: int = Field(10, ge=1, description="iterations between log lines")
+
+
+class OutputConfig(Strict):
+    root: str = Field("runs", description="folder under which run directories are created")
+    name: str | None = Field(None, description="run directory name; default: recipe name + time")
+    tensorboard: bool = True
+    figures: bool = True
+
+
+class Recipe(Strict):
+    name: str = Field("recipe", description="a short name for the run")
+    description: str = ""
+    method: ComponentSpec = Field(
+        default_factory=lambda: ComponentSpec(name="dafnet"), description="registered method"
+    )
+    data: DataConfig
+    model: dict[str, ComponentSpec] = Field(
+        default_factory=dict, description="role -> component; roles are the method's"
+    )
+    losses: dict[str, float] = Field(
+        default_factory=dict, description="loss term -> weight; 0 switches a term off"
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("losses")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if v < 0}
+        if bad:
+            raise ValueError(f"loss weights must be >= 0, got {bad}")
+        return value

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from dafnet.interfaces.base import Component
 
@@ -86,3 +87,35 @@ class Method(Component, nn.Module, ABC):
     @abstractmethod
     def summary(self) -> list[RoleSummary]:
         """Per role: component, output shape, trainable parameter count (no training)."""
+
+    # ------------------------------------------------------------------ data
+    @abstractmethod
+    def train_streams(self, subjects: list) -> dict[str, Dataset]:
+        """Stream name -> map-style dataset of training samples from the training subjects.
+
+        Phase.stream names index this dict. An empty dataset switches its phases off
+        (e.g. no ``labelled`` stream at 0% target annotations). The engine makes one
+        DataLoader per stream; an epoch is ceil(max(len) / batch) iterations and the shorter
+        streams cycle.
+        """
+
+    @abstractmethod
+    def eval_dataset(self, subjects: list) -> Dataset:
+        """A map-style dataset of evaluation samples (validation or test subjects)."""
+
+    def collate(self, samples: list) -> Any:
+        """Collate function of every DataLoader (default: torch's)."""
+        from torch.utils.data import default_collate
+
+        return default_collate(samples)
+
+    # ------------------------------------------------------------------ evaluation
+    @abstractmethod
+    def evaluation_step(self, batch: Any) -> dict[str, Tensor]:
+        """Per-sample statistics of one evaluation batch: each value has the batch as its
+        first dimension, so the engine can gather them across processes and concatenate."""
+
+    @abstractmethod
+    def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
+        """Numbers from the concatenated statistics of a whole evaluation set. Must contain
+        ``monitor``: the quantity early stopping minimises (DAFNet: 1 - fused target Dice)."""

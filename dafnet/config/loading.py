@@ -1,0 +1,140 @@
+"""Reading recipe YAML: ``base:`` inheritance, deep merge, dotted overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dafnet.config.errors import RecipeError, RecipeIssue
+
+BASE_KEY = "base"
+_MAX_DEPTH = 16
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise RecipeError([RecipeIssue("<recipe>", f"file not found: {path}",
+                                       "check the path; `dafnet recipes list` shows built-in recipes")])
+    if path.is_dir():
+        raise RecipeError([RecipeIssue("<recipe>", f"{path} is a directory, not a YAML file")])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError([RecipeIssue("<recipe>", f"{path} is not valid YAML{where}: {problem}",
+                                       "fix the YAML syntax (indentation, colons, quotes)")]) from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError([RecipeIssue("<recipe>", f"{path} is not UTF-8 text")]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError([RecipeIssue("<recipe>", f"{path} must hold a mapping at the top level, "
+                                       f"got {type(data).__name__}")])
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged into a copy of ``base``; mappings merge, everything else replaces.
+
+    A component given by a different ``name`` replaces the base component whole, so the old
+    component's params do not leak into the new one.
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and not _renames_component(old, value):
+            out[key] = deep_merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _renames_component(old: dict, new: dict) -> bool:
+    return "name" in old and "name" in new and old["name"] != new["name"]
+
+
+def load_recipe_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The recipe at ``path`` with its ``base:`` chain merged in (base path relative to the file)."""
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise RecipeError([RecipeIssue(BASE_KEY, f"recipes inherit in a cycle: {chain}",
+                                       "remove the cycle of base: references")])
+    if len(_seen) > _MAX_DEPTH:
+        raise RecipeError([RecipeIssue(BASE_KEY, "base: chain is too deep")])
+    data = _read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError([RecipeIssue(BASE_KEY, f"must be a file name, got {base!r}",
+                                       "single inheritance: base: other.yaml")])
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute():
+        base_path = path.parent / base_path
+    if not base_path.exists():
+        raise RecipeError([RecipeIssue(BASE_KEY, f"base recipe not found: {base_path}",
+                                       "paths in base: are relative to the recipe that names them")])
+    parent = load_recipe_dict(base_path, (*_seen, resolved))
+    return deep_merge(parent, data)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``3``, ``[64, 64]``, ``null``).
+
+    Setting a component to a plain name (``model.decoder=spade``) switches the component and
+    drops the old component's params; ``model.decoder.params.x=1`` then sets a param.
+    """
+    out = copy.deepcopy(data)
+    issues = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            issues.append(RecipeIssue(key or item, f"override {item!r} is not key=value",
+                                      "write dotted keys, e.g. train.epochs=3 or model.decoder=spade"))
+            continue
+        value = _parse_value(raw)
+        parts = key.split(".")
+        node = out
+        ok = True
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str) and parts[i + 1] in {"name", "params"}:
+                child = node[part] = {"name": child}  # expand a component shorthand
+            elif not isinstance(child, dict):
+                issues.append(RecipeIssue(".".join(parts[: i + 1]),
+                                          f"cannot set {key}: {'.'.join(parts[: i + 1])} is not a mapping"))
+                ok = False
+                break
+            node = child
+        if not ok:
+            continue
+        last = parts[-1]
+        old = node.get(last)
+        if isinstance(old, dict) and "name" in old and isinstance(value, str):
+            node[last] = {"name": value} if value != old["name"] else old
+        elif isinstance(old, dict) and isinstance(value, dict):
+            node[last] = deep_merge(old, value)
+        else:
+            if last == "name" and isinstance(old, str) and old != value and "params" in node:
+                node.pop("params")
+            node[last] = value
+    if issues:
+        raise RecipeError(issues)
+    return out

@@ -1,0 +1,128 @@
+"""Anatomy encoder: U-Nets with per-modality contracting paths and one shared expanding path.
+
+method.md 1.1. For modality i, s_i = round(softmax(U-Net_i(x_i))) with a straight-through
+gradient. The contracting path (conv blocks + max-pooling) has its own weights per
+modality; the bottleneck, every up stage and the final 1x1 conv, including their
+BatchNorms, are one set of modules used by all modalities.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from dafnet.components.init import ConvBlock, batch_norm, conv2d
+from dafnet.errors import DafnetError
+from dafnet.interfaces import AnatomyEncoder, AnatomyOutput, Facts, Params
+
+
+def straight_through_round(probabilities: Tensor) -> Tensor:
+    """Round in the forward pass (1 where p > 0.5), identity gradient in the backward pass."""
+    return probabilities + (torch.round(probabilities) - probabilities).detach()
+
+
+class UpStage(nn.Module):
+    """Nearest x2 upsample -> 3x3 conv -> BatchNorm (no activation) -> concat skip -> conv block."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.up_conv = conv2d(in_channels, out_channels, 3, init="he_normal")
+        self.up_norm = batch_norm(out_channels)
+        self.block = ConvBlock(2 * out_channels, out_channels)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = self.up_norm(self.up_conv(x))
+        return self.block(torch.cat([x, skip], dim=1))
+
+
+class ContractingPath(nn.Module):
+    """One modality's conv blocks; returns the bottom feature map and the skips (top first)."""
+
+    def __init__(self, in_channels: int, widths: list[int]) -> None:
+        super().__init__()
+        blocks = []
+        for width in widths:
+            blocks.append(ConvBlock(in_channels, width))
+            in_channels = width
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        skips = []
+        for block in self.blocks:
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        return x, skips
+
+
+class UNetSharedDecoderEncoder(AnatomyEncoder):
+    """One U-Net per modality sharing bottleneck, expanding path and output conv (registry: unet_shared_decoder)."""
+
+    class Params(Params):
+        channels: int = Field(8, ge=1, description="C, anatomy channels (softmax outputs)")
+        base_filters: int = Field(
+            64, ge=1, description="filters of the first conv block; level i has base * 2^i, bottleneck base * 2^depth"
+        )
+        depth: int = Field(4, ge=1, le=8, description="number of max-pool steps (image sides must divide by 2^depth)")
+        binarise: bool = Field(
+            True, description="straight-through rounding of the softmax (the paper); False keeps it soft"
+        )
+
+    def __init__(self, params: "UNetSharedDecoderEncoder.Params", facts: Facts) -> None:
+        super().__init__(params, facts)
+        height, width = facts.require("image_size")
+        factor = 2**params.depth
+        if height % factor or width % factor:
+            raise DafnetError(
+                f"anatomy encoder: image size {height}x{width} is not divisible by 2^depth = {factor}",
+                hint=f"crop or pad the images to multiples of {factor}, or lower anatomy_encoder depth",
+            )
+        self.num_modalities = facts.num_modalities
+        in_channels = facts.image_channels
+        widths = [params.base_filters * 2**i for i in range(params.depth)]
+        bottom = params.base_filters * 2**params.depth
+
+        self.contracting = nn.ModuleList(
+            ContractingPath(in_channels, widths) for _ in range(self.num_modalities)
+        )
+        # Shared by every modality:
+        self.bottleneck = ConvBlock(widths[-1], bottom)
+        stages, previous = [], bottom
+        for w in reversed(widths):
+            stages.append(UpStage(previous, w))
+            previous = w
+        self.expanding = nn.ModuleList(stages)
+        self.output_conv = conv2d(widths[0], params.channels, 1)  # Keras default init (glorot_uniform)
+
+    @property
+    def out_channels(self) -> int:
+        return self.params.channels
+
+    def shared_modules(self) -> nn.ModuleDict:
+        """The modules used by every modality (bottleneck, expanding path, output conv)."""
+        return nn.ModuleDict(
+            {"bottleneck": self.bottleneck, "expanding": self.expanding, "output_conv": self.output_conv}
+        )
+
+    def forward(self, image: Tensor, modality: int) -> AnatomyOutput:
+        if not 0 <= int(modality) < self.num_modalities:
+            raise DafnetError(
+                f"anatomy encoder: modality index {modality} out of range 0..{self.num_modalities - 1}",
+                hint=f"modalities are {self.facts.modalities}",
+            )
+        factor = 2**self.params.depth
+        if image.ndim != 4 or image.shape[-2] % factor or image.shape[-1] % factor:
+            raise DafnetError(
+                f"anatomy encoder: expected images (B, {self.facts.image_channels}, H, W) with H, W "
+                f"divisible by {factor}, got {tuple(image.shape)}"
+            )
+        x, skips = self.contracting[int(modality)](image)
+        x = self.bottleneck(x)
+        for stage, skip in zip(self.expanding, reversed(skips)):
+            x = stage(x, skip)
+        probabilities = torch.softmax(self.output_conv(x), dim=1)
+        anatomy = straight_through_round(probabilities) if self.params.binarise else probabilities
+        return AnatomyOutput(anatomy=anatomy, probabilities=probabilities)

@@ -89,12 +89,42 @@ def resolve(recipe: Recipe) -> Recipe:
                                      "losses": losses})
 
 
+def _spec(raw: Any) -> ComponentSpec | None:
+    try:
+        return ComponentSpec.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _component_issues(data: dict[str, Any]) -> list[RecipeIssue]:
+    """Phase-two problems of the parts of a recipe whose skeleton is sound (so that a recipe
+    with skeleton errors still gets every component error reported in the same run)."""
+    issues: list[RecipeIssue] = []
+    raw_data = data.get("data")
+    if isinstance(raw_data, dict) and (spec := _spec(raw_data.get("source"))) is not None:
+        _resolve_component("data_source", spec, "data.source", issues)
+    method = _spec(data.get("method", "dafnet"))
+    if method is None:
+        return issues
+    method_cls, _ = _resolve_component("method", method, "method", issues)
+    model = data.get("model")
+    if method_cls is None or not isinstance(model, dict):
+        return issues
+    for role, raw in model.items():
+        if role in method_cls.roles and (spec := _spec(raw)) is not None:
+            _resolve_component(method_cls.roles[role].kind, spec, f"model.{role}", issues)
+    return issues
+
+
 def parse_recipe(data: dict[str, Any]) -> Recipe:
-    """Phase one: the skeleton schema."""
+    """Phase one: the skeleton schema (plus the component problems it can already see)."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(issues_from_validation(exc)) from exc
+        issues = issues_from_validation(exc)
+        seen = {i.path for i in issues}
+        issues += [i for i in _component_issues(data) if i.path not in seen]
+        raise RecipeError(issues) from exc
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -1,0 +1,62 @@
+"""The root command: global options, error handling, sub-command registration."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from dafnet import __version__
+from dafnet.cli import data_cmds, plugin_cmds, recipe_cmds, run_cmds
+from dafnet.cli.output import EXIT_USER_ERROR, console, print_error
+
+app = typer.Typer(
+    name="dafnet",
+    help="Multimodal, semi-supervised segmentation with disentangled representations (DAFNet).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_DEBUG_ENV = "DAFNET_DEBUG"
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"dafnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                           help="Print the version and exit."),
+) -> None:
+    """dafnet: train, evaluate and inspect DAFNet models from recipes."""
+    if debug:
+        os.environ[_DEBUG_ENV] = "1"
+
+
+run_cmds.register(app)
+app.add_typer(plugin_cmds.app, name="plugins", rich_help_panel="Components and recipes")
+app.add_typer(recipe_cmds.app, name="recipes", rich_help_panel="Components and recipes")
+app.add_typer(data_cmds.app, name="data", rich_help_panel="Data")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print a message and exit 2 (``--debug`` shows the traceback)."""
+    import sys
+
+    from dafnet.errors import DafnetError
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="dafnet")
+    except DafnetError as exc:
+        if "--debug" in args or os.environ.get(_DEBUG_ENV):
+            raise
+        print_error(exc)
+        raise SystemExit(EXIT_USER_ERROR) from None

@@ -1,0 +1,46 @@
+"""Rendering for the CLI: one console, errors as messages (exit 2), recipes as YAML."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USER_ERROR = 2
+
+
+def print_error(exc: BaseException) -> None:
+    """A user-caused error: what is wrong, where, and what to do; no traceback."""
+    from dafnet.config.errors import RecipeError
+
+    if isinstance(exc, RecipeError):
+        where = f" in {exc.source}" if exc.source else ""
+        table = Table(title=f"{len(exc.issues)} problem(s){where}", title_justify="left",
+                      show_lines=False, header_style="bold red")
+        table.add_column("key", style="cyan", overflow="fold")
+        table.add_column("problem", overflow="fold")
+        table.add_column("hint", style="dim", overflow="fold")
+        for issue in exc.issues:
+            table.add_row(issue.path, issue.message, issue.hint or "")
+        err_console.print(table)
+        return
+    message = getattr(exc, "message", None) or str(exc)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    hint = getattr(exc, "hint", None)
+    if hint:
+        err_console.print(f"[dim]hint: {hint}[/]", highlight=False)
+
+
+def recipe_yaml(recipe) -> str:
+    import yaml
+
+    data = recipe.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

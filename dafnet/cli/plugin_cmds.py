@@ -1,0 +1,103 @@
+"""``dafnet plugins list|info``: what components are installed, and their parameters."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from dafnet.cli.output import console
+
+app = typer.Typer(help="Registered components (built-in and from installed plugins).",
+                  no_args_is_help=True)
+
+
+@app.command("list")
+def list_plugins(
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind, e.g. decoder."),
+    targets: bool = typer.Option(False, "--targets", help="Also show each entry's module:Class."),
+) -> None:
+    """Every registered component by kind, with its origin."""
+    from rich.table import Table
+
+    from dafnet.registry import KINDS, RegistryError, autoload_enabled, registry
+
+    if kind is not None and kind not in KINDS:
+        raise RegistryError(f"unknown kind {kind!r}", hint=f"kinds: {', '.join(KINDS)}")
+    table = Table(title="dafnet components", title_justify="left")
+    table.add_column("kind", style="bold")
+    table.add_column("name", style="cyan")
+    table.add_column("origin")
+    if targets:
+        table.add_column("target", style="dim", overflow="fold")
+    for name, info in KINDS.items():
+        if kind is not None and name != kind:
+            continue
+        entries = registry(name).entries()
+        for i, entry in enumerate(entries):
+            row = [info.title if i == 0 else "", entry.name, entry.origin]
+            table.add_row(*row, *([entry.target] if targets else []))
+        if not entries:
+            table.add_row(info.title, "[dim](none)[/]", "", *([""] if targets else []))
+        table.add_section()
+    console.print(table)
+    if not autoload_enabled():
+        console.print("[yellow]plugin discovery is off (DAFNET_DISABLE_PLUGIN_AUTOLOAD=1): "
+                      "built-ins only[/]")
+
+
+def _describe_field(field) -> tuple[str, str, str]:
+    from pydantic_core import PydanticUndefined
+
+    annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+    annotation = annotation.replace("typing.", "")
+    if field.default is not PydanticUndefined:
+        default = repr(field.default)
+    elif field.default_factory is not None:
+        default = repr(field.default_factory())
+    else:
+        default = "[red]required[/]"
+    limits = [str(m) for m in field.metadata]
+    return annotation + (f" {' '.join(limits)}" if limits else ""), default, field.description or ""
+
+
+@app.command("info")
+def info(
+    name: str = typer.Argument(..., help="Component name, e.g. film."),
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Disambiguate a name used by several kinds."),
+) -> None:
+    """A component's origin, description and parameters (from its Params model)."""
+    import inspect
+
+    from rich.table import Table
+
+    from dafnet.registry import KINDS, RegistryError, all_registries, find_kind, registry
+
+    if kind is not None:
+        entries = [registry(kind).entry(name)]
+    else:
+        entries = find_kind(name)
+        if not entries:
+            close = sorted({c for reg in all_registries().values() for c in reg.suggestions(name)})
+            raise RegistryError(
+                f"no component named {name!r}" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""),
+                hint="`dafnet plugins list` shows every registered component",
+            )
+    for entry in entries:
+        cls = entry.load()
+        console.print(f"[bold cyan]{entry.name}[/]  ({KINDS[entry.kind].title}, {entry.origin})")
+        console.print(f"[dim]{entry.target}[/]")
+        doc = inspect.getdoc(cls)
+        if doc:
+            console.print(doc.split("\n\n")[0])
+        table = Table(title="params", title_justify="left")
+        for col in ("key", "type", "default", "description"):
+            table.add_column(col, overflow="fold")
+        fields = cls.Params.model_fields
+        for key, field in fields.items():
+            table.add_row(key, *_describe_field(field))
+        if fields:
+            console.print(table)
+        else:
+            console.print("[dim]no parameters[/]")
+        console.print()

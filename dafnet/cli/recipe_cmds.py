@@ -1,0 +1,85 @@
+"""``dafnet recipes list|cp``: the recipes shipped with dafnet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dafnet.cli.output import console
+from dafnet.errors import DafnetError
+
+app = typer.Typer(help="Recipes shipped with dafnet.", no_args_is_help=True)
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Name (file stem, with sub-folder) -> path of every packaged recipe."""
+    from importlib import resources
+
+    root = Path(str(resources.files("dafnet.recipes")))
+    return {str(p.relative_to(root).with_suffix("")): p for p in sorted(root.rglob("*.yaml"))}
+
+
+def find_recipe(arg: str) -> Path:
+    """A recipe path, or the name of a built-in recipe (``quickstart``)."""
+    path = Path(arg).expanduser()
+    if path.exists():
+        return path
+    known = builtin_recipes()
+    stem = arg[:-5] if arg.endswith(".yaml") else arg
+    if stem in known:
+        return known[stem]
+    if "/" not in arg and Path(arg).name in {p.name for p in known.values()}:
+        return next(p for p in known.values() if p.name == Path(arg).name)
+    raise DafnetError(f"recipe not found: {arg}",
+                      hint=f"give a YAML path or a built-in recipe: {', '.join(known)}")
+
+
+@app.command("list")
+def list_recipes() -> None:
+    """Built-in recipes with their descriptions."""
+    import yaml
+    from rich.table import Table
+
+    table = Table(title="built-in recipes", title_justify="left")
+    table.add_column("name", style="cyan")
+    table.add_column("description", overflow="fold")
+    for name, path in builtin_recipes().items():
+        data = yaml.safe_load(path.read_text()) or {}
+        table.add_row(name, str(data.get("description", "")).strip())
+    console.print(table)
+
+
+@app.command("cp")
+def copy_recipe(
+    name: str = typer.Argument(..., help="Built-in recipe name, e.g. quickstart."),
+    dest: Path = typer.Argument(..., help="Destination file or folder."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Copy a built-in recipe to edit it; a ``base:`` it names is copied too."""
+    import yaml
+
+    known = builtin_recipes()
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if stem not in known:
+        raise DafnetError(f"no built-in recipe {name!r}", hint=f"built-in recipes: {', '.join(known)}")
+    src = known[stem]
+    target = dest / src.name if dest.is_dir() else dest
+    todo = [(src, target)]
+    base = (yaml.safe_load(src.read_text()) or {}).get("base")
+    while isinstance(base, str):
+        base_src = (todo[-1][0].parent / base).resolve()
+        todo.append((base_src, todo[-1][1].parent / base))
+        base = (yaml.safe_load(base_src.read_text()) or {}).get("base")
+    for s, t in todo:
+        if t.exists() and not force:
+            raise DafnetError(f"{t} exists", hint="pass --force to overwrite, or choose another destination")
+    for s, t in todo:
+        try:
+            t.parent.mkdir(parents=True, exist_ok=True)
+            tmp = t.with_name(f".{t.name}.tmp")
+            tmp.write_text(s.read_text())
+            tmp.replace(t)
+        except OSError as exc:
+            raise DafnetError(f"cannot write {t}: {exc.strerror}", hint="choose a writable destination") from exc
+        console.print(f"copied {s.name} -> {t}")

@@ -1,0 +1,88 @@
+"""``dafnet train|validate|summary|evaluate``: the commands that take a recipe or a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dafnet.cli.output import console, recipe_yaml
+
+_OVERRIDES_HELP = "Dotted overrides, e.g. train.epochs=3 model.decoder=spade."
+
+
+def _load(recipe: str, overrides: list[str] | None):
+    from dafnet.cli.recipe_cmds import find_recipe
+    from dafnet.config import load_recipe
+
+    return load_recipe(find_recipe(recipe), overrides or [])
+
+
+def train(
+    recipe: Optional[str] = typer.Argument(None, help="Recipe YAML or built-in recipe name."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where the run is written."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder exactly."),
+) -> None:
+    """Train a model from a recipe (or resume a run)."""
+    from dafnet.errors import DafnetError
+
+    if resume is not None:
+        from dafnet.engine import resume_recipe
+
+        if recipe is not None or overrides:
+            raise DafnetError("--resume continues a run with its own recipe",
+                              hint="drop the recipe and overrides, or start a new run without --resume")
+        resolved = resume_recipe(resume)
+    elif recipe is None:
+        raise DafnetError("missing RECIPE", hint="dafnet train recipes/quickstart.yaml (or --resume RUN_DIR)")
+    else:
+        resolved = _load(recipe, overrides)
+    from dafnet.engine import train as run_training
+
+    run_training(resolved, run_dir=run_dir, resume=resume, console=console)
+
+
+def validate(
+    recipe: str = typer.Argument(..., help="Recipe YAML or built-in recipe name."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Check a recipe; print it resolved (defaults filled in) or every problem at once."""
+    from rich.syntax import Syntax
+
+    resolved = _load(recipe, overrides)
+    console.print(Syntax(recipe_yaml(resolved), "yaml", theme="ansi_dark", background_color="default"))
+    console.print("[green]recipe is valid[/]")
+
+
+def summary(
+    recipe: str = typer.Argument(..., help="Recipe YAML or built-in recipe name."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Per role: component, output shape and exact trainable parameters, without training."""
+    from rich.table import Table
+
+    from dafnet.assemble import assemble
+
+    resolved = _load(recipe, overrides)
+    _, facts, method = assemble(resolved)
+    rows = method.summary()
+    size = "x".join(str(s) for s in facts.image_size)
+    table = Table(title=f"{resolved.name}: method {resolved.method.name} at {size}", title_justify="left")
+    table.add_column("role", style="cyan")
+    table.add_column("component")
+    table.add_column("output shape")
+    table.add_column("trainable parameters", justify="right")
+    for row in rows:
+        table.add_row(row.role, row.component, row.output_shape, f"{row.trainable_parameters:,}")
+    table.add_section()
+    table.add_row("total", "", "", f"{sum(r.trainable_parameters for r in rows):,}")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    panel = "Run"
+    app.command("train", rich_help_panel=panel)(train)
+    app.command("validate", rich_help_panel=panel)(validate)
+    app.command("summary", rich_help_panel=panel)(summary)

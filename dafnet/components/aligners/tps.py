@@ -1,0 +1,61 @@
+"""The DAFNet aligner: a thin-plate-spline spatial transformer (method.md 1.4, Fig. 3c)."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from dafnet.components.aligners.localisation import LocalisationNet, check_pair
+from dafnet.components.aligners.thin_plate import (
+    dense_displacement_matrix,
+    pixel_grid,
+    sample,
+    tps_sampling_grid,
+)
+from dafnet.interfaces import AlignmentOutput, Aligner, Facts
+from dafnet.interfaces import Params as BaseParams
+
+
+class TPSAligner(Aligner):
+    """Warps the moving anatomy onto the fixed one with a TPS on a fixed control grid.
+
+    The localisation net regresses (x, y) offsets of the grid_size x grid_size control
+    points on [-1, 1]^2 (last layer zero-initialised: the first warp is the identity). Each
+    output pixel p samples the moving anatomy at p + d(p), d the TPS interpolating the offsets
+    (kernel r^2 log r, affine part, no regularisation): a fixed (H*W x K) matrix, precomputed
+    in float64 and kept as a non-persistent buffer. Bilinear sampling, zero padding,
+    ``align_corners=True`` (pixel centres span [-1, 1]). The warped anatomy stays soft.
+    """
+
+    class Params(BaseParams):
+        grid_size: int = Field(5, ge=2, le=32,
+                               description="control points per side of the grid on [-1, 1]^2")
+        loc_filters: int = Field(20, ge=1, description="filters of each localisation conv")
+        hidden: int = Field(100, ge=1, description="units of the tanh dense layer")
+
+    def __init__(self, params: Params, facts: Facts) -> None:
+        super().__init__(params, facts)
+        self.channels = facts.require("anatomy_channels")
+        self.image_size = tuple(facts.require("image_size"))
+        self.num_points = params.grid_size ** 2
+        self.localisation = LocalisationNet(2 * self.channels, self.image_size,
+                                            params.loc_filters, params.hidden,
+                                            2 * self.num_points)
+        dtype = torch.get_default_dtype()
+        height, width = self.image_size
+        matrix = dense_displacement_matrix(height, width, params.grid_size)
+        self.register_buffer("displacement_matrix", matrix.to(dtype), persistent=False)
+        self.register_buffer("base_grid", pixel_grid(height, width).to(dtype), persistent=False)
+
+    def forward(self, moving: Tensor, fixed: Tensor) -> AlignmentOutput:
+        check_pair(moving, fixed, self.channels, self.image_size, "TPS aligner")
+        offsets = self.localisation(moving, fixed).view(-1, self.num_points, 2)
+        # Sampling coordinates in at least float32, also under autocast.
+        dtype = torch.promote_types(moving.dtype, torch.float32)
+        with torch.autocast(device_type=moving.device.type, enabled=False):
+            offsets = offsets.to(dtype)
+            grid = tps_sampling_grid(offsets, self.displacement_matrix.to(dtype),
+                                     self.base_grid.to(dtype))
+            warped = sample(moving.to(dtype), grid).to(moving.dtype)
+        return AlignmentOutput(warped=warped, grid=grid, parameters=offsets)

@@ -185,7 +185,7 @@ def test_yaml_problems(tmp_path):
         load_recipe(tmp_path / "none.yaml")
     with pytest.raises(RecipeError) as err:
         load_recipe(write(tmp_path, "empty.yaml", ""))
-    assert paths(err.value) == ["data"]
+    assert "data" in paths(err.value)
 
 
 def test_split_and_modalities_checks(tmp_path, toys):

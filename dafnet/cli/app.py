@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_DEBUG_ENV = "DAFNET_DEBUG"
+_DEBUG_ENV = "DAFNET_DEBUG"  # set to 1 to always show tracebacks
 
 
 def _version(value: bool) -> None:
@@ -36,8 +36,7 @@ def root(
                                            help="Print the version and exit."),
 ) -> None:
     """dafnet: train, evaluate and inspect DAFNet models from recipes."""
-    if debug:
-        os.environ[_DEBUG_ENV] = "1"
+    # --debug is read by main() before the command runs; it is declared here for --help.
 
 
 run_cmds.register(app)

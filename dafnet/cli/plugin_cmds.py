@@ -57,8 +57,10 @@ def _describe_field(field) -> tuple[str, str, str]:
         default = repr(field.default_factory())
     else:
         default = "[red]required[/]"
-    limits = [str(m) for m in field.metadata]
-    return annotation + (f" {' '.join(limits)}" if limits else ""), default, field.description or ""
+    from dafnet.config.reference import describe_limits
+
+    limits = describe_limits(field)
+    return annotation + (f" ({limits})" if limits else ""), default, field.description or ""
 
 
 @app.command("info")
@@ -78,7 +80,10 @@ def info(
     else:
         entries = find_kind(name)
         if not entries:
-            close = sorted({c for reg in all_registries().values() for c in reg.suggestions(name)})
+            import difflib
+
+            every = sorted({n for reg in all_registries().values() for n in reg.names()})
+            close = difflib.get_close_matches(name, every, n=3, cutoff=0.5)
             raise RegistryError(
                 f"no component named {name!r}" + (f"; did you mean {' or '.join(map(repr, close))}?" if close else ""),
                 hint="`dafnet plugins list` shows every registered component",

@@ -1,0 +1,1 @@
+"""Recipes shipped with dafnet (packaged as dafnet.recipes)."""

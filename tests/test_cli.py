@@ -1,0 +1,135 @@
+"""The command line: help panels, exit codes, messages, recipe/plugin/registry commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dafnet.cli import main
+
+
+@pytest.fixture
+def toys():
+    import _toys
+
+    _toys.register_toys()
+    return _toys
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_commands_in_panels(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for panel in ("Run", "Components and recipes", "Data"):
+        assert panel in out
+    for command in ("train", "validate", "summary", "plugins", "recipes", "data"):
+        assert command in out
+
+
+def test_help_does_not_import_torch():
+    code = textwrap.dedent("""
+        import sys
+        from dafnet.cli import main
+        for args in (["--help"], ["train", "--help"], ["plugins", "--help"]):
+            try:
+                main(args)
+            except SystemExit:
+                pass
+        assert "torch" not in sys.modules, "torch imported by --help"
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_python_dash_m_works():
+    res = subprocess.run([sys.executable, "-m", "dafnet", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and "dafnet" in res.stdout
+
+
+def test_validate_prints_resolved_recipe(tmp_path, capsys, toys):
+    path = tmp_path / "r.yaml"
+    path.write_text(toys.TOY_RECIPE)
+    code, out, _ = run(capsys, "validate", str(path), "train.epochs=3")
+    assert code == 0
+    assert "epochs: 3" in out and "batch_size: 6" in out and "recipe is valid" in out
+
+
+def test_validate_errors_exit_2_with_every_problem(tmp_path, capsys, toys):
+    path = tmp_path / "r.yaml"
+    path.write_text(toys.TOY_RECIPE.replace("channels: 4", "channels: 0, colour: red"))
+    code, out, err = run(capsys, "validate", str(path), "train.epocs=3")
+    assert code == 2
+    assert "Traceback" not in err + out
+    for key in ("model.decoder.params.channels", "model.decoder.params.colour", "train.epocs"):
+        assert key in err
+
+
+def test_unknown_component_error_names_alternatives(tmp_path, capsys, toys):
+    path = tmp_path / "r.yaml"
+    path.write_text(toys.TOY_RECIPE)
+    code, _, err = run(capsys, "validate", str(path), "model.decoder=spaed")
+    assert code == 2
+    assert "did you mean 'spade'" in err
+    assert "film" in err
+
+
+def test_missing_recipe_file(capsys):
+    code, _, err = run(capsys, "validate", "no/such/recipe.yaml")
+    assert code == 2 and "recipe not found" in err
+
+
+def test_debug_shows_traceback(capsys):
+    from dafnet.errors import DafnetError
+
+    with pytest.raises(DafnetError):
+        main(["--debug", "validate", "no/such/recipe.yaml"])
+
+
+def test_summary_of_toy_method(tmp_path, capsys, toys):
+    path = tmp_path / "r.yaml"
+    path.write_text(toys.TOY_RECIPE)
+    code, out, _ = run(capsys, "summary", str(path))
+    assert code == 0
+    assert "decoder" in out and "toy_decoder" in out and "total" in out
+
+
+def test_plugins_list_and_info(capsys, toys):
+    code, out, _ = run(capsys, "plugins", "list")
+    assert code == 0
+    for title in ("anatomy encoder", "modality encoder", "aligner", "fuser", "decoder", "segmentor",
+                  "discriminator", "pairing head", "loss", "metric", "data source", "method"):
+        assert title in out
+    assert "built-in" in out and "runtime" in out
+    code, out, _ = run(capsys, "plugins", "info", "toy_decoder")
+    assert code == 0 and "channels" in out and "hidden channels" in out
+    code, _, err = run(capsys, "plugins", "info", "toy_decodr")
+    assert code == 2 and "did you mean 'toy_decoder'" in err.replace("'other_decoder' or ", "")
+    code, _, err = run(capsys, "plugins", "list", "--kind", "decodr")
+    assert code == 2 and "unknown kind" in err
+
+
+def test_recipes_list_and_cp(tmp_path, capsys):
+    code, out, _ = run(capsys, "recipes", "list")
+    assert code == 0 and "quickstart" in out
+    code, out, _ = run(capsys, "recipes", "cp", "quickstart", str(tmp_path))
+    assert code == 0 and (tmp_path / "quickstart.yaml").exists()
+    code, _, err = run(capsys, "recipes", "cp", "quickstart", str(tmp_path))
+    assert code == 2 and "--force" in err
+    code, _, err = run(capsys, "recipes", "cp", "nope", str(tmp_path))
+    assert code == 2 and "quickstart" in err
+
+
+def test_usage_error_exit_2(capsys):
+    code, _, _ = run(capsys, "validate")
+    assert code == 2

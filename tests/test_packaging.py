@@ -1,0 +1,38 @@
+"""Packaging: every dafnet package is shipped, recipes are packaged, docs are current."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_package_is_listed_in_pyproject():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "dafnet").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert config["package-dir"]["dafnet.recipes"] == "recipes"
+
+
+def test_builtin_recipes_are_importable_resources():
+    from dafnet.cli.recipe_cmds import builtin_recipes
+
+    names = builtin_recipes()
+    assert "quickstart" in names
+    for path in names.values():
+        assert path.read_text().strip()
+
+
+def test_readme_has_exactly_the_two_commands_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    assert "dafnet train recipes/quickstart.yaml" in readme
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "test-command" in ci
+    block = readme.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
+    assert "pytest" in block

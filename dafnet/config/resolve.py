@@ -33,6 +33,24 @@ def _resolve_component(kind: str, spec: ComponentSpec, path: str,
     return cls, ComponentSpec(name=spec.name, params=params.model_dump(mode="json"))
 
 
+def _available_modalities(source_cls, spec: ComponentSpec, issues: list[RecipeIssue],
+                          required: bool) -> list[str] | None:
+    """The modalities a data source offers. When the recipe lists its modalities itself, a source
+    that cannot answer yet (e.g. its data folder is not there on this machine) is not an error:
+    the recipe still validates and training reports the missing data."""
+    from dafnet.errors import DafnetError
+    from dafnet.interfaces.facts import Facts
+
+    try:
+        source = source_cls(source_cls.Params.model_validate(spec.params), Facts())
+        return list(source.modalities)
+    except DafnetError as exc:
+        if required:
+            issues.append(RecipeIssue("data.source", exc.message,
+                                      exc.hint or "or list data.modalities in the recipe"))
+        return None
+
+
 def resolve(recipe: Recipe) -> Recipe:
     """A copy of ``recipe`` with every component checked and every default filled in."""
     issues: list[RecipeIssue] = []
@@ -40,14 +58,8 @@ def resolve(recipe: Recipe) -> Recipe:
 
     source_cls, source_spec = _resolve_component("data_source", data.source, "data.source", issues)
     modalities, target = data.modalities, data.target
-    if source_cls is not None and len(issues) == 0:
-        from dafnet.interfaces.facts import Facts
-
-        try:
-            available = list(source_cls(source_cls.Params.model_validate(source_spec.params), Facts()).modalities)
-        except Exception as exc:  # noqa: BLE001 - reported as a recipe problem
-            issues.append(RecipeIssue("data.source", f"could not be set up: {exc}"))
-            available = None
+    if source_cls is not None and not issues:
+        available = _available_modalities(source_cls, source_spec, issues, required=modalities is None)
         if available is not None:
             if modalities is None:
                 modalities = available
@@ -58,10 +70,10 @@ def resolve(recipe: Recipe) -> Recipe:
             if len(modalities) < 2:
                 issues.append(RecipeIssue("data.modalities", "need at least two modalities",
                                           f"the source provides {available}"))
-            if target is None and modalities:
-                target = modalities[-1]
-            elif target is not None and target not in modalities:
-                issues.append(RecipeIssue("data.target", f"{target!r} is not one of {modalities}"))
+        if target is None and modalities:
+            target = modalities[-1]
+        elif target is not None and modalities and target not in modalities:
+            issues.append(RecipeIssue("data.target", f"{target!r} is not one of {modalities}"))
 
     method_cls, method_spec = _resolve_component("method", recipe.method, "method", issues)
     model: dict[str, ComponentSpec] = {}

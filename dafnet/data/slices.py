@@ -1,0 +1,190 @@
+"""Map-style datasets of paired 2D samples for multimodal training and evaluation.
+
+A sample is one slice of the target modality with, for every modality (in the
+recipe's order), k candidate slices paired by slice position (:mod:`dafnet.data.pairing`;
+the target's own row repeats its slice k times so every row has the same shape):
+
+* ``images``   float32 (n, k, 1, H, W)
+* ``masks``    int64   (n, k, H, W), zeros where there is no ground truth
+* ``labelled`` bool    (n, k), whether ``masks`` holds ground truth
+* ``present``  bool    (n,), whether the subject has that modality (always true in training)
+* ``subject``  int64, index of the subject in the dataset's subject list; ``slice`` int64
+
+Training samples get one random rotation in +-degrees applied identically to every
+image and mask of the sample (bilinear with border fill for images, nearest with
+background fill for masks).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from dafnet.data.pairing import Pairing, draw_candidates
+from dafnet.errors import DafnetError
+from dafnet.interfaces.data import Subject
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How samples are formed from subjects."""
+
+    modalities: tuple[str, ...]
+    target: str
+    num_candidates: int = 1
+    candidate_radius: int = 2
+    pairing: Pairing = "expert"
+    rotation_degrees: float = 0.0
+    seed: int = 0
+    """Seed of the fixed shuffled pairs of evaluation datasets."""
+
+    def __post_init__(self) -> None:
+        if self.target not in self.modalities:
+            raise DafnetError(f"target {self.target!r} is not one of the modalities {self.modalities}")
+
+    @property
+    def target_index(self) -> int:
+        return self.modalities.index(self.target)
+
+
+def rotate_sample(images: Tensor, masks: Tensor, degrees: float) -> tuple[Tensor, Tensor]:
+    """Rotate (N, 1, H, W) images and (N, H, W) masks by one angle about the image centre.
+
+    The rotation is a true rotation in pixel space also for non-square images.
+    """
+    height, width = images.shape[-2:]
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    theta = torch.tensor([[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]],
+                         dtype=images.dtype).expand(images.shape[0], 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    rotated = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    rotated_masks = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest",
+                                  padding_mode="zeros", align_corners=False)
+    return rotated, rotated_masks.squeeze(1).round().long()
+
+
+class PairedSliceDataset(Dataset):
+    """Samples anchored at every target slice of the given subjects (see the module docstring)."""
+
+    def __init__(self, subjects: list[Subject], config: SampleConfig, *, training: bool,
+                 hide_target_labels: bool = False) -> None:
+        self.config = config
+        self.training = training
+        self.hide_target_labels = hide_target_labels
+        self.subjects: list[Subject] = []
+        self.skipped: list[str] = []
+        for subject in subjects:
+            missing = [m for m in config.modalities if m not in subject.volumes]
+            if config.target in missing or (training and missing):
+                self.skipped.append(subject.id)
+                continue
+            self._check_shapes(subject)
+            self.subjects.append(subject)
+        if self.skipped and training:
+            warnings.warn(f"training subjects without every modality {config.modalities} are left out: "
+                          f"{self.skipped}", stacklevel=2)
+        self.index: list[tuple[int, int]] = [
+            (i, s) for i, subject in enumerate(self.subjects)
+            for s in range(subject.volumes[config.target].num_slices)
+        ]
+        self._fixed: dict[tuple[int, int], np.ndarray] = {}
+        if not (training and config.pairing == "shuffled"):
+            rng = np.random.default_rng(config.seed)
+            for key in self.index:
+                self._fixed[key] = self._candidates(*key, rng)
+
+    def _check_shapes(self, subject: Subject) -> None:
+        shapes = {m: v.image.shape[1:] for m, v in subject.volumes.items() if m in self.config.modalities}
+        if len(set(shapes.values())) > 1:
+            raise DafnetError(f"subject {subject.id!r}: slice sizes differ between modalities: {shapes}",
+                              hint="the data source must return every modality at the networks' slice size")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return [s.id for s in self.subjects]
+
+    def _candidates(self, subject_index: int, slice_index: int, rng) -> np.ndarray:
+        """(n, k) slice indices per modality (the target row repeats the anchor; -1 when absent)."""
+        cfg, subject = self.config, self.subjects[subject_index]
+        position = subject.volumes[cfg.target].slice_positions[slice_index]
+        rows = []
+        for modality in cfg.modalities:
+            if modality == cfg.target:
+                rows.append(np.full(cfg.num_candidates, slice_index))
+            elif modality not in subject.volumes:
+                rows.append(np.full(cfg.num_candidates, -1))
+            else:
+                rows.append(draw_candidates(position, subject.volumes[modality].slice_positions,
+                                            cfg.num_candidates, cfg.candidate_radius, cfg.pairing, rng))
+        return np.stack(rows).astype(np.int64)
+
+    def __getitem__(self, item: int) -> dict[str, Tensor]:
+        cfg = self.config
+        key = self.index[item]
+        if key in self._fixed:
+            chosen = self._fixed[key]
+        else:  # seeded through torch, so DataLoader worker seeding applies
+            chosen = self._candidates(*key, np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()))))
+        subject = self.subjects[key[0]]
+        height, width = subject.volumes[cfg.target].image.shape[1:]
+        n, k = len(cfg.modalities), cfg.num_candidates
+        images = np.zeros((n, k, 1, height, width), dtype=np.float32)
+        masks = np.zeros((n, k, height, width), dtype=np.int64)
+        labelled = np.zeros((n, k), dtype=bool)
+        present = np.zeros(n, dtype=bool)
+        for m, modality in enumerate(cfg.modalities):
+            volume = subject.volumes.get(modality)
+            if volume is None:
+                continue
+            present[m] = True
+            images[m, :, 0] = volume.image[chosen[m]]
+            hidden = self.hide_target_labels and modality == cfg.target
+            if volume.label is not None and not hidden:
+                masks[m] = volume.label[chosen[m]]
+                labelled[m] = True
+        images_t, masks_t = torch.from_numpy(images), torch.from_numpy(masks)
+        if self.training and cfg.rotation_degrees > 0:
+            angle = (2 * float(torch.rand(())) - 1) * cfg.rotation_degrees
+            flat_images, flat_masks = rotate_sample(images_t.view(n * k, 1, height, width),
+                                                    masks_t.view(n * k, height, width), angle)
+            images_t, masks_t = flat_images.view_as(images_t), flat_masks.view_as(masks_t)
+        return {
+            "images": images_t,
+            "masks": masks_t,
+            "labelled": torch.from_numpy(labelled),
+            "present": torch.from_numpy(present),
+            "subject": torch.tensor(key[0], dtype=torch.int64),
+            "slice": torch.tensor(key[1], dtype=torch.int64),
+        }
+
+
+def training_streams(subjects: list[Subject], config: SampleConfig,
+                     annotated_ids) -> dict[str, PairedSliceDataset]:
+    """``labelled``: subjects in ``annotated_ids`` with target masks; ``unlabelled``: the others,
+    their target masks hidden (other modalities keep theirs)."""
+    annotated = {str(i) for i in annotated_ids}
+    target = config.target
+
+    def has_target_label(s: Subject) -> bool:
+        return target in s.volumes and s.volumes[target].label is not None
+
+    labelled = [s for s in subjects if str(s.id) in annotated and has_target_label(s)]
+    unlabelled = [s for s in subjects if not (str(s.id) in annotated and has_target_label(s))]
+    return {
+        "labelled": PairedSliceDataset(labelled, config, training=True),
+        "unlabelled": PairedSliceDataset(unlabelled, config, training=True, hide_target_labels=True),
+    }
+
+
+__all__ = ["PairedSliceDataset", "SampleConfig", "rotate_sample", "training_streams"]

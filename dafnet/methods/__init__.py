@@ -1,0 +1,1 @@
+"""Registered methods (registry kind ``method``): DAFNet and its graph, steps and predictions."""

@@ -1,0 +1,259 @@
+"""DAFNet (Chartsias et al., IEEE TMI 2020) as a registered method (registry: dafnet).
+
+Builds its networks from the recipe's roles in dependency order (facts flow from the
+anatomy encoder to everything after it), defines the optimizer groups and the phases of
+one iteration (method.md 3), the training streams and the evaluation. The graph, the
+steps and the predictions live in ``dafnet_graph``, ``dafnet_steps`` and ``dafnet_inference``.
+See docs/method.md.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import partial
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from dafnet.builder import build_and_declare
+from dafnet.components.init import count_trainable
+from dafnet.config.schema import ComponentSpec
+from dafnet.data.slices import PairedSliceDataset, SampleConfig, training_streams
+from dafnet.data.splits import annotated_subjects
+from dafnet.errors import DafnetError
+from dafnet.interfaces import Facts, Method, Params, Phase, Role, RoleSummary
+from dafnet.losses import (
+    KLDivergenceLoss,
+    L1ReconstructionLoss,
+    LSGANDiscriminatorLoss,
+    SupervisedLoss,
+    ZReconstructionLoss,
+)
+from dafnet.methods import dafnet_steps as steps
+from dafnet.methods.dafnet_inference import evaluation_statistics, predict_target
+from dafnet.metrics.dice import dice_3d_per_volume, mean_per_volume, summarise_percent
+
+
+class DAFNet(Method):
+    """Disentangle, align and fuse: multimodal, semi-supervised segmentation of a target modality."""
+
+    roles = {
+        "anatomy_encoder": Role("anatomy_encoder", "unet_shared_decoder", "x_i -> binary anatomy s_i"),
+        "modality_encoder": Role("modality_encoder", "vae", "(x, s) -> q(z | x, s)"),
+        "segmentor": Role("segmentor", "conv_head", "anatomy -> mask over L + 1 channels"),
+        "aligner": Role("aligner", "tps", "warps one anatomy onto another"),
+        "fuser": Role("fuser", "max", "fuses the target anatomy with the warped others"),
+        "decoder": Role("decoder", "film", "(anatomy, z) -> image"),
+        "discriminator": Role("discriminator", "lsgan_conv",
+                              "one mask critic and one image critic per modality (same spec)"),
+        "pairing_head": Role("pairing_head", "dice_mlp", "weights k candidate pairs (only when k > 1)"),
+    }
+    loss_weights = {"sup": 10.0, "adv_mask": 1.0, "rec": 1.0, "adv_image": 1.0, "kl": 0.1, "z_rec": 1.0}
+
+    class Params(Params):
+        num_candidates: int = Field(1, ge=1, le=9, description="k candidate slices per pair; 1 = expert pairing "
+                                    "without pairing head, > 1 adds the pairing head (Sec. III-F)")
+        candidate_radius: int = Field(2, ge=0, le=8, description="candidates lie within +-radius slices of the "
+                                      "nearest slice")
+        pairing: Literal["expert", "shuffled"] = Field(
+            "expert", description="expert: nearest slice first; shuffled: random slice of the window (k = 1) or "
+            "candidates in random order (k > 1), as in the paper's pairing experiment")
+        ce_weight: float = Field(0.01, ge=0, description="cross-entropy weight inside L_sup = (1 - Dice) + w CE")
+        dice_smooth: float = Field(1e-12, gt=0, description="smoothing of the soft Dice in L_sup")
+
+    def __init__(self, params: "DAFNet.Params", facts: Facts, recipe=None) -> None:
+        super().__init__(params, facts, recipe)
+        self.modalities = tuple(facts.require("modalities"))
+        if len(self.modalities) < 2:
+            raise DafnetError(f"DAFNet needs at least two modalities, got {self.modalities}")
+        target = getattr(getattr(recipe, "data", None), "target", None) or self.modalities[-1]
+        if target not in self.modalities:
+            raise DafnetError(f"target {target!r} is not one of the modalities {self.modalities}")
+        self.target, self.target_index = target, self.modalities.index(target)
+        self.num_candidates = params.num_candidates
+        if self.num_candidates > 2 * params.candidate_radius + 1:
+            raise DafnetError(f"num_candidates {self.num_candidates} exceeds the {2 * params.candidate_radius + 1} "
+                              f"slices within +-{params.candidate_radius}", hint="raise candidate_radius")
+        self.num_classes = facts.require("num_classes")
+        self.weights = dict(self.loss_weights)
+        self.weights.update(getattr(recipe, "losses", None) or {})
+        self._build(facts.with_(num_candidates=self.num_candidates))
+        f = self.facts
+        self.supervised = SupervisedLoss(SupervisedLoss.Params(ce_weight=params.ce_weight, smooth=params.dice_smooth), f)
+        self.kl = KLDivergenceLoss(KLDivergenceLoss.Params(), f)
+        self.l1 = L1ReconstructionLoss(L1ReconstructionLoss.Params(), f)
+        self.z_reconstruction = ZReconstructionLoss(ZReconstructionLoss.Params(), f)
+        self.lsgan_discriminator = LSGANDiscriminatorLoss(LSGANDiscriminatorLoss.Params(), f)
+
+    # ------------------------------------------------------------------ building
+    def spec(self, role: str) -> ComponentSpec:
+        model = getattr(self.recipe, "model", None) or {}
+        return model.get(role) or ComponentSpec(name=self.roles[role].default)
+
+    def _component(self, role: str, facts: Facts, path: str | None = None):
+        spec = self.spec(role)
+        return build_and_declare(self.roles[role].kind, spec.name, spec.params, facts, path or f"model.{role}")
+
+    def _build(self, facts: Facts) -> None:
+        self.anatomy_encoder, facts = self._component("anatomy_encoder", facts)
+        self.modality_encoder, facts = self._component("modality_encoder", facts)
+        self.z_dim = facts.require("z_dim")
+        self.segmentor, facts = self._component("segmentor", facts)
+        self.aligner, facts = self._component("aligner", facts)
+        self.fuser, facts = self._component("fuser", facts)
+        self.decoder, facts = self._component("decoder", facts)
+        self.mask_discriminator = None
+        if self.weights["adv_mask"] > 0:
+            self.mask_discriminator, _ = self._component(
+                "discriminator", facts.with_(critic_channels=self.num_classes), "model.discriminator")
+        self.image_discriminators = None
+        if self.weights["adv_image"] > 0:
+            self.image_discriminators = nn.ModuleList(
+                self._component("discriminator", facts.with_(critic_channels=facts.image_channels))[0]
+                for _ in self.modalities)
+        self.pairing_head = self._component("pairing_head", facts)[0] if self.num_candidates > 1 else None
+        self.facts = facts
+
+    def critics(self) -> list[nn.Module]:
+        out = [self.mask_discriminator] if self.mask_discriminator is not None else []
+        return out + (list(self.image_discriminators) if self.image_discriminators is not None else [])
+
+    # ------------------------------------------------------------------ engine contract
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"anatomy_encoder": self.anatomy_encoder, "modality_encoder": self.modality_encoder,
+                "segmentor": self.segmentor, "aligner": self.aligner, "decoder": self.decoder}
+        if any(True for _ in self.fuser.parameters()) or any(True for _ in self.fuser.buffers()):
+            nets["fuser"] = self.fuser
+        if self.pairing_head is not None:
+            nets["pairing_head"] = self.pairing_head
+        if self.mask_discriminator is not None:
+            nets["mask_discriminator"] = self.mask_discriminator
+        for name, critic in zip(self.modalities, self.image_discriminators or []):
+            nets[f"image_discriminator_{name}"] = critic
+        return nets
+
+    def optimizer_groups(self) -> dict[str, list[str]]:
+        critics = [r for r in self.networks() if "discriminator" in r]
+        groups = {"generator": [r for r in self.networks() if r not in critics]}
+        groups.update({r: [r] for r in critics})
+        return groups
+
+    def phases(self) -> list[Phase]:
+        out = []
+        for stream in ("labelled", "unlabelled"):
+            out.append(Phase(f"{stream}/generator", "generator", stream, partial(steps.generator_step, self)))
+            if self.mask_discriminator is not None:
+                out += [Phase(f"{stream}/mask_discriminator/{m}", "mask_discriminator", stream,
+                              partial(steps.mask_critic_step, self, i)) for i, m in enumerate(self.modalities)]
+            if self.image_discriminators is not None:
+                out += [Phase(f"{stream}/image_discriminator/{m}", f"image_discriminator_{m}", stream,
+                              partial(steps.image_critic_step, self, i)) for i, m in enumerate(self.modalities)]
+        return out
+
+    def summary(self) -> list[RoleSummary]:
+        h, w = self.facts.require("image_size")
+        p = next(self.parameters())
+        x = torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype)
+        shape = lambda t: "x".join(str(d) for d in t.shape)  # noqa: E731
+        rows = []
+        with self._evaluating():
+            s = self.anatomy_encoder(x, 0).anatomy
+            z = self.modality_encoder(x, s).z
+            outputs = {
+                "anatomy_encoder": s, "modality_encoder": z, "segmentor": self.segmentor(s).probabilities,
+                "aligner": self.aligner(s, s).warped, "fuser": self.fuser([s, s]), "decoder": self.decoder(s, z),
+            }
+            for role, out in outputs.items():
+                rows.append(RoleSummary(role, self.spec(role).name, shape(out), count_trainable(getattr(self, role))))
+            name = self.spec("discriminator").name
+            if self.mask_discriminator is not None:
+                masks = torch.zeros(1, self.num_classes, h, w, device=x.device, dtype=x.dtype)
+                rows.append(RoleSummary("mask_discriminator", name, shape(self.mask_discriminator(masks)),
+                                        count_trainable(self.mask_discriminator)))
+            for m, critic in zip(self.modalities, self.image_discriminators or []):
+                rows.append(RoleSummary(f"image_discriminator_{m}", name, shape(critic(x)), count_trainable(critic)))
+            if self.pairing_head is not None:
+                out = self.pairing_head(s, s.unsqueeze(1).expand(-1, self.num_candidates, -1, -1, -1)).weights
+                rows.append(RoleSummary("pairing_head", self.spec("pairing_head").name, shape(out),
+                                        count_trainable(self.pairing_head)))
+        return rows
+
+    # ------------------------------------------------------------------ data
+    def sample_config(self) -> SampleConfig:
+        data = getattr(self.recipe, "data", None)
+        rotation = data.augment.rotation_degrees if data is not None else 0.0
+        seed = getattr(getattr(self.recipe, "train", None), "seed", 0)
+        return SampleConfig(self.modalities, self.target, self.num_candidates, self.params.candidate_radius,
+                            self.params.pairing, rotation, seed)
+
+    def train_streams(self, subjects: list) -> dict[str, PairedSliceDataset]:
+        data = getattr(self.recipe, "data", None)
+        fraction = data.annotation_fraction if data is not None else 1.0
+        seed = data.annotation_seed if data is not None else 0
+        annotated = annotated_subjects([s.id for s in subjects], fraction, seed)
+        return training_streams(subjects, self.sample_config(), annotated)
+
+    def eval_dataset(self, subjects: list) -> PairedSliceDataset:
+        return PairedSliceDataset(subjects, self.sample_config(), training=False)
+
+    # ------------------------------------------------------------------ evaluation
+    @contextmanager
+    def _evaluating(self):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    def evaluation_step(self, batch) -> dict[str, Tensor]:
+        with self._evaluating():
+            return evaluation_statistics(self, batch)
+
+    def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
+        keep = stats["labelled"].bool().cpu().numpy()
+        subjects = stats["subject"].cpu().numpy()[keep]
+        out: dict[str, float] = {}
+        for key in sorted(k for k in stats if k.startswith("paper_")):
+            kind = key[len("paper_"):]
+            per_volume = mean_per_volume(stats[key].float().cpu().numpy()[keep], subjects)
+            out[f"dice_{kind}"], out[f"dice_{kind}_std"] = summarise_percent(per_volume)
+            overlap = stats[f"overlap_{kind}"].float().cpu().numpy()[keep]
+            dice3d = dice_3d_per_volume(overlap[:, 0], overlap[:, 1], overlap[:, 2], subjects)
+            if dice3d:
+                table = 100 * np.stack(list(dice3d.values()))
+                out[f"dice3d_{kind}"] = float(np.nanmean(table)) if np.isfinite(table).any() else float("nan")
+        out["monitor"] = 1.0 - out.get("dice_fused", float("nan")) / 100.0
+        return out
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, images: dict[str, Tensor], target: str | None = None) -> dict[str, Tensor]:
+        """Target class probabilities per prediction type from whatever modalities are given.
+
+        ``images``: modality name -> (B, 1, H, W) (or (B, H, W)); another modality may also be
+        (B, k, 1, H, W) candidates (nearest first) for the ``weighted`` type. Missing
+        modalities are left out; with none besides the target every type equals ``single``.
+        """
+        target = target or self.target
+        unknown = [m for m in list(images) + [target] if m not in self.modalities]
+        if unknown:
+            raise DafnetError(f"unknown modalities {unknown}", hint=f"this model knows {self.modalities}")
+        if target not in images:
+            raise DafnetError(f"predict: the target {target!r} image is missing")
+        anchors, candidates = {}, {}
+        for name, x in images.items():
+            m = self.modalities.index(name)
+            x = x.unsqueeze(1) if x.ndim == 3 else x
+            if x.ndim == 5:
+                if x.shape[1] != self.num_candidates:
+                    raise DafnetError(f"predict: {name!r} has {x.shape[1]} candidates, the model uses "
+                                      f"{self.num_candidates}")
+                candidates[m], x = x, x[:, 0]
+            anchors[m] = x
+        t = self.modalities.index(target)
+        with self._evaluating():
+            return predict_target(self, t, anchors, None, candidates if len(candidates) else None)

@@ -1,0 +1,117 @@
+"""DAFNet's training graph and inference (method.md 2 and 5), as functions of a built method.
+
+Batches are the collated samples of :mod:`dafnet.data.slices`: ``images`` (B, n, k, 1, H, W),
+``masks`` (B, n, k, H, W), ``labelled`` (B, n, k), ``present`` (B, n). Row ``t`` is the
+target modality (its k entries repeat the target slice); candidate 0 of every other row is
+the paired (nearest, or shuffled) slice.
+
+Training graph, for every modality i (candidate 0): s_i, q(z | x_i, s_i), m_i = Seg(s_i),
+y_i = Dec(s_i, z_i); for every ordered pair i -> j: Align(s_i -> s_j), a cross mask
+Seg(.) against j's mask and a cross image Dec(., z_j) against x_j. With k > 1 candidates,
+the pairs between the target and another modality j run over j's k candidates, weighted
+by w_j = PairingHead(s_t, [Align(s_j^l -> s_t)]_l) (the same weights for both directions);
+pairs between two non-target modalities use candidate 0 only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from dafnet.interfaces import ModalityOutput
+
+
+@dataclass
+class Cross:
+    """Outputs of one ordered pair i -> j; tensors are (B * kk, ...) with the kk candidates of a sample adjacent."""
+
+    source: int
+    dest: int
+    seg: object
+    """SegmentationOutput of the warped anatomy."""
+    image: Tensor | None
+    truth_image: Tensor
+    truth_mask: Tensor
+    truth_labelled: Tensor
+    weights: Tensor | None
+    """(B, kk) pairing weights; None with one candidate."""
+    candidates: int
+
+
+@dataclass
+class Graph:
+    anatomy: list[Tensor] = field(default_factory=list)
+    modality: list[ModalityOutput] = field(default_factory=list)
+    segmentation: list = field(default_factory=list)
+    reconstruction: list = field(default_factory=list)
+    crosses: list[Cross] = field(default_factory=list)
+
+
+def flat(x: Tensor) -> Tensor:
+    """(B, k, ...) -> (B * k, ...)."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def rows(x: Tensor, k: int) -> Tensor:
+    """(B * k, ...) -> (B, k, ...)."""
+    return x.reshape(x.shape[0] // k, k, *x.shape[1:])
+
+
+def _first(q: ModalityOutput, kk: int) -> ModalityOutput:
+    return ModalityOutput(z=rows(q.z, kk)[:, 0], mu=rows(q.mu, kk)[:, 0], logvar=rows(q.logvar, kk)[:, 0])
+
+
+def training_graph(method, batch: dict, with_images: bool = True) -> Graph:
+    """The forward pass of one training batch (see the module docstring)."""
+    images, masks, labelled = batch["images"], batch["masks"], batch["labelled"]
+    n, t = images.shape[1], method.target_index
+    k = method.num_candidates
+    graph = Graph()
+    cand_s, cand_z = {}, {}
+    for i in range(n):
+        kk = k if i != t else 1
+        x = flat(images[:, i, :kk])
+        s = method.anatomy_encoder(x, i).anatomy
+        q = method.modality_encoder(x, s)
+        cand_s[i], cand_z[i] = rows(s, kk), rows(q.z, kk)
+        graph.anatomy.append(cand_s[i][:, 0])
+        graph.modality.append(_first(q, kk))
+        graph.segmentation.append(method.segmentor(graph.anatomy[i]))
+        graph.reconstruction.append(method.decoder(graph.anatomy[i], graph.modality[i].z) if with_images else None)
+
+    def cross(i, j, moving, fixed, z, truth, weights):
+        kk = moving.shape[1]
+        warped = method.aligner(flat(moving), flat(fixed)).warped
+        if weights is None and kk > 1:
+            weights = method.pairing_head(cand_s[t][:, 0], rows(warped, kk)).weights
+        image = method.decoder(warped, flat(z)) if with_images else None
+        return Cross(i, j, method.segmentor(warped), image, *(flat(v) for v in truth), weights, kk)
+
+    weights_of = {}
+    for i in range(n):  # every other modality onto the target first: it yields the pairing weights
+        if i == t:
+            continue
+        kk = cand_s[i].shape[1]
+        truth = (images[:, t, :kk], masks[:, t, :kk], labelled[:, t, :kk])
+        c = cross(i, t, cand_s[i], cand_s[t].expand(-1, kk, -1, -1, -1), cand_z[t].expand(-1, kk, -1), truth, None)
+        weights_of[i] = c.weights
+        graph.crosses.append(c)
+    for j in range(n):  # the target onto every other modality's candidates, same weights
+        if j == t:
+            continue
+        kk = cand_s[j].shape[1]
+        truth = (images[:, j, :kk], masks[:, j, :kk], labelled[:, j, :kk])
+        graph.crosses.append(cross(t, j, cand_s[t].expand(-1, kk, -1, -1, -1), cand_s[j], cand_z[j], truth,
+                                   weights_of[j]))
+    for i in range(n):  # pairs of two non-target modalities: candidate 0 only
+        for j in range(n):
+            if i != j and t not in (i, j):
+                truth = (images[:, j, :1], masks[:, j, :1], labelled[:, j, :1])
+                graph.crosses.append(cross(i, j, cand_s[i][:, :1], cand_s[j][:, :1], cand_z[j][:, :1], truth, None))
+    return graph
+
+
+def first_candidate(x: Tensor, kk: int) -> Tensor:
+    """(B * kk, ...) -> the candidate-0 entries (B, ...)."""
+    return rows(x, kk)[:, 0]

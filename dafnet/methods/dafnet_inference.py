@@ -1,0 +1,92 @@
+"""DAFNet's target predictions (method.md 5) and their evaluation statistics.
+
+Prediction types of the target t: ``single`` Seg(s_t); ``deformed_<m>`` Seg(Align(s_m -> s_t))
+per other modality m and ``deformed`` = that of the first other modality (recipe order);
+``fused`` Seg(Fuse(s_t, Align(s_m -> s_t) for every other m)); with k > 1 candidates
+``weighted`` = sum_l w_l Seg(Fuse(s_t, Align(s_m^l -> s_t) for every m)), w the pairing
+weights averaged over the other modalities. A modality missing for a sample is left out
+(its deformed prediction falls back to single; it enters the fusion as s_t itself).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dafnet.methods.dafnet_graph import flat, rows
+from dafnet.metrics.dice import class_overlaps_per_slice, paper_dice_per_slice
+
+
+def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(mask.view(-1, *([1] * (a.ndim - 1))), a, b)
+
+
+def predict_target(method, target: int, anchors: dict[int, Tensor], present: dict[int, Tensor] | None = None,
+                   candidates: dict[int, Tensor] | None = None) -> dict[str, Tensor]:
+    """Class probabilities (B, L + 1, H, W) per prediction type.
+
+    ``anchors``: modality index -> (B, 1, H, W) images (the target's and the paired slices);
+    ``present``: modality index -> (B,) bool (default all true); ``candidates``: other
+    modality index -> (B, k, 1, H, W) candidates (nearest first) for the ``weighted`` type.
+    """
+    names = method.modalities
+    s_t = method.anatomy_encoder(anchors[target], target).anatomy
+    single = method.segmentor(s_t).probabilities
+    out = {"single": single}
+    ones = torch.ones(s_t.shape[0], dtype=torch.bool, device=s_t.device)
+    warped = []
+    for m in sorted(anchors):
+        if m == target:
+            continue
+        here = present.get(m, ones) if present is not None else ones
+        s_m = method.anatomy_encoder(anchors[m], m).anatomy
+        w = method.aligner(s_m, s_t).warped
+        warped.append(_where(here, w, s_t))
+        deformed = _where(here, method.segmentor(w).probabilities, single)
+        out[f"deformed_{names[m]}"] = deformed
+        out.setdefault("deformed", deformed)
+    out.setdefault("deformed", single)
+    out["fused"] = method.segmentor(method.fuser([s_t] + warped)).probabilities
+    if candidates and method.num_candidates > 1:
+        out["weighted"] = _weighted(method, target, s_t, candidates, present, ones)
+    return out
+
+
+def _weighted(method, target, s_t, candidates, present, ones) -> Tensor:
+    k, batch = method.num_candidates, s_t.shape[0]
+    fixed = s_t.unsqueeze(1).expand(-1, k, -1, -1, -1)
+    warped_rows = []
+    weights = s_t.new_zeros(batch, k)
+    counts = s_t.new_zeros(batch, 1)
+    for m, cands in sorted(candidates.items()):
+        if m == target:
+            continue
+        here = present.get(m, ones) if present is not None else ones
+        s = method.anatomy_encoder(flat(cands), m).anatomy
+        w = _where(here, rows(method.aligner(s, flat(fixed)).warped, k), fixed)
+        warped_rows.append(w)
+        weights = weights + here[:, None] * method.pairing_head(s_t, w).weights
+        counts = counts + here[:, None]
+    # Samples without any other modality: every candidate fuses to s_t, any weights summing to 1 do.
+    weights = torch.where(counts > 0, weights / counts.clamp_min(1), torch.full_like(weights, 1.0 / k))
+    result = 0
+    for l in range(k):
+        fused = method.fuser([s_t] + [w[:, l] for w in warped_rows])
+        result = result + weights[:, l, None, None, None] * method.segmentor(fused).probabilities
+    return result
+
+
+def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
+    """Per-sample statistics of the target predictions: paper Dice per slice and class overlaps."""
+    images, t = batch["images"], method.target_index
+    n = images.shape[1]
+    anchors = {m: images[:, m, 0] for m in range(n)}
+    present = {m: batch["present"][:, m] for m in range(n)}
+    candidates = {m: images[:, m] for m in range(n) if m != t} if method.num_candidates > 1 else None
+    predictions = predict_target(method, t, anchors, present, candidates)
+    truth = batch["masks"][:, t, 0]
+    stats = {"subject": batch["subject"], "labelled": batch["labelled"][:, t, 0]}
+    for kind, probabilities in predictions.items():
+        stats[f"paper_{kind}"] = paper_dice_per_slice(probabilities, truth)
+        stats[f"overlap_{kind}"] = torch.stack(class_overlaps_per_slice(probabilities, truth), dim=1)
+    return stats

@@ -1,0 +1,167 @@
+"""DAFNet's optimisation steps (method.md 2, 3): the generator step and the LS-GAN critic steps.
+
+Each step is ``(batch, scratch) -> LossOutput`` with the weighted total and the unweighted,
+detached terms. The generator step leaves detached fakes and the real masks/images in
+``scratch`` for the critic steps of the same batch; a critic step without them runs the
+generator forward itself (no gradients).
+
+Reductions follow the original code: each output (a mask, an image, a modality) is a batch
+mean and a term sums its outputs. Supervised outputs average over the samples that have
+ground truth; with k candidates a sample's value is the pairing-weighted sum over them.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from dafnet.interfaces import LossOutput
+from dafnet.losses import one_hot_target
+from dafnet.methods.dafnet_graph import Cross, Graph, first_candidate, rows, training_graph
+
+
+@contextmanager
+def frozen(modules):
+    """Parameters of ``modules`` do not require gradients inside the block (restored after)."""
+    params = [p for m in modules for p in m.parameters()]
+    states = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, state in zip(params, states):
+            p.requires_grad_(state)
+
+
+def _weighted(values: Tensor, cross: Cross, with_truth: bool) -> Tensor:
+    """Per-sample-candidate values (B * kk,) -> one batch value (pairing-weighted over candidates)."""
+    v = rows(values, cross.candidates)
+    w = cross.weights if cross.weights is not None else torch.ones_like(v)
+    if not with_truth:
+        return (w * v).sum(1).mean()
+    has = rows(cross.truth_labelled, cross.candidates).to(v.dtype)
+    count = (has.sum(1) > 0).sum()
+    return (w * has * v).sum() / count.clamp_min(1)
+
+
+def _supervised(method, graph: Graph, batch: dict) -> Tensor:
+    labelled, masks = batch["labelled"], batch["masks"]
+    total = graph.anatomy[0].new_zeros(())
+    for i, seg in enumerate(graph.segmentation):
+        has = labelled[:, i, 0]
+        if bool(has.any()):
+            total = total + method.supervised.per_sample(seg.logits[has], masks[has, i, 0]).mean()
+    for c in graph.crosses:
+        if bool(c.truth_labelled.any()):
+            total = total + _weighted(method.supervised.per_sample(c.seg.logits, c.truth_mask), c, True)
+    return total
+
+
+def _reconstruction(method, graph: Graph, batch: dict) -> Tensor:
+    images = batch["images"]
+    total = sum(method.l1(y, images[:, i, 0]) for i, y in enumerate(graph.reconstruction))
+    for c in graph.crosses:
+        total = total + _weighted(method.l1.per_sample(c.image, c.truth_image), c, False)
+    return total
+
+
+def _critic_sum(critic, fakes: list[Tensor]) -> Tensor:
+    """Sum over outputs of mean (D(fake) - 1)^2, one critic pass over all of them."""
+    scores = critic(torch.cat(fakes)).view(len(fakes), -1)
+    return (scores - 1).pow(2).mean(dim=1).sum()
+
+
+def mask_fakes(graph: Graph, modality: int) -> list[Tensor]:
+    """Foreground channels of the masks predicted for ``modality``: its own and the cross masks onto it."""
+    out = [graph.segmentation[modality].probabilities[:, 1:]]
+    out += [first_candidate(c.seg.probabilities, c.candidates)[:, 1:] for c in graph.crosses if c.dest == modality]
+    return out
+
+
+def image_fakes(graph: Graph, modality: int) -> list[Tensor]:
+    """Images synthesised in ``modality``'s style: its reconstruction and the cross images onto it."""
+    out = [graph.reconstruction[modality]]
+    out += [first_candidate(c.image, c.candidates) for c in graph.crosses if c.dest == modality]
+    return out
+
+
+def real_masks(batch: dict, num_channels: int) -> Tensor:
+    """Foreground channels of every labelled (candidate-0) mask of every modality: (R, L, H, W)."""
+    labelled, masks = batch["labelled"][:, :, 0], batch["masks"][:, :, 0]
+    chosen = masks[labelled]
+    return one_hot_target(chosen, num_channels)[:, 1:]
+
+
+def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
+    """The generator (all non-critic networks) step of one batch."""
+    w = method.weights
+    n = batch["images"].shape[1]
+    needs_images = w["rec"] > 0 or w["adv_image"] > 0
+    with frozen(method.critics()):
+        graph = training_graph(method, batch, with_images=needs_images)
+        terms: dict[str, Tensor] = {}
+        if w["sup"] > 0:
+            terms["sup"] = _supervised(method, graph, batch)
+        if w["adv_mask"] > 0:
+            terms["adv_mask"] = _critic_sum(method.mask_discriminator,
+                                            [f for i in range(n) for f in mask_fakes(graph, i)])
+        if w["rec"] > 0:
+            terms["rec"] = _reconstruction(method, graph, batch)
+        if w["adv_image"] > 0:
+            terms["adv_image"] = sum(_critic_sum(method.image_discriminators[i], image_fakes(graph, i))
+                                     for i in range(n))
+        if w["kl"] > 0:
+            terms["kl"] = sum(method.kl(q.mu, q.logvar) for q in graph.modality)
+        if w["z_rec"] > 0:
+            terms["z_rec"] = sum(_z_reconstruction(method, s) for s in graph.anatomy)
+    if not terms:
+        raise RuntimeError("every DAFNet loss weight is 0: nothing to train")
+    total = sum(w[name] * value for name, value in terms.items())
+    _store(method, graph, batch, scratch)
+    return LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()})
+
+
+def _z_reconstruction(method, anatomy: Tensor) -> Tensor:
+    z = torch.randn(anatomy.shape[0], method.z_dim, device=anatomy.device, dtype=anatomy.dtype)
+    image = method.decoder(anatomy, z)
+    return method.z_reconstruction(z, method.modality_encoder(image, anatomy).mu)
+
+
+def _store(method, graph: Graph, batch: dict, scratch: dict) -> None:
+    n = batch["images"].shape[1]
+    if method.mask_discriminator is not None:
+        scratch["real_masks"] = real_masks(batch, method.num_classes + 1)
+        scratch["fake_masks"] = [torch.cat(mask_fakes(graph, i)).detach() for i in range(n)]
+    if method.image_discriminators is not None and graph.reconstruction[0] is not None:
+        scratch["real_images"] = [batch["images"][:, i, 0] for i in range(n)]
+        scratch["fake_images"] = [torch.cat(image_fakes(graph, i)).detach() for i in range(n)]
+
+
+def _ensure_fakes(method, batch: dict, scratch: dict, key: str) -> None:
+    if key in scratch:
+        return
+    with torch.no_grad():
+        graph = training_graph(method, batch, with_images=method.image_discriminators is not None)
+    _store(method, graph, batch, scratch)
+
+
+def mask_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossOutput:
+    """Mask discriminator step on the masks predicted for one modality vs all real masks."""
+    _ensure_fakes(method, batch, scratch, "fake_masks")
+    critic, fake = method.mask_discriminator, scratch["fake_masks"][modality]
+    real = scratch["real_masks"]
+    if real.shape[0] == 0:  # no ground truth at all in this batch: nothing to compare with
+        return LossOutput(total=critic(fake).sum() * 0.0, terms={})
+    loss = method.lsgan_discriminator(critic(real), critic(fake))
+    return LossOutput(total=loss, terms={"dis_mask": loss.detach()})
+
+
+def image_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossOutput:
+    """Image discriminator step of one modality: its real images vs the images synthesised in its style."""
+    _ensure_fakes(method, batch, scratch, "fake_images")
+    critic = method.image_discriminators[modality]
+    loss = method.lsgan_discriminator(critic(scratch["real_images"][modality]), critic(scratch["fake_images"][modality]))
+    return LossOutput(total=loss, terms={"dis_image": loss.detach()})

@@ -1,0 +1,61 @@
+"""Resume state, separate from the export: ``<run>/state/``.
+
+Accelerate's ``save_state`` writes the prepared networks, the optimizers, every process's RNG
+states (python, numpy, torch, cuda) and the engine objects registered with
+``register_for_checkpointing``: training progress (epoch, step, history), early stopping,
+the best epoch's weights and the SWA averages. It is written at the end of every epoch to a
+temporary folder that then replaces ``state/``, so a crash never leaves half a state.
+``load_state`` restores all of it and the next epoch continues exactly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainProgress:
+    """Where training stands; checkpointed with the rest of the state."""
+
+    epochs_done: int = 0
+    global_step: int = 0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        return {"epochs_done": self.epochs_done, "global_step": self.global_step,
+                "stopped_early": self.stopped_early, "history": [dict(r) for r in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs_done = int(state["epochs_done"])
+        self.global_step = int(state["global_step"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.history = [dict(r) for r in state["history"]]
+
+
+def save_checkpoint(accelerator, state_dir: Path) -> None:
+    """Every process calls this (each saves its own RNG state)."""
+    from accelerate.utils import broadcast_object_list
+
+    state_dir = Path(state_dir)
+    token = [uuid.uuid4().hex[:8] if accelerator.is_main_process else None]
+    token = broadcast_object_list(token) if accelerator.num_processes > 1 else token
+    tmp = state_dir.parent / f".{state_dir.name}.tmp-{token[0]}"
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        old = None
+        if state_dir.exists():
+            old = state_dir.parent / f".{state_dir.name}.old-{token[0]}"
+            state_dir.rename(old)
+        tmp.rename(state_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator, state_dir: Path) -> None:
+    accelerator.load_state(str(state_dir))

@@ -1,0 +1,192 @@
+"""The exported model: ``export/dafnet_index.json`` and ``export/<role>.safetensors``.
+
+The index holds everything needed to rebuild the method without the recipe file or the
+data: the method's name and params, the facts it was built with, per role the component,
+params and registry origin, and the resolved recipe. :func:`load_export` rebuilds the method
+through the registry and loads each network's weights. The folder is written to a temporary
+sibling and renamed into place, so a reader never sees half an export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dafnet.config.schema import Recipe
+from dafnet.errors import DafnetError
+from dafnet.interfaces.facts import Facts
+
+INDEX_FILE = "dafnet_index.json"
+FORMAT = "dafnet-export"
+FORMAT_VERSION = 1
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def facts_to_json(facts: Facts) -> dict:
+    return {f.name: (list(v) if isinstance(v, tuple) else v)
+            for f in dataclasses.fields(Facts) for v in [getattr(facts, f.name)]}
+
+
+def facts_from_json(data: dict) -> Facts:
+    known = {f.name for f in dataclasses.fields(Facts)}
+    unknown = set(data) - known
+    if unknown:
+        raise DafnetError(f"export index has unknown facts {sorted(unknown)}",
+                          hint="the export was written by a newer dafnet; upgrade dafnet")
+    return Facts(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _roles_index(recipe: Recipe) -> dict:
+    from dafnet.registry import registry
+
+    method_cls = registry("method").get(recipe.method.name)
+    out = {}
+    for role, spec in recipe.model.items():
+        kind = method_cls.roles[role].kind
+        entry = registry(kind).entry(spec.name)
+        out[role] = {"kind": kind, "component": spec.name, "params": spec.params,
+                     "target": entry.target, "origin": entry.origin}
+    return out
+
+
+def write_export(export_dir: str | Path, *, networks: dict[str, nn.Module], recipe: Recipe,
+                 facts: Facts, weights: dict) -> Path:
+    """Write the export folder atomically. ``weights`` says which weights these are
+    (e.g. ``{"source": "swa", "epochs": [40, 57]}``)."""
+    from dafnet.registry import registry
+
+    export_dir = Path(export_dir)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = export_dir.parent / f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        nets_index = {}
+        for role, net in networks.items():
+            if not _SAFE_NAME.match(role):
+                raise DafnetError(f"network role {role!r} cannot be a file name",
+                                  hint="use letters, digits, '_', '-' and '.' in role names")
+            tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+            file = f"{role}.safetensors"
+            save_file(tensors, str(tmp / file), metadata={"role": role, "format": "pt"})
+            nets_index[role] = {
+                "file": file,
+                "class": f"{type(net).__module__}:{type(net).__qualname__}",
+                "parameters": sum(p.numel() for p in net.parameters()),
+                "sha256": _sha256(tmp / file),
+            }
+        entry = registry("method").entry(recipe.method.name)
+        index = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": {"name": recipe.method.name, "params": recipe.method.params,
+                       "target": entry.target, "origin": entry.origin},
+            "facts": facts_to_json(facts),
+            "roles": _roles_index(recipe),
+            "networks": nets_index,
+            "weights": weights,
+            "recipe": recipe.model_dump(mode="json"),
+        }
+        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        old = None
+        if export_dir.exists():
+            old = export_dir.parent / f".{export_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            export_dir.rename(old)
+        tmp.rename(export_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return export_dir
+
+
+def _export_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_file() and path.name == INDEX_FILE:
+        return path.parent
+    if (path / "export" / INDEX_FILE).exists():
+        return path / "export"
+    return path
+
+
+def read_index(path: str | Path) -> dict:
+    """The parsed, checked index of an export folder (or of a run folder holding ``export/``)."""
+    export_dir = _export_dir(path)
+    index_path = export_dir / INDEX_FILE
+    if not index_path.is_file():
+        raise DafnetError(f"no export at {path}: {index_path} does not exist",
+                          hint="give a run's export/ folder (or the run folder) written by `dafnet train`")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DafnetError(f"{index_path} is corrupt: {exc}", hint="re-export the run or retrain") from exc
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise DafnetError(f"{index_path} is not a dafnet export index", hint="re-export the run")
+    if index.get("format_version", 0) > FORMAT_VERSION:
+        raise DafnetError(f"{index_path} has format version {index.get('format_version')}, this dafnet "
+                          f"reads up to {FORMAT_VERSION}", hint="upgrade dafnet")
+    missing = [k for k in ("method", "facts", "roles", "networks", "recipe") if k not in index]
+    if missing:
+        raise DafnetError(f"{index_path} is corrupt: missing {missing}", hint="re-export the run")
+    return index
+
+
+def load_export(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the exported method (in eval mode) and load its weights."""
+    from dafnet.assemble import build_method
+
+    export_dir = _export_dir(path)
+    index = read_index(export_dir)
+    try:
+        recipe = Recipe.model_validate(index["recipe"])
+    except ValidationError as exc:
+        raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
+    facts = facts_from_json(index["facts"])
+    method = build_method(recipe, facts)
+    networks = method.networks()
+    expected = index["networks"]
+    if set(networks) != set(expected):
+        raise DafnetError(f"export {export_dir} holds networks {sorted(expected)} but method "
+                          f"{recipe.method.name!r} builds {sorted(networks)}",
+                          hint="load it with the dafnet / plugin versions it was exported with")
+    for role, net in networks.items():
+        file = export_dir / expected[role]["file"]
+        if not file.is_file():
+            raise DafnetError(f"export {export_dir} is missing the weights of {role!r} ({file.name})",
+                              hint="the export is incomplete; re-export the run")
+        if "sha256" in expected[role] and _sha256(file) != expected[role]["sha256"]:
+            raise DafnetError(f"{file} is corrupt (its checksum differs from the index)",
+                              hint="re-export the run")
+        try:
+            state = load_file(str(file), device=str(device))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise DafnetError(f"{file} is not a readable safetensors file: {exc}",
+                              hint="re-export the run") from exc
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise DafnetError(f"weights in {file} do not fit network {role!r}: {exc}",
+                              hint="load it with the component versions it was exported with") from exc
+    method.to(device)
+    method.eval()
+    return method

@@ -1,0 +1,102 @@
+"""What a run reports: the CSV log, TensorBoard (through Accelerate's trackers), rich
+progress bars on the main process, the final table and the loss-curve figure."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def csv_columns(history: list[dict]) -> list[str]:
+    """``epoch`` first, then every key in order of first appearance."""
+    columns = ["epoch"]
+    for row in history:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return columns
+
+
+def write_csv(path: Path, history: list[dict]) -> None:
+    """Rewrite the whole log (columns can appear later, e.g. with validate_every > 1)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=csv_columns(history), restval="")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+def tracker_config(recipe) -> dict:
+    """Flat scalar hyperparameters for TensorBoard's hparams view."""
+    out = {"method": recipe.method.name, "data_source": recipe.data.source.name}
+    for role, spec in recipe.model.items():
+        out[f"model.{role}"] = spec.name
+    for key, value in recipe.train.model_dump(mode="json").items():
+        out[f"train.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    for key, value in recipe.losses.items():
+        out[f"losses.{key}"] = float(value)
+    return out
+
+
+def make_progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                    console=console, disable=not enabled, transient=False)
+
+
+def summary_table(summary: dict[str, float], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def plot_loss_curves(history: list[dict], phases: list[str], path: Path) -> Path | None:
+    """One panel per phase (total bold, each term thin) and one for the validation numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return None
+    panels = [(p, [k for k in csv_columns(history) if k.startswith(f"{p}/")]) for p in phases]
+    panels = [(p, keys) for p, keys in panels if keys]
+    val_keys = [k for k in csv_columns(history) if k.startswith("validation/")]
+    if val_keys:
+        panels.append(("validation", val_keys))
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels):
+        for key in keys:
+            pts = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            bold = key.endswith("/total") or key == "validation/monitor"
+            ax.plot(xs, ys, lw=2.0 if bold else 1.0, marker="o" if len(xs) < 20 else None, ms=3,
+                    label=key.split("/", 1)[1])
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

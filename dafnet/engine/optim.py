@@ -1,0 +1,90 @@
+"""One Adam optimizer per method group, and freezing every other group during a phase."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from dafnet.errors import DafnetError
+
+
+def unique_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of ``modules`` in order, each once (shared parameters appear once)."""
+    seen: set[int] = set()
+    out: list[nn.Parameter] = []
+    for module in modules:
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def group_parameters(networks: dict[str, nn.Module], roles: list[str]) -> list[nn.Parameter]:
+    return unique_parameters(networks[r] for r in roles)
+
+
+def check_contract(method_name: str, networks: dict[str, nn.Module], groups: dict[str, list[str]],
+                   phases: list, streams: dict) -> None:
+    """Every group names known roles, every phase a known group and stream."""
+    for group, roles in groups.items():
+        unknown = [r for r in roles if r not in networks]
+        if unknown:
+            raise DafnetError(
+                f"method {method_name!r}: optimizer group {group!r} names unknown roles {unknown}",
+                hint=f"networks() returns: {', '.join(networks)}")
+        if not roles:
+            raise DafnetError(f"method {method_name!r}: optimizer group {group!r} has no roles")
+    if not phases:
+        raise DafnetError(f"method {method_name!r} declares no phases")
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names):
+        raise DafnetError(f"method {method_name!r}: phase names repeat: {names}")
+    for phase in phases:
+        if phase.group not in groups:
+            raise DafnetError(f"method {method_name!r}: phase {phase.name!r} trains unknown group "
+                              f"{phase.group!r}", hint=f"groups: {', '.join(groups)}")
+        if phase.stream not in streams:
+            raise DafnetError(f"method {method_name!r}: phase {phase.name!r} reads unknown stream "
+                              f"{phase.stream!r}", hint=f"train_streams() returns: {', '.join(streams)}")
+
+
+def build_optimizers(networks: dict[str, nn.Module], groups: dict[str, list[str]],
+                     train) -> dict[str, torch.optim.Adam]:
+    """``train`` is the recipe's ``train`` section (lr, betas, weight_decay)."""
+    optimizers = {}
+    for group, roles in groups.items():
+        params = [p for p in group_parameters(networks, roles) if p.requires_grad]
+        if not params:
+            raise DafnetError(f"optimizer group {group!r} ({', '.join(roles)}) has no trainable parameters")
+        optimizers[group] = torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas),
+                                             weight_decay=train.weight_decay)
+    return optimizers
+
+
+class Freezer:
+    """Makes only one group's parameters require gradients, then restores every flag."""
+
+    def __init__(self, networks: dict[str, nn.Module], groups: dict[str, list[str]]) -> None:
+        self._params = unique_parameters(networks.values())
+        self._original = {id(p): p.requires_grad for p in self._params}
+        self._members = {g: {id(p) for p in group_parameters(networks, roles)}
+                         for g, roles in groups.items()}
+
+    def trainable(self, group: str) -> list[nn.Parameter]:
+        members = self._members[group]
+        return [p for p in self._params if id(p) in members and self._original[id(p)]]
+
+    @contextmanager
+    def only(self, group: str) -> Iterator[None]:
+        members = self._members[group]
+        try:
+            for p in self._params:
+                p.requires_grad_(self._original[id(p)] and id(p) in members)
+            yield
+        finally:
+            for p in self._params:
+                p.requires_grad_(self._original[id(p)])

@@ -1,0 +1,437 @@
+"""The training engine against a small generator/critic method with two streams.
+
+The toy method (defined here and reused by test_export.py and test_engine_distributed.py)
+has a generator (plain module built by the method) and a critic (the ``critic`` role, a
+registered discriminator), four phases over two streams (``paired`` and ``unpaired``), and
+records the generator/critic weights every time ``evaluation_summary`` runs, which gives the
+tests the epoch-end snapshots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from pydantic import Field
+from rich.console import Console
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import Dataset
+
+from dafnet import interfaces as I
+from dafnet.builder import build
+from dafnet.config.schema import Recipe
+from dafnet.errors import DafnetError
+from dafnet.registry import register
+
+SIDE = 2  # images are SIDE x SIDE, so samples are vectors of SIDE**2 features
+
+
+class ToySource(I.DataSource):
+    """Subjects with modality ``a`` (random) and ``b`` (a fixed function of ``a``)."""
+
+    class Params(I.Params):
+        subjects: int = Field(10, ge=1, description="number of subjects")
+        slices: int = Field(2, ge=1, description="slices per subject")
+        seed: int = Field(0, description="data seed")
+
+    modalities = ("a", "b")
+    class_names = ("fg",)
+
+    @property
+    def image_size(self):
+        return (SIDE, SIDE)
+
+    def load(self):
+        rng = np.random.default_rng(self.params.seed)
+        out = []
+        for i in range(self.params.subjects):
+            a = rng.uniform(-1, 1, (self.params.slices, SIDE, SIDE)).astype(np.float32)
+            b = np.tanh(0.8 * a[:, ::-1, :] + 0.1).astype(np.float32)
+            pos = np.arange(self.params.slices, dtype=np.float64)
+            out.append(I.Subject(f"s{i:02d}", {"a": I.Volume(a, None, pos), "b": I.Volume(b, None, pos)}))
+        return out
+
+
+class ToyCritic(I.Discriminator):
+    class Params(I.Params):
+        hidden: int = Field(6, ge=1, description="hidden units")
+
+    def __init__(self, params, facts):
+        super().__init__(params, facts)
+        h, w = facts.require("image_size")
+        self.net = nn.Sequential(nn.Linear(h * w, params.hidden), nn.LeakyReLU(0.2), nn.Linear(params.hidden, 1))
+
+    def forward(self, x):
+        return self.net(x.flatten(1))
+
+
+class Pairs(Dataset):
+    def __init__(self, subjects, with_target: bool = True):
+        xs = [torch.from_numpy(s.volumes["a"].image.reshape(-1, SIDE * SIDE).copy()) for s in subjects]
+        ys = [torch.from_numpy(s.volumes["b"].image.reshape(-1, SIDE * SIDE).copy()) for s in subjects]
+        self.x = torch.cat(xs) if xs else torch.zeros(0, SIDE * SIDE)
+        self.y = torch.cat(ys) if ys else torch.zeros(0, SIDE * SIDE)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class ToyMethod(I.Method):
+    roles = {"critic": I.Role("discriminator", "engine_toy_critic", "judges b images")}
+    loss_weights = {"adversarial": 0.1}
+    snapshots: list = []
+    """Class-level record: the networks' weights at every evaluation_summary call."""
+    grad_flags: list = []
+    """Class-level record: (phase, generator requires_grad, critic requires_grad) per step."""
+
+    class Params(I.Params):
+        paired_fraction: float = Field(0.5, ge=0, le=1, description="training subjects in the paired stream")
+        batchnorm: bool = Field(False, description="BatchNorm1d in the generator")
+        hidden: int = Field(6, ge=1, description="generator hidden units")
+        phases: tuple[str, ...] | None = Field(None, description="run only these phases")
+
+    def __init__(self, params, facts, recipe):
+        super().__init__(params, facts, recipe)
+        n = SIDE * SIDE
+        layers = [nn.Linear(n, params.hidden)]
+        if params.batchnorm:
+            layers.append(nn.BatchNorm1d(params.hidden))
+        layers += [nn.Tanh(), nn.Linear(params.hidden, n)]
+        self.generator = nn.Sequential(*layers)
+        spec = recipe.model["critic"]
+        self.critic = build("discriminator", spec.name, spec.params, facts, "model.critic")
+        self.w_adv = recipe.losses.get("adversarial", 0.1)
+
+    def networks(self):
+        return {"generator": self.generator, "critic": self.critic}
+
+    def optimizer_groups(self):
+        return {"generator": ["generator"], "critic": ["critic"]}
+
+    def _record(self, phase):
+        ToyMethod.grad_flags.append((phase, [p.requires_grad for p in self.generator.parameters()],
+                                     [p.requires_grad for p in self.critic.parameters()]))
+
+    def _gen(self, name, supervised):
+        def step(batch, scratch):
+            self._record(name)
+            fake = self.generator(batch["x"])
+            scratch["fake"] = fake.detach()
+            adv = ((self.critic(fake) - 1) ** 2).mean()
+            terms = {"adversarial": adv.detach()}
+            total = self.w_adv * adv
+            if supervised:
+                l1 = (fake - batch["y"]).abs().mean()
+                terms["l1"] = l1.detach()
+                total = total + l1
+            return I.LossOutput(total, terms)
+        return step
+
+    def _critic(self, name):
+        def step(batch, scratch):
+            self._record(name)
+            real = ((self.critic(batch["y"]) - 1) ** 2).mean()
+            fake = (self.critic(scratch["fake"]) ** 2).mean()
+            return I.LossOutput(real + fake, {"real": real.detach(), "fake": fake.detach()})
+        return step
+
+    def phases(self):
+        all_phases = [
+            I.Phase("generator", "generator", "paired", self._gen("generator", True)),
+            I.Phase("critic", "critic", "paired", self._critic("critic")),
+            I.Phase("generator_unpaired", "generator", "unpaired", self._gen("generator_unpaired", False)),
+            I.Phase("critic_unpaired", "critic", "unpaired", self._critic("critic_unpaired")),
+        ]
+        keep = self.params.phases
+        return [p for p in all_phases if keep is None or p.name in keep]
+
+    def summary(self):
+        return [I.RoleSummary(r, type(n).__name__, "(B, 4)", sum(p.numel() for p in n.parameters()))
+                for r, n in self.networks().items()]
+
+    def train_streams(self, subjects):
+        k = round(self.params.paired_fraction * len(subjects))
+        return {"paired": Pairs(subjects[:k]), "unpaired": Pairs(subjects[k:])}
+
+    def eval_dataset(self, subjects):
+        return Pairs(subjects)
+
+    def evaluation_step(self, batch):
+        return {"abs_error": (self.generator(batch["x"]) - batch["y"]).abs().mean(1)}
+
+    def evaluation_summary(self, stats):
+        ToyMethod.snapshots.append({r: {k: v.detach().clone().cpu() for k, v in n.state_dict().items()}
+                                    for r, n in self.networks().items()})
+        mae = float(stats["abs_error"].mean())
+        return {"mae": mae, "monitor": mae}
+
+
+def register_toys() -> None:
+    register("data_source", "engine_toy_source", ToySource)
+    register("discriminator", "engine_toy_critic", ToyCritic)
+    register("method", "engine_toy", ToyMethod)
+
+
+def toy_recipe(tmp_path: Path | None = None, *, train=None, method=None, split=None, source=None,
+               output=None) -> Recipe:
+    register_toys()
+    data = {"source": {"name": "engine_toy_source", "params": source or {}},
+            "split": split or {"folds": 1, "train": 0.6, "validation": 0.2, "test": 0.2}}
+    t = {"epochs": 2, "batch_size": 4, "lr": 1e-2, "swa_start": None, "patience": None, "log_every": 1}
+    t.update(train or {})
+    out = {"root": str(tmp_path or "runs"), "tensorboard": False, "figures": False}
+    out.update(output or {})
+    return Recipe.model_validate({"name": "toy", "method": {"name": "engine_toy", "params": method or {}},
+                                  "data": data, "train": t, "output": out})
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+def exported(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {r: load_file(str(run_dir / "export" / f"{r}.safetensors")) for r in ("generator", "critic")}
+
+
+@pytest.fixture(autouse=True)
+def _clear_records():
+    ToyMethod.snapshots.clear()
+    ToyMethod.grad_flags.clear()
+    yield
+
+
+def _fresh_weights(recipe: Recipe) -> dict:
+    from accelerate.utils import set_seed
+
+    from dafnet.assemble import build_data_source, build_method
+    from dafnet.config.resolve import resolve
+
+    recipe = resolve(recipe)
+    set_seed(recipe.train.seed)
+    _, facts = build_data_source(recipe)
+    method = build_method(recipe, facts)
+    return {r: {k: v.clone() for k, v in n.state_dict().items()} for r, n in method.networks().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+def test_run_directory_contents(tmp_path):
+    from dafnet.config.resolve import load_recipe
+    from dafnet.engine import train
+
+    console = quiet()
+    recipe = toy_recipe(tmp_path, output={"tensorboard": True, "figures": True, "name": "full"})
+    result = train(recipe, console=console)
+    run = result.run_dir
+    assert run == tmp_path / "full"
+    assert load_recipe(run / "recipe.yaml").model_dump() == result_recipe_dump(run)
+    meta = json.loads((run / "metadata.json").read_text())
+    assert {"python", "torch", "accelerate", "dafnet"} <= set(meta["versions"])
+    assert meta["seed"] == 0 and meta["processes"] == 1
+    assert {c["where"] for c in meta["components"]} == {"data.source", "method", "model.critic"}
+    splits = json.loads((run / "splits.json").read_text())
+    everything = splits["train"] + splits["validation"] + splits["test"]
+    assert sorted(everything) == [f"s{i:02d}" for i in range(10)] and len(set(everything)) == 10
+    with open(run / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and [r["epoch"] for r in rows] == ["1", "2"]
+    for col in ("generator/total", "generator/l1", "generator/adversarial", "critic/real", "critic/fake",
+                "generator_unpaired/total", "critic_unpaired/total", "validation/monitor", "validation/mae"):
+        assert col in rows[0] and float(rows[1][col]) == float(rows[1][col])
+    assert list((run / "tensorboard").rglob("events.out.tfevents*"))
+    png = run / "figures" / "loss_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result.figures == [png]
+    index = json.loads((run / "export" / "dafnet_index.json").read_text())
+    assert set(index["networks"]) == {"generator", "critic"}
+    assert index["roles"]["critic"]["component"] == "engine_toy_critic"
+    assert index["roles"]["critic"]["origin"] == "runtime"
+    assert index["method"]["name"] == "engine_toy" and index["weights"]["source"] == "best"
+    for role in ("generator", "critic"):
+        assert (run / "export" / f"{role}.safetensors").is_file()
+    assert (run / "state").is_dir() and not list(run.glob(".state*"))
+    assert result.evaluated_on == "test" and set(result.summary) == {"mae", "monitor"}
+    text = console.file.getvalue()
+    assert "monitor" in text and str(run / "export") in text
+
+
+def result_recipe_dump(run: Path) -> dict:
+    return Recipe.model_validate(yaml.safe_load((run / "recipe.yaml").read_text())).model_dump()
+
+
+def test_refuses_non_empty_run_dir(tmp_path):
+    from dafnet.engine import train
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file.txt").write_text("x")
+    with pytest.raises(DafnetError, match="not empty") as info:
+        train(toy_recipe(tmp_path), run_dir=tmp_path / "taken", console=quiet())
+    assert "--resume" in info.value.hint
+
+
+def test_resume_is_exact(tmp_path):
+    from dafnet.engine import train
+
+    settings = dict(train={"epochs": 2, "swa_start": 1, "patience": 5, "min_delta": 0.0},
+                    method={"batchnorm": True})
+    straight = train(toy_recipe(tmp_path, **settings), run_dir=tmp_path / "straight", console=quiet())
+    first = toy_recipe(tmp_path, train={**settings["train"], "epochs": 1}, method=settings["method"])
+    train(first, run_dir=tmp_path / "resumed", console=quiet())
+    resumed = train(toy_recipe(tmp_path, **settings), resume=tmp_path / "resumed", console=quiet())
+    assert resumed.epochs_run == straight.epochs_run == 2
+    a, b = exported(straight.run_dir), exported(resumed.run_dir)
+    for role in a:
+        for key in a[role]:
+            assert torch.equal(a[role][key], b[role][key]), (role, key)
+    for name in ("model.safetensors", "model_1.safetensors"):
+        sa, sb = load_file(str(straight.run_dir / "state" / name)), load_file(str(resumed.run_dir / "state" / name))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in straight.history]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history]
+    with pytest.raises(DafnetError, match="already"):
+        train(toy_recipe(tmp_path, **settings), resume=tmp_path / "resumed", console=quiet())
+    with pytest.raises(DafnetError, match="train.lr"):
+        train(toy_recipe(tmp_path, train={**settings["train"], "epochs": 3, "lr": 1e-3},
+                         method=settings["method"]), resume=tmp_path / "resumed", console=quiet())
+
+
+def test_freezing_each_phase_trains_only_its_group(tmp_path):
+    from dafnet.engine import train
+
+    train(toy_recipe(tmp_path, method={"phases": ["generator", "critic"]}, train={"epochs": 1}),
+          run_dir=tmp_path / "both", console=quiet())
+    flags = {name: (g, c) for name, g, c in ToyMethod.grad_flags}
+    assert all(flags["generator"][0]) and not any(flags["generator"][1])
+    assert all(flags["critic"][1]) and not any(flags["critic"][0])
+
+    recipe = toy_recipe(tmp_path, method={"phases": ["generator_unpaired"]}, train={"epochs": 1})
+    fresh = _fresh_weights(recipe)
+    train(recipe, run_dir=tmp_path / "gen_only", console=quiet())
+    w = exported(tmp_path / "gen_only")
+    assert all(torch.equal(w["critic"][k], fresh["critic"][k]) for k in fresh["critic"])
+    assert not all(torch.equal(w["generator"][k], fresh["generator"][k]) for k in fresh["generator"])
+
+
+class CriticOnly(ToyMethod):
+    """The critic judges generator outputs that are NOT detached; only the critic phase runs."""
+
+    def phases(self):
+        def step(batch, scratch):
+            self._record("critic_only")
+            fake = self.generator(batch["x"])
+            loss = ((self.critic(batch["y"]) - 1) ** 2).mean() + (self.critic(fake) ** 2).mean()
+            return I.LossOutput(loss, {})
+        return [I.Phase("critic_only", "critic", "paired", step)]
+
+
+def test_critic_phase_alone_leaves_generator_unchanged(tmp_path):
+    from dafnet.engine import train
+
+    register_toys()
+    register("method", "engine_toy_critic_only", CriticOnly)
+    recipe = toy_recipe(tmp_path, train={"epochs": 1})
+    recipe = recipe.model_copy(update={"method": recipe.method.model_copy(update={"name": "engine_toy_critic_only"})})
+    fresh = _fresh_weights(recipe)
+    train(recipe, run_dir=tmp_path / "critic_only", console=quiet())
+    w = exported(tmp_path / "critic_only")
+    assert all(torch.equal(w["generator"][k], fresh["generator"][k]) for k in fresh["generator"])
+    assert not all(torch.equal(w["critic"][k], fresh["critic"][k]) for k in fresh["critic"])
+    assert all(g is False for _, gs, _ in ToyMethod.grad_flags for g in gs)
+
+
+def test_phases_of_empty_streams_are_skipped(tmp_path):
+    from dafnet.engine import train
+
+    console = quiet()
+    result = train(toy_recipe(tmp_path, method={"paired_fraction": 1.0}), console=console)
+    assert "generator_unpaired" in console.file.getvalue() and "skipping" in console.file.getvalue()
+    assert not {k for k in result.history[0] if k.startswith(("generator_unpaired", "critic_unpaired"))}
+    assert {"generator/total", "critic/total"} <= set(result.history[0])
+    assert not any(name.endswith("unpaired") for name, _, _ in ToyMethod.grad_flags)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    from dafnet.engine import train
+
+    split = {"folds": 1, "train": 1.0, "validation": 0.0, "test": 0.0}
+    src = {"subjects": 8, "slices": 2}  # 16 samples; paired 8 + unpaired 8
+    big = train(toy_recipe(tmp_path, split=split, source=src, train={"batch_size": 4, "epochs": 2}),
+                run_dir=tmp_path / "big", console=quiet())
+    acc = train(toy_recipe(tmp_path, split=split, source=src,
+                           train={"batch_size": 2, "gradient_accumulation_steps": 2, "epochs": 2}),
+                run_dir=tmp_path / "acc", console=quiet())
+    small = train(toy_recipe(tmp_path, split=split, source=src, train={"batch_size": 2, "epochs": 2}),
+                  run_dir=tmp_path / "small", console=quiet())
+    assert big.weights == acc.weights == "last"
+    a, b, c = exported(big.run_dir), exported(acc.run_dir), exported(small.run_dir)
+    for role in a:
+        for key in a[role]:
+            torch.testing.assert_close(a[role][key], b[role][key], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(a[r][k], c[r][k], atol=1e-4) for r in a for k in a[r])
+
+
+def test_early_stopping_triggers_and_exports_the_best_epoch(tmp_path):
+    from dafnet.engine import train
+
+    result = train(toy_recipe(tmp_path, train={"epochs": 10, "patience": 2, "min_delta": 100.0}),
+                   console=quiet())
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
+    assert result.weights == "best"
+    w = exported(result.run_dir)
+    best = ToyMethod.snapshots[0]  # the validation of epoch 1
+    for role in w:
+        assert all(torch.equal(w[role][k], best[role][k]) for k in w[role])
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["best_epoch"] == 1
+
+
+def test_swa_is_the_uniform_average_of_epoch_end_snapshots(tmp_path):
+    from dafnet.engine import train
+
+    result = train(toy_recipe(tmp_path, train={"epochs": 4, "swa_start": 2}), console=quiet())
+    assert result.weights == "swa"
+    snaps = ToyMethod.snapshots[:4]  # validations after epochs 1..4 (live weights)
+    w = exported(result.run_dir)
+    for role in w:
+        for key in w[role]:
+            manual = torch.stack([s[role][key] for s in snaps[1:]]).mean(0)
+            torch.testing.assert_close(w[role][key], manual, rtol=1e-5, atol=1e-6)
+    index = json.loads((result.run_dir / "export" / "dafnet_index.json").read_text())
+    assert index["weights"] == {"source": "swa", "snapshots": 3, "epochs": [2, 4]}
+
+
+def test_swa_recomputes_batchnorm_statistics(tmp_path):
+    from dafnet.engine import train
+
+    src = {"subjects": 10, "slices": 2}
+    split = {"folds": 1, "train": 0.8, "validation": 0.0, "test": 0.2}  # 8 subjects, 16 samples
+    result = train(toy_recipe(tmp_path, source=src, split=split, method={"batchnorm": True, "paired_fraction": 1.0},
+                              train={"epochs": 2, "swa_start": 1}), console=quiet())
+    w = exported(result.run_dir)["generator"]
+    from dafnet.assemble import build_data_source
+    from dafnet.data.splits import split_subjects
+
+    recipe = toy_recipe(tmp_path, source=src, split=split)
+    source, _ = build_data_source(recipe)
+    subjects = {s.id: s for s in source.load()}
+    ids = split_subjects(list(subjects), recipe.data.split)["train"]
+    x = Pairs([subjects[i] for i in ids]).x
+    pre_bn = x @ w["0.weight"].T + w["0.bias"]
+    # 16 samples in 4 equal batches: the cumulative average of batch means is the data mean
+    torch.testing.assert_close(w["1.running_mean"], pre_bn.mean(0), rtol=1e-5, atol=1e-6)
+    assert int(w["1.num_batches_tracked"]) == 4
+
+
+def test_non_finite_loss_is_a_clear_error(tmp_path):
+    from dafnet.engine import train
+
+    with pytest.raises(DafnetError, match="non-finite loss"):
+        train(toy_recipe(tmp_path, train={"lr": 1e30, "epochs": 3}, source={"subjects": 10}), console=quiet())

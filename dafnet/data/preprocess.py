@@ -1,0 +1,311 @@
+"""Pure preprocessing of a 3D volume into a stack of 2D slices, and its inverse.
+
+Steps (each a function here, used in this order by :mod:`dafnet.data.nnunet`):
+
+1. :func:`canonical_orientation` / :class:`Orientation`: the slice axis first, in-plane
+   axes in radiological display order (axial: rows anterior->posterior, columns
+   patient right->left), slice index increasing towards +R/+A/+S.
+2. :func:`constant_slices` and :func:`normalise_intensity`: percentile clipping and
+   min-max rescale to [-1, 1], per slice or per volume.
+3. :class:`InPlaneTransform`: in-plane resampling to a target spacing composed with a crop or
+   pad to the target size (one interpolation: order 1 with anti-aliasing for images, order 0
+   for labels). :meth:`InPlaneTransform.invert` maps a prediction back.
+4. :class:`PreprocessRecord` holds all of it and restores an (S, H, W) array to the source
+   file's voxel grid (:meth:`PreprocessRecord.restore`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+
+from dafnet.errors import DafnetError
+
+Kind = Literal["image", "label"]
+
+# Radiological display: for a slice normal along world axis w, (row axis, row sign), (col axis, col sign).
+_DISPLAY = {
+    2: ((1, -1), (0, -1)),  # axial: rows towards posterior, columns towards patient left
+    1: ((2, -1), (0, -1)),  # coronal: rows towards inferior, columns towards patient left
+    0: ((2, -1), (1, -1)),  # sagittal: rows towards inferior, columns towards posterior
+}
+
+
+# ---------------------------------------------------------------- orientation
+def choose_slice_axis(spacing, slice_axis: int | Literal["auto"] = "auto") -> int:
+    """The array axis slices are taken along: ``auto`` = largest voxel spacing, ties -> last axis."""
+    if slice_axis != "auto":
+        return int(slice_axis)
+    spacing = np.asarray(spacing, dtype=np.float64)
+    largest = np.isclose(spacing, spacing.max(), rtol=1e-3, atol=1e-6)
+    return int(np.flatnonzero(largest)[-1])
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """Axis permutation and flips from a source array to the (slice, row, col) stack."""
+
+    source_shape: tuple[int, int, int]
+    axes: tuple[int, int, int]
+    """Source axis of each stack axis (slice, row, col)."""
+    flips: tuple[bool, bool, bool]
+    """Whether each stack axis runs against its source axis."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.source_shape[a] for a in self.axes)
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        out = np.transpose(array, self.axes)
+        flip_axes = tuple(d for d in range(3) if self.flips[d])
+        return np.ascontiguousarray(np.flip(out, flip_axes) if flip_axes else out)
+
+    def invert(self, array: np.ndarray) -> np.ndarray:
+        flip_axes = tuple(d for d in range(3) if self.flips[d])
+        out = np.flip(array, flip_axes) if flip_axes else array
+        return np.ascontiguousarray(np.transpose(out, np.argsort(self.axes)))
+
+    def matrix(self) -> np.ndarray:
+        """4x4 stack voxel -> source voxel."""
+        m = np.zeros((4, 4))
+        m[3, 3] = 1.0
+        for d, (a, f) in enumerate(zip(self.axes, self.flips)):
+            m[a, d] = -1.0 if f else 1.0
+            m[a, 3] = self.source_shape[a] - 1.0 if f else 0.0
+        return m
+
+
+def canonical_orientation(affine: np.ndarray, shape, slice_axis: int, reorient: bool = True) -> Orientation:
+    """Orientation putting ``slice_axis`` first; with ``reorient`` in radiological display order
+    (see the module docstring), judged by the world axis nearest each array axis."""
+    import nibabel.orientations as nio
+
+    shape = tuple(int(n) for n in shape[:3])
+    others = tuple(a for a in range(3) if a != slice_axis)
+    if not reorient:
+        return Orientation(shape, (slice_axis, *others), (False, False, False))
+    ornt = nio.io_orientation(affine)  # per array axis: (world axis, +-1)
+    world = {int(ornt[a, 0]): (a, int(ornt[a, 1])) for a in range(3)}
+    normal_world = int(ornt[slice_axis, 0])
+    (row_world, row_sign), (col_world, col_sign) = _DISPLAY[normal_world]
+    row_axis, row_dir = world[row_world]
+    col_axis, col_dir = world[col_world]
+    flips = (int(ornt[slice_axis, 1]) < 0, row_dir != row_sign, col_dir != col_sign)
+    return Orientation(shape, (slice_axis, row_axis, col_axis), flips)
+
+
+# ---------------------------------------------------------------- intensity
+def constant_slices(stack: np.ndarray) -> np.ndarray:
+    """(S,) bool, True where a slice holds a single value."""
+    flat = stack.reshape(stack.shape[0], -1)
+    return flat.max(axis=1) == flat.min(axis=1)
+
+
+def normalise_intensity(stack: np.ndarray, clip_percentiles: tuple[float, float] | None = (0.5, 99.5),
+                        scope: Literal["slice", "volume"] = "slice") -> np.ndarray:
+    """Clip to percentiles (optional), then min-max rescale to [-1, 1], per slice or per volume.
+
+    A slice (scope ``slice``) or volume whose clipped range is empty becomes -1 everywhere.
+    """
+    stack = np.asarray(stack, dtype=np.float64)
+    groups = [stack] if scope == "volume" else list(stack)
+    out = np.empty(stack.shape, dtype=np.float32)
+    targets = [out] if scope == "volume" else list(out)
+    for values, target in zip(groups, targets):
+        if clip_percentiles is not None:
+            low, high = np.percentile(values, clip_percentiles)
+        else:
+            low, high = values.min(), values.max()
+        if high <= low:
+            target[...] = -1.0
+            continue
+        target[...] = np.clip((np.clip(values, low, high) - low) / (high - low) * 2.0 - 1.0, -1.0, 1.0)
+    return out
+
+
+# ---------------------------------------------------------------- crop centres
+def label_centroid(label: np.ndarray) -> tuple[float, float] | None:
+    """In-plane (row, col) centroid of the nonzero voxels of an (S, H, W) or (H, W) array,
+    or None when there are none."""
+    counts = np.count_nonzero(label, axis=0) if label.ndim == 3 else (label != 0).astype(np.int64)
+    total = counts.sum()
+    if total == 0:
+        return None
+    row = float(counts.sum(axis=1) @ np.arange(counts.shape[0])) / total
+    col = float(counts.sum(axis=0) @ np.arange(counts.shape[1])) / total
+    return row, col
+
+
+def foreground_centroid(stack: np.ndarray) -> tuple[float, float]:
+    """In-plane centroid of the voxels brighter than the volume mean (falls back to the centre)."""
+    found = label_centroid(stack > stack.mean())
+    if found is None:
+        return (stack.shape[-2] - 1) / 2.0, (stack.shape[-1] - 1) / 2.0
+    return found
+
+
+# ---------------------------------------------------------------- in-plane geometry
+@dataclass(frozen=True)
+class InPlaneTransform:
+    """Output pixel (r, c) samples input coordinate ``scale * (r, c) + offset`` (pixel centres).
+
+    Covers resampling (``scale`` = output spacing / input spacing) and crop/pad (``offset``).
+    """
+
+    in_shape: tuple[int, int]
+    out_shape: tuple[int, int]
+    scale: tuple[float, float]
+    offset: tuple[float, float]
+
+    def matrix(self) -> np.ndarray:
+        """4x4 output voxel (slice, row, col) -> input voxel."""
+        m = np.eye(4)
+        m[1, 1], m[2, 2] = self.scale
+        m[1, 3], m[2, 3] = self.offset
+        return m
+
+    def then(self, other: "InPlaneTransform") -> "InPlaneTransform":
+        """``other`` applied to this transform's output (e.g. a crop after a resample)."""
+        if tuple(other.in_shape) != tuple(self.out_shape):
+            raise ValueError(f"shapes do not chain: {self.out_shape} -> {other.in_shape}")
+        scale = tuple(s1 * s2 for s1, s2 in zip(self.scale, other.scale))
+        offset = tuple(s1 * o2 + o1 for s1, o1, o2 in zip(self.scale, self.offset, other.offset))
+        return InPlaneTransform(self.in_shape, other.out_shape, scale, offset)
+
+    def apply(self, stack: np.ndarray, kind: Kind = "image", fill: float | None = None) -> np.ndarray:
+        """Resample an (S, in_H, in_W) stack to (S, out_H, out_W).
+
+        Images: order 1, Gaussian anti-aliasing (sigma = (scale - 1) / 2 input pixels) when
+        downsampling, ``fill`` (default -1) outside. Labels: order 0, background outside.
+        """
+        _check_in_plane(stack, self.in_shape, "input")
+        if kind == "label":
+            return _sample(stack, self.scale, self.offset, self.out_shape, 0, 0.0).astype(stack.dtype)
+        data = np.asarray(stack, dtype=np.float32)
+        sigma = [0.0] + [max(0.0, (s - 1.0) / 2.0) for s in self.scale]
+        if max(sigma) > 0:
+            data = ndimage.gaussian_filter(data, sigma, mode="nearest")
+        return _sample(data, self.scale, self.offset, self.out_shape, 1, -1.0 if fill is None else fill)
+
+    def invert(self, stack: np.ndarray, kind: Kind = "label", fill: float | None = None) -> np.ndarray:
+        """Map an (S, out_H, out_W) stack back to (S, in_H, in_W).
+
+        Labels: each class's indicator is interpolated linearly and the largest wins
+        (background outside the output grid); images: order 1, ``fill`` (default -1) outside.
+        """
+        _check_in_plane(stack, self.out_shape, "output")
+        scale = tuple(1.0 / s for s in self.scale)
+        offset = tuple(-o / s for o, s in zip(self.offset, self.scale))
+        if kind == "image":
+            return _sample(np.asarray(stack, np.float32), scale, offset, self.in_shape, 1,
+                           -1.0 if fill is None else fill)
+        classes = np.unique(stack)
+        if 0 not in classes:
+            classes = np.concatenate([[0], classes])
+        scores = [_sample((stack == c).astype(np.float32), scale, offset, self.in_shape, 1,
+                          1.0 if c == 0 else 0.0) for c in classes]
+        return classes[np.argmax(np.stack(scores), axis=0)].astype(stack.dtype)
+
+
+def _check_in_plane(stack: np.ndarray, shape, what: str) -> None:
+    if stack.ndim != 3 or tuple(stack.shape[1:]) != tuple(shape):
+        raise ValueError(f"expected an (S, {shape[0]}, {shape[1]}) {what} stack, got {stack.shape}")
+
+
+def _sample(stack, scale, offset, out_shape, order: int, fill: float) -> np.ndarray:
+    out = (stack.shape[0], *out_shape)
+    if order == 0:  # nearest: avoid float rounding of integer label values
+        return ndimage.affine_transform(stack, (1.0, *scale), (0.0, *offset), output_shape=out,
+                                        order=0, mode="constant", cval=fill)
+    return ndimage.affine_transform(stack, (1.0, *scale), (0.0, *offset), output_shape=out,
+                                    order=order, mode="constant", cval=fill, prefilter=False)
+
+
+def resample_transform(in_shape, in_spacing, target_spacing) -> InPlaneTransform:
+    """Resampling of an in-plane grid to ``target_spacing`` (mm, per axis) over the same field
+    of view (pixel areas aligned: the grid edges stay where they were, up to rounding)."""
+    scale = tuple(float(t) / float(s) for t, s in zip(target_spacing, in_spacing))
+    out = tuple(max(1, int(round(n / s))) for n, s in zip(in_shape, scale))
+    offset = tuple(0.5 * s - 0.5 for s in scale)
+    return InPlaneTransform(tuple(int(n) for n in in_shape), out, scale, offset)
+
+
+def crop_transform(in_shape, size, center: tuple[float, float] | None = None) -> InPlaneTransform:
+    """Crop or pad an in-plane grid to ``size`` around ``center`` (pixel coordinates, default the
+    grid centre); the window may leave the grid (padding)."""
+    if center is None:
+        center = tuple((n - 1) / 2.0 for n in in_shape)
+    start = tuple(float(np.floor(c - (s - 1) / 2.0 + 0.5)) for c, s in zip(center, size))
+    return InPlaneTransform(tuple(int(n) for n in in_shape), tuple(int(s) for s in size), (1.0, 1.0), start)
+
+
+def plan_in_plane(in_shape, in_spacing, target_spacing, size,
+                  center: tuple[float, float] | None = None) -> InPlaneTransform:
+    """Resample to ``target_spacing`` (None keeps the spacing) then crop/pad to ``size`` around
+    ``center`` (input pixel coordinates; default the image centre), as one transform."""
+    in_shape = tuple(int(n) for n in in_shape)
+    if target_spacing is None:
+        resample = InPlaneTransform(in_shape, in_shape, (1.0, 1.0), (0.0, 0.0))
+    else:
+        resample = resample_transform(in_shape, in_spacing, target_spacing)
+    if center is None:
+        mid = tuple((n / s - 1) / 2.0 for n, s in zip(in_shape, resample.scale))
+    else:  # input coordinate -> resampled coordinate
+        mid = tuple((c - o) / s for c, o, s in zip(center, resample.offset, resample.scale))
+    return resample.then(crop_transform(resample.out_shape, size, mid))
+
+
+def resample_in_plane(stack, in_spacing, target_spacing, kind: Kind = "image"):
+    """(resampled stack, transform): in-plane resampling only."""
+    t = resample_transform(stack.shape[1:], in_spacing, target_spacing)
+    return t.apply(stack, kind), t
+
+
+def crop_or_pad(stack, size, center=None, kind: Kind = "image"):
+    """(cropped/padded stack, transform): no resampling (padding -1 for images, 0 for labels)."""
+    t = crop_transform(stack.shape[1:], size, center)
+    return t.apply(stack, kind), t
+
+
+# ---------------------------------------------------------------- the whole record
+@dataclass(frozen=True)
+class PreprocessRecord:
+    """How one (S, H, W) stack was made from a source file, enough to map predictions back."""
+
+    source: str
+    source_affine: np.ndarray
+    orientation: Orientation
+    slices: tuple[int, int]
+    """[start, stop) of the kept slices in the oriented stack (constant end slices dropped)."""
+    in_plane: InPlaneTransform
+
+    @property
+    def affine(self) -> np.ndarray:
+        """Voxel -> world of the preprocessed (S, H, W) stack."""
+        trim = np.eye(4)
+        trim[0, 3] = self.slices[0]
+        return self.source_affine @ self.orientation.matrix() @ trim @ self.in_plane.matrix()
+
+    def restore(self, stack: np.ndarray, kind: Kind = "label") -> np.ndarray:
+        """An (S, H, W) prediction on the preprocessed grid -> the source file's voxel grid
+        (dropped slices and regions outside the crop: background 0 / image -1)."""
+        start, stop = self.slices
+        if stack.shape[0] != stop - start:
+            raise DafnetError(f"restore: {stack.shape[0]} slices given, the stack of {self.source} has "
+                              f"{stop - start}")
+        in_plane = self.in_plane.invert(stack, kind)
+        full = np.full(self.orientation.shape, 0 if kind == "label" else -1.0, dtype=in_plane.dtype)
+        full[start:stop] = in_plane
+        return self.orientation.invert(full)
+
+
+def slice_positions(affine: np.ndarray, shape) -> np.ndarray:
+    """(S,) mm: each slice centre of an (S, H, W) stack projected on the stack normal
+    (the world direction of the slice axis)."""
+    s, h, w = shape
+    normal = affine[:3, 0] / np.linalg.norm(affine[:3, 0])
+    voxels = np.stack([np.arange(s), np.full(s, (h - 1) / 2.0), np.full(s, (w - 1) / 2.0), np.ones(s)])
+    return (affine[:3] @ voxels).T @ normal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,18 @@ from torch import Tensor, nn
 from dafnet.testing._contract import Contract
 
 SEED = 1234
+
+
+def isolated_rng(check: Callable) -> Callable:
+    """Run a check seeded with :data:`SEED`, leaving the caller's global RNG state untouched."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED)
+            return check(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass

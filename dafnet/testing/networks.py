@@ -25,6 +25,7 @@ from dafnet.testing._forward import (
     expect_range,
     expect_sums_to_one,
     expect_tensor,
+    isolated_rng,
     max_difference,
 )
 
@@ -78,6 +79,7 @@ def _run(kind: str, name_or_class, params, facts, make_calls, check_output, chec
 
 
 # --------------------------------------------------------------------------- anatomy encoder
+@isolated_rng
 def check_anatomy_encoder(name_or_class, params: dict | BaseModel | None = None,
                           facts: Facts | None = None) -> ContractReport:
     """x -> AnatomyOutput: binary s with at most one channel on, softmax probabilities; every modality."""
@@ -112,6 +114,7 @@ def check_anatomy_encoder(name_or_class, params: dict | BaseModel | None = None,
 
 
 # --------------------------------------------------------------------------- modality encoder
+@isolated_rng
 def check_modality_encoder(name_or_class, params=None, facts=None) -> ContractReport:
     """(x, s) -> ModalityOutput (B, z_dim) each; z is the mean in eval mode."""
 
@@ -139,6 +142,7 @@ def check_modality_encoder(name_or_class, params=None, facts=None) -> ContractRe
 
 
 # --------------------------------------------------------------------------- segmentor
+@isolated_rng
 def check_segmentor(name_or_class, params=None, facts=None) -> ContractReport:
     """s -> SegmentationOutput over L + 1 channels; probabilities = softmax(logits)."""
 
@@ -162,6 +166,7 @@ def check_segmentor(name_or_class, params=None, facts=None) -> ContractReport:
 
 
 # --------------------------------------------------------------------------- aligner
+@isolated_rng
 def check_aligner(name_or_class, params=None, facts=None) -> ContractReport:
     """(moving, fixed) -> AlignmentOutput: warped (B, C, H, W), grid (B, H, W, 2)."""
 
@@ -184,6 +189,7 @@ def check_aligner(name_or_class, params=None, facts=None) -> ContractReport:
 
 
 # --------------------------------------------------------------------------- fuser
+@isolated_rng
 def check_fuser(name_or_class, params=None, facts=None) -> ContractReport:
     """list of 1, 2 and 3 anatomies -> (B, C, H, W)."""
 
@@ -199,6 +205,7 @@ def check_fuser(name_or_class, params=None, facts=None) -> ContractReport:
 
 
 # --------------------------------------------------------------------------- decoder
+@isolated_rng
 def check_decoder(name_or_class, params=None, facts=None) -> ContractReport:
     """(s, z) -> image (B, image_channels, H, W) in [-1, 1]."""
 
@@ -216,6 +223,7 @@ def check_decoder(name_or_class, params=None, facts=None) -> ContractReport:
 
 
 # --------------------------------------------------------------------------- discriminator
+@isolated_rng
 def check_discriminator(name_or_class, params=None, facts=None) -> ContractReport:
     """(B, critic_channels, H, W) -> (B, 1) unbounded scores; gradients reach the input."""
 
@@ -231,6 +239,7 @@ def check_discriminator(name_or_class, params=None, facts=None) -> ContractRepor
 
 
 # --------------------------------------------------------------------------- pairing head
+@isolated_rng
 def check_pairing_head(name_or_class, params=None, facts=None) -> ContractReport:
     """(target, k candidates) -> PairingOutput: (B, k) non-negative weights summing to 1."""
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from dafnet.interfaces import DataSource, Facts, MetricInputs, MetricResult, Subject, Volume
 from dafnet.testing._contract import ContractReport, build, report, start
-from dafnet.testing._forward import SEED, Call, NetworkCheck, expect_tensor
+from dafnet.testing._forward import SEED, Call, NetworkCheck, expect_tensor, isolated_rng
 from dafnet.testing.networks import BATCH, random_anatomy, random_images
 
 # --------------------------------------------------------------------------- loss terms
@@ -57,6 +57,7 @@ def default_loss_inputs(forward: Callable, facts: Facts, gen: torch.Generator) -
     return out
 
 
+@isolated_rng
 def check_loss_term(name_or_class, params: dict | BaseModel | None = None, facts: Facts | None = None,
                     inputs: dict[str, Tensor] | Callable[[Facts], dict[str, Tensor]] | None = None
                     ) -> ContractReport:
@@ -109,6 +110,7 @@ def _metric_batches(facts: Facts) -> list[MetricInputs]:
     return batches
 
 
+@isolated_rng
 def check_metric(name_or_class, params: dict | BaseModel | None = None, facts: Facts | None = None,
                  batches: list[MetricInputs] | None = None) -> ContractReport:
     """update per batch, compute -> MetricResult of finite numbers; reset really resets."""
@@ -177,6 +179,7 @@ def _same(a: list[Subject], b: list[Subject]) -> bool:
     return True
 
 
+@isolated_rng
 def check_data_source(name_or_class, params: dict | BaseModel | None = None,
                       facts: Facts | None = None) -> ContractReport:
     """Declared facts agree with load(); volumes well-formed; loading is deterministic."""

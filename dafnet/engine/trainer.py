@@ -333,9 +333,10 @@ class _Session:
 def _run_dir_for_all_processes(recipe: Recipe, run_dir, resume) -> Path:
     """The main process chooses (and checks) the run directory; the others take its choice."""
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast_object_list, parse_flag_from_env
 
-    state = PartialState(cpu=recipe.train.cpu)
+    # as AcceleratorState does: `accelerate launch --cpu` / debug_launcher set ACCELERATE_USE_CPU
+    state = PartialState(cpu=recipe.train.cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
     choice: list = [None]
     if state.is_main_process:
         try:

@@ -1,0 +1,134 @@
+"""The export folder: index + safetensors per role; load_export rebuilds the method without the
+recipe file or the data; broken exports give clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from dafnet.errors import DafnetError
+from test_engine import ToyMethod, quiet, toy_recipe
+
+
+@pytest.fixture
+def trained(tmp_path_factory):
+    from dafnet.engine import train
+
+    root = tmp_path_factory.mktemp("export")
+    result = train(toy_recipe(root, train={"epochs": 2}, method={"hidden": 5}), run_dir=root / "run",
+                   console=quiet())
+    return result
+
+
+def test_index_describes_the_method(trained):
+    index = json.loads((trained.export_dir / "dafnet_index.json").read_text())
+    assert index["format"] == "dafnet-export" and index["format_version"] == 1
+    assert index["method"]["name"] == "engine_toy" and index["method"]["params"]["hidden"] == 5
+    assert index["method"]["origin"] == "runtime"
+    assert index["facts"]["image_size"] == [2, 2] and index["facts"]["modalities"] == ["a", "b"]
+    critic = index["roles"]["critic"]
+    assert critic["kind"] == "discriminator" and critic["params"] == {"hidden": 6}
+    assert index["networks"]["generator"]["file"] == "generator.safetensors"
+    assert index["networks"]["generator"]["parameters"] == 4 * 5 + 5 + 5 * 4 + 4
+    assert index["recipe"]["train"]["epochs"] == 2
+    assert not list(trained.export_dir.parent.glob(".export*"))  # no temporary folders left
+
+
+def test_load_export_round_trip(trained, tmp_path):
+    from dafnet.assemble import build_data_source
+    from dafnet.data.splits import split_subjects
+    from dafnet.engine import load_export
+    from dafnet.engine.rundir import read_run_recipe
+
+    # elsewhere, without the run's recipe file: copy only the export folder
+    moved = tmp_path / "moved"
+    shutil.copytree(trained.export_dir, moved)
+    method = load_export(moved)
+    assert isinstance(method, ToyMethod) and not method.training
+    weights = {r: load_file(str(moved / f"{r}.safetensors")) for r in ("generator", "critic")}
+    for role, net in method.networks().items():
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, weights[role][key])
+    # the loaded method reproduces the engine's final test evaluation of the exported weights
+    recipe = read_run_recipe(trained.run_dir)
+    source, _ = build_data_source(recipe)
+    subjects = {s.id: s for s in source.load()}
+    test_ids = split_subjects(list(subjects), recipe.data.split)["test"]
+    batch = torch.utils.data.default_collate(list(method.eval_dataset([subjects[i] for i in test_ids])))
+    with torch.no_grad():
+        summary = method.evaluation_summary(method.evaluation_step(batch))
+    assert summary["monitor"] == pytest.approx(trained.summary["monitor"], rel=1e-6)
+    # the run folder works too, and gives the same outputs
+    again = load_export(trained.run_dir)
+    x = torch.linspace(-1, 1, 8).reshape(2, 4)
+    with torch.no_grad():
+        assert torch.equal(method.generator(x), again.generator(x))
+
+
+def test_missing_index(tmp_path):
+    from dafnet.engine import load_export
+
+    with pytest.raises(DafnetError, match="no export"):
+        load_export(tmp_path)
+
+
+def test_corrupt_index(trained, tmp_path):
+    from dafnet.engine import load_export
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained.export_dir, broken)
+    (broken / "dafnet_index.json").write_text("{not json")
+    with pytest.raises(DafnetError, match="corrupt"):
+        load_export(broken)
+    (broken / "dafnet_index.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(DafnetError, match="not a dafnet export"):
+        load_export(broken)
+
+
+def test_missing_and_corrupt_weights(trained, tmp_path):
+    from dafnet.engine import load_export
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained.export_dir, broken)
+    data = (broken / "critic.safetensors").read_bytes()
+    (broken / "critic.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DafnetError, match="corrupt"):
+        load_export(broken)
+    (broken / "critic.safetensors").unlink()
+    with pytest.raises(DafnetError, match="missing the weights of 'critic'"):
+        load_export(broken)
+
+
+def test_weights_that_do_not_fit(trained, tmp_path):
+    from dafnet.engine import load_export
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained.export_dir, broken)
+    state = load_file(str(broken / "generator.safetensors"))
+    state["0.weight"] = torch.zeros(3, 3)
+    save_file(state, str(broken / "generator.safetensors"))
+    index = json.loads((broken / "dafnet_index.json").read_text())
+    del index["networks"]["generator"]["sha256"]
+    (broken / "dafnet_index.json").write_text(json.dumps(index))
+    with pytest.raises(DafnetError, match="do not fit network 'generator'"):
+        load_export(broken)
+
+
+def test_export_is_replaced_atomically(trained):
+    from dafnet.engine.export import write_export
+    from dafnet.engine import load_export
+
+    method = load_export(trained.export_dir)
+    with torch.no_grad():
+        for p in method.generator.parameters():
+            p.add_(1.0)
+    write_export(trained.export_dir, networks=method.networks(), recipe=method.recipe, facts=method.facts,
+                 weights={"source": "test"})
+    reloaded = load_export(trained.export_dir)
+    assert all(torch.equal(a, b) for a, b in zip(method.generator.parameters(), reloaded.generator.parameters()))
+    assert json.loads((trained.export_dir / "dafnet_index.json").read_text())["weights"] == {"source": "test"}
+    assert not list(trained.export_dir.parent.glob(".export*"))

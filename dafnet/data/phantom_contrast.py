@@ -25,11 +25,13 @@ _CONTRAST: dict[str, dict[Tissue, float]] = {
             _T.MYOCARDIUM: 0.04, _T.LV_BLOOD: 0.6, _T.PAPILLARY: 0.06, _T.OEDEMA: 0.05,
             _T.SCAR: 0.95, _T.BONE: 0.3, _T.STOMACH: 0.25},
     # Black-blood, fat-suppressed T2: dark blood and fat, grey myocardium, bright oedema.
-    "t2": {_T.AIR: 0.0, _T.SOFT_TISSUE: 0.3, _T.FAT: 0.12, _T.LUNG: 0.04, _T.LIVER: 0.22,
-           _T.AORTA: 0.05, _T.EPICARDIAL_FAT: 0.1, _T.RV_WALL: 0.4, _T.RV_BLOOD: 0.1,
-           _T.MYOCARDIUM: 0.45, _T.LV_BLOOD: 0.08, _T.PAPILLARY: 0.42, _T.OEDEMA: 0.85,
-           _T.SCAR: 0.8, _T.BONE: 0.15, _T.STOMACH: 0.75},
+    "t2": {_T.AIR: 0.0, _T.SOFT_TISSUE: 0.3, _T.FAT: 0.12, _T.LUNG: 0.04, _T.LIVER: 0.2,
+           _T.AORTA: 0.05, _T.EPICARDIAL_FAT: 0.1, _T.RV_WALL: 0.33, _T.RV_BLOOD: 0.1,
+           _T.MYOCARDIUM: 0.38, _T.LV_BLOOD: 0.08, _T.PAPILLARY: 0.36, _T.OEDEMA: 0.75,
+           _T.SCAR: 0.7, _T.BONE: 0.15, _T.STOMACH: 0.75},
 }
+_LUNG_VESSELS = {"cine": 0.5, "lge": 0.35, "t2": 0.0}
+"""Brightness of the pulmonary vessels speckled over the lungs (black blood in T2)."""
 _NOISE_SCALE = {"cine": 1.0, "lge": 1.5, "t2": 1.3}
 """Relative noise per modality (LGE and T2 have less signal than cine)."""
 
@@ -77,6 +79,9 @@ def render(tissue: np.ndarray, modality: str, rng: np.random.Generator, noise: f
     for w, scale_mm in zip(weights, (3.0, 6.0, 12.0)):
         texture = texture + w[tissue] * smooth_field(rng, shape, scale_mm / spacing_mm)
     image = table[tissue] * np.clip(texture, 0.5, 1.5)
+    if _LUNG_VESSELS[modality]:
+        vessels = np.clip(smooth_field(rng, shape, 2.5 / spacing_mm) - 1.6, 0.0, None)
+        image += np.where(tissue == Tissue.LUNG, _LUNG_VESSELS[modality] * vessels, 0.0)
     # Point-spread function: a slight in-plane blur (partial volume at edges).
     image = ndimage.gaussian_filter(image, (0.0, 0.6, 0.6), truncate=3.0)
     # Multiplicative bias field, smooth over the whole stack (coil sensitivity).

@@ -26,7 +26,7 @@ CONTOURS = (  # (label values inside the contour, colour): endocardium, epicardi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=96, help="image size in pixels")
-    parser.add_argument("--subjects", type=int, nargs="+", default=[0, 1], help="subject indices")
+    parser.add_argument("--subjects", type=int, nargs="+", default=[0, 8], help="subject indices")
     parser.add_argument("--columns", type=int, default=5, help="slices shown per stack")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("phantom.png"))
@@ -56,7 +56,7 @@ def main() -> None:
         row[0].set_ylabel(f"phantom_{index:03d}\n{name}", fontsize=7)
     fig.suptitle(f"dafnet phantom, {args.size} px (contours: endocardium red, epicardium green, RV blue)",
                  fontsize=8)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.975))
     fig.savefig(args.out, dpi=150)
     print(f"wrote {args.out}")
 

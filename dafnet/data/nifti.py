@@ -69,7 +69,7 @@ def read_volume(path: str | Path, volume_index: int | None = None) -> NiftiVolum
     except DafnetError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure means a broken file
-        raise DafnetError(f"{path}: cannot decode the voxel data ({type(exc).__name__}: {exc}); "
+        raise DafnetError(f"{path}: cannot decode the voxel data ({_one_line(exc)}); "
                           "the file is corrupt or truncated",
                           hint="re-export or re-copy the file; check it opens in a NIfTI viewer") from exc
     if data.ndim == 2:
@@ -100,8 +100,12 @@ def _load(path: Path):
     try:
         image = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for broken headers
-        raise DafnetError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})",
+        raise DafnetError(f"{path}: not a readable NIfTI file ({_one_line(exc)})",
                           hint="re-export or re-copy the file; check it opens in a NIfTI viewer") from exc
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DafnetError(f"{path}: not a NIfTI-1/2 image ({type(image).__name__})")
     return image
+
+
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())

@@ -226,10 +226,10 @@ def _sample(stack, scale, offset, out_shape, order: int, fill: float) -> np.ndar
 
 def resample_transform(in_shape, in_spacing, target_spacing) -> InPlaneTransform:
     """Resampling of an in-plane grid to ``target_spacing`` (mm, per axis) over the same field
-    of view (pixel areas aligned: the grid edges stay where they were, up to rounding)."""
+    of view: round(n * in / target) pixels, centred on the input grid."""
     scale = tuple(float(t) / float(s) for t, s in zip(target_spacing, in_spacing))
     out = tuple(max(1, int(round(n / s))) for n, s in zip(in_shape, scale))
-    offset = tuple(0.5 * s - 0.5 for s in scale)
+    offset = tuple(((n - 1) - s * (m - 1)) / 2.0 for n, s, m in zip(in_shape, scale, out))
     return InPlaneTransform(tuple(int(n) for n in in_shape), out, scale, offset)
 
 
@@ -252,9 +252,8 @@ def plan_in_plane(in_shape, in_spacing, target_spacing, size,
     else:
         resample = resample_transform(in_shape, in_spacing, target_spacing)
     if center is None:
-        mid = tuple((n / s - 1) / 2.0 for n, s in zip(in_shape, resample.scale))
-    else:  # input coordinate -> resampled coordinate
-        mid = tuple((c - o) / s for c, o, s in zip(center, resample.offset, resample.scale))
+        center = tuple((n - 1) / 2.0 for n in in_shape)
+    mid = tuple((c - o) / s for c, o, s in zip(center, resample.offset, resample.scale))  # resampled
     return resample.then(crop_transform(resample.out_shape, size, mid))
 
 

@@ -92,7 +92,7 @@ def test_missing_root_names_the_path_and_the_recipe_key(tmp_path):
 def test_channel_selection_by_list_and_by_mapping(tmp_path):
     make_dataset(tmp_path, channels=("FLAIR", "T1", "T2"))
     assert source(tmp_path, channels=["T2", "flair"]).modalities == ("t2", "flair")
-    renamed = source(tmp_path, channels={"target": "T1", "other": "0"})
+    renamed = source(tmp_path, channels={"target": "T1", "other": 0})
     assert renamed.modalities == ("target", "other")
     subject = load_quiet(renamed)[0]
     assert set(subject.volumes) == {"target", "other"}
@@ -303,6 +303,18 @@ def test_dataset_json_not_matching_the_files(tmp_path):
         source(tmp_path)
 
 
+def test_uncompressed_nii_files_are_read(tmp_path):
+    path = _only_case(tmp_path)
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine), str(path.with_suffix("")))
+    path.unlink()
+    info = json.loads((tmp_path / "dataset.json").read_text())
+    info.pop("file_ending")
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    volume = load_quiet(source(tmp_path))[0].volumes["flair"]
+    assert volume.label is not None and volume.label.sum() > 0  # .nii image, .nii.gz label
+
+
 def test_selected_channel_absent_everywhere(tmp_path):
     make_dataset(tmp_path, channels=("FLAIR", "T1"))
     for case in ("a", "b"):
@@ -397,3 +409,18 @@ def test_open_ms_raw_sequences_differ_in_geometry_but_share_the_world_frame(open
     centres = {n: brain_centre(v) for n, v in vols.items()}
     assert np.linalg.norm(centres["t1"] - centres["flair"]) < 10.0
     assert np.linalg.norm(centres["t2"] - centres["flair"]) < 10.0
+
+
+def test_a_recipe_builds_the_source_and_its_facts(tmp_path):
+    from dafnet.assemble import build_data_source
+    from dafnet.config.resolve import parse_recipe, resolve
+
+    make_dataset(tmp_path, channels=("CINE", "LGE"))
+    registry.register("data_source", "nnunet", NnUNetDataSource)
+    recipe = resolve(parse_recipe({"data": {"source": {"name": "nnunet", "params": {
+        "root": str(tmp_path), "image_size": 48, "intensity": {"scope": "volume"},
+        "label_map": {"*": {"0": 0, "1": 1}}}}, "target": "lge"}}))
+    assert recipe.data.modalities == ["cine", "lge"]
+    src, facts = build_data_source(recipe)
+    assert isinstance(src, NnUNetDataSource) and src.params.intensity.scope == "volume"
+    assert facts.image_size == (48, 48) and facts.num_classes == 1

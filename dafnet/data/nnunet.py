@@ -49,7 +49,7 @@ class NnUNetDataSource(DataSource):
 
     class Params(Params):
         root: str = Field(description="the dataset folder holding dataset.json, imagesTr/, labelsTr/")
-        channels: list[str] | dict[str, str] | None = Field(
+        channels: list[str | int] | dict[str, str | int] | None = Field(
             None, description="modalities to read: a list of channel names (case-insensitive), or "
                               "{modality: channel name or index} to rename; default all channel_names")
         image_size: Pixels | tuple[Pixels, Pixels] = Field(

@@ -111,7 +111,8 @@ def discover_cases(root: Path, info: DatasetJson) -> dict[str, CaseFiles]:
     """Case id -> its files, sorted by case id."""
     images_dir = root / "imagesTr"
     if not images_dir.is_dir():
-        raise DafnetError(f"{images_dir} does not exist", hint=f"put the images in imagesTr/ under {ROOT_KEY}")
+        raise DafnetError(f"{images_dir} does not exist",
+                          hint=f"put the images in imagesTr/ under {ROOT_KEY}")
     cases: dict[str, CaseFiles] = {}
     for path in _nifti_files(images_dir, info):
         match = _CHANNEL_FILE.match(_stem(path))

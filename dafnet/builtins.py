@@ -48,6 +48,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "data_source": {
         "phantom": "dafnet.data.phantom:PhantomDataSource",
+        "nnunet": "dafnet.data.nnunet:NnUNetDataSource",
     },
     "method": {
         "dafnet": "dafnet.methods.dafnet:DAFNet",

@@ -1,0 +1,190 @@
+"""Slice pairing by position, subject splits, annotated subjects and the training streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dafnet.config.schema import SplitConfig
+from dafnet.data.pairing import candidate_slices, draw_candidates, nearest_slices
+from dafnet.data.slices import PairedSliceDataset, SampleConfig, rotate_sample, training_streams
+from dafnet.data.splits import annotated_subjects, split_subjects
+from dafnet.errors import DafnetError
+from dafnet.interfaces import Subject, Volume
+
+
+# --------------------------------------------------------------------------- pairing
+def test_nearest_slice_by_position_not_by_index():
+    target = [0.0, 10.0, 20.0, 30.0]
+    other = [28.0, 19.0, 11.0, 1.0, -9.0]  # reversed order, shifted
+    assert nearest_slices(target, other).tolist() == [3, 2, 1, 0]
+
+
+def test_candidates_lie_within_two_slices_nearest_first():
+    other = np.arange(10) * 5.0  # 0, 5, ..., 45
+    cands = candidate_slices(21.0, other, 5, radius=2)
+    assert cands[0] == 4  # 20 mm is nearest
+    assert sorted(cands.tolist()) == [2, 3, 4, 5, 6]
+    assert cands[1] == 5  # 25 mm before 15 mm (distance 4 < 6)
+    # At the volume's edge the window is clipped and the nearest slice repeats.
+    edge = candidate_slices(0.0, [0.0, 5.0, 10.0], 4, radius=2)
+    assert edge.tolist() == [0, 1, 2, 0]
+    with pytest.raises(DafnetError):
+        candidate_slices(0.0, other, 6, radius=2)
+
+
+def test_shuffled_pairing_draws_within_the_window():
+    other = np.arange(20) * 2.0
+    rng = np.random.default_rng(0)
+    draws = {int(draw_candidates(20.0, other, 1, 2, "shuffled", rng)[0]) for _ in range(200)}
+    assert draws == {8, 9, 10, 11, 12}
+    perm = draw_candidates(20.0, other, 3, 2, "shuffled", rng)
+    assert sorted(perm.tolist()) == sorted(candidate_slices(20.0, other, 3, 2).tolist())
+    assert draw_candidates(20.0, other, 3, 2, "expert", None).tolist() == candidate_slices(20.0, other, 3, 2).tolist()
+
+
+# --------------------------------------------------------------------------- splits
+IDS = [f"p{i:02d}" for i in range(28)]
+
+
+def test_splits_are_deterministic_disjoint_and_cover_all():
+    config = SplitConfig(folds=3, fold=1, seed=7)
+    a = split_subjects(IDS, config)
+    b = split_subjects(list(reversed(IDS)), config)
+    assert a == b
+    parts = [set(a[k]) for k in ("train", "validation", "test")]
+    assert sum(len(p) for p in parts) == len(IDS)
+    assert set().union(*parts) == set(IDS)
+    assert all(not (p & q) for i, p in enumerate(parts) for q in parts[i + 1:])
+    assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (20, 4, 4)
+
+
+def test_folds_have_disjoint_test_sets_and_seeds_differ():
+    tests = [set(split_subjects(IDS, SplitConfig(folds=3, fold=f))["test"]) for f in range(3)]
+    assert all(not (tests[i] & tests[j]) for i in range(3) for j in range(i + 1, 3))
+    assert split_subjects(IDS, SplitConfig(seed=0)) != split_subjects(IDS, SplitConfig(seed=1))
+
+
+def test_split_needs_a_training_subject():
+    with pytest.raises(DafnetError):
+        split_subjects(["a", "b"], SplitConfig(train=0.4, validation=0.3, test=0.3))
+
+
+@pytest.mark.parametrize("fraction, expected", [(0.0, 0), (0.25, 5), (0.5, 10), (1.0, 20)])
+def test_annotated_subjects_round_and_stay_fixed(fraction, expected):
+    train = IDS[:20]
+    chosen = annotated_subjects(train, fraction, seed=3)
+    assert len(chosen) == expected and set(chosen) <= set(train)
+    assert annotated_subjects(list(reversed(train)), fraction, seed=3) == chosen
+
+
+def test_annotated_subjects_are_nested_as_the_fraction_grows():
+    train = IDS[:20]
+    sets = [set(annotated_subjects(train, f, seed=5)) for f in (0.1, 0.25, 0.5, 0.75)]
+    assert all(a <= b for a, b in zip(sets, sets[1:]))
+    assert set(annotated_subjects(train, 0.5, seed=5)) != set(annotated_subjects(train, 0.5, seed=6))
+
+
+# --------------------------------------------------------------------------- streams
+def make_subject(i: int, slices: int = 3, size: int = 16, target_label: bool = True) -> Subject:
+    rng = np.random.default_rng(i)
+    vols = {}
+    for m, offset in (("cine", 0.0), ("lge", 1.0)):
+        n = slices + (1 if m == "cine" else 0)
+        image = rng.uniform(-1, 1, (n, size, size)).astype(np.float32)
+        label = (image > 0.5).astype(np.int64)
+        if m == "lge" and not target_label:
+            label = None
+        vols[m] = Volume(image, label, np.arange(n) * 8.0 + offset)
+    return Subject(f"s{i}", vols)
+
+
+SUBJECTS = [make_subject(i) for i in range(4)]
+CONFIG = SampleConfig(("cine", "lge"), "lge")
+
+
+@pytest.mark.parametrize("fraction, n_labelled", [(0.0, 0), (0.5, 2), (1.0, 4)])
+def test_streams_split_subjects_by_annotation(fraction, n_labelled):
+    annotated = annotated_subjects([s.id for s in SUBJECTS], fraction, seed=0)
+    streams = training_streams(SUBJECTS, CONFIG, annotated)
+    assert len(streams["labelled"]) == 3 * n_labelled
+    assert len(streams["unlabelled"]) == 3 * (4 - n_labelled)
+    assert set(streams["labelled"].subject_ids) == set(annotated)
+    for name, ds in streams.items():
+        for i in range(len(ds)):
+            sample = ds[i]
+            assert sample["images"].shape == (2, 1, 1, 16, 16)
+            # The source (cine) keeps its masks in both streams; the target's only when labelled.
+            assert bool(sample["labelled"][0, 0])
+            assert bool(sample["labelled"][1, 0]) == (name == "labelled")
+            if name == "unlabelled":
+                assert int(sample["masks"][1].abs().sum()) == 0
+
+
+def test_sample_pairs_the_nearest_source_slice():
+    ds = PairedSliceDataset(SUBJECTS[:1], CONFIG, training=False)
+    subject = SUBJECTS[0]
+    for i in range(len(ds)):
+        sample = ds[i]
+        s = int(sample["slice"])
+        assert torch.equal(sample["images"][1, 0, 0], torch.from_numpy(subject.volumes["lge"].image[s]))
+        # lge slice s is at 8 s + 1 mm, so cine slice s (8 s mm) is the nearest.
+        assert torch.equal(sample["images"][0, 0, 0], torch.from_numpy(subject.volumes["cine"].image[s]))
+        assert torch.equal(sample["masks"][0, 0], torch.from_numpy(subject.volumes["cine"].label[s]))
+
+
+def test_candidates_stack_and_target_row_repeats():
+    config = SampleConfig(("cine", "lge"), "lge", num_candidates=3)
+    sample = PairedSliceDataset(SUBJECTS[:1], config, training=False)[1]
+    assert sample["images"].shape == (2, 3, 1, 16, 16)
+    assert torch.equal(sample["images"][1, 0], sample["images"][1, 2])
+    assert not torch.equal(sample["images"][0, 0], sample["images"][0, 1])
+
+
+def test_subjects_without_a_target_label_are_unlabelled_and_missing_modalities_skipped():
+    subjects = [make_subject(0, target_label=False), make_subject(1)]
+    del subjects[1].volumes["cine"]
+    with pytest.warns(UserWarning, match="left out"):
+        streams = training_streams(subjects, CONFIG, ["s0", "s1"])
+    assert len(streams["labelled"]) == 0 and len(streams["unlabelled"]) == 3
+    evaluation = PairedSliceDataset(subjects, CONFIG, training=False)
+    assert len(evaluation) == 6
+    assert not bool(evaluation[5]["present"][0])
+
+
+def test_rotation_is_shared_by_every_image_and_mask_of_a_sample():
+    torch.manual_seed(0)
+    size = 24
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    mask = ((xx > 13) & (xx < 20) & (yy > 4) & (yy < 11)).long()  # an off-centre bar inside the image
+    image = mask.float() * 2 - 1
+    vols = {m: Volume(image[None].numpy().repeat(2, 0), mask[None].numpy().repeat(2, 0), np.array([0.0, 8.0]))
+            for m in ("cine", "lge")}
+    config = SampleConfig(("cine", "lge"), "lge", num_candidates=2, rotation_degrees=45)
+    ds = PairedSliceDataset([Subject("r", vols)], config, training=True)
+    rotated_any = False
+    for _ in range(5):
+        sample = ds[0]
+        images, masks = sample["images"][:, :, 0], sample["masks"]
+        rotated_any |= not torch.equal(masks[0, 0], mask)
+        for m in range(2):
+            for c in range(2):
+                assert torch.equal(images[m, c], images[0, 0])
+                assert torch.equal(masks[m, c], masks[0, 0])
+        # Image and mask rotate together: same centre of mass, large overlap.
+        weight, fg = (images[0, 0] + 1) / 2, masks[0, 0].float()
+        centre = lambda w: torch.stack([(w * yy).sum(), (w * xx).sum()]) / w.sum()  # noqa: E731
+        assert torch.allclose(centre(weight), centre(fg), atol=0.5)
+        bright = (images[0, 0] > 0).float()
+        assert 2 * (bright * fg).sum() / (bright.sum() + fg.sum()) > 0.85
+        assert set(masks.unique().tolist()) <= {0, 1}
+    assert rotated_any
+
+
+def test_rotate_sample_by_zero_is_the_identity():
+    images = torch.rand(3, 1, 8, 12)
+    masks = torch.randint(0, 3, (3, 8, 12))
+    rotated, rotated_masks = rotate_sample(images, masks, 0.0)
+    assert torch.allclose(rotated, images, atol=1e-6)
+    assert torch.equal(rotated_masks, masks)

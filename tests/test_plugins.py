@@ -339,7 +339,7 @@ def test_recipe_naming_a_broken_plugin_fails_with_exit_2_naming_it(broken_plugin
 
 @pytest.mark.slow
 @pytest.mark.skipif(not engine_available(), reason="needs the training engine")
-def test_train_with_the_plugin_by_name_from_a_recipe(installed_plugin, tmp_path):
+def test_train_with_the_plugin_by_name_from_a_recipe(installed_plugin, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     proc = run_cli(["train", str(QUICKSTART), *TINY_MODEL, "train.epochs=1", "train.batch_size=2",
                     "train.iterations_per_epoch=1", "train.swa_start=null", "output.tensorboard=false",
@@ -347,7 +347,21 @@ def test_train_with_the_plugin_by_name_from_a_recipe(installed_plugin, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exported = run_dir / "export" / "decoder.safetensors"
     assert exported.exists(), sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+    import yaml
     from safetensors.torch import load_file
 
-    keys = set(load_file(str(exported)))
-    assert "stem.weight" in keys and "film_mlp.2.weight" in keys  # the plugin's own layers
+    model = yaml.safe_load((run_dir / "recipe.yaml").read_text())["model"]
+    recorded = model["decoder"]
+    assert recorded["name"] == "residual_film"
+    assert recorded["params"]["width"] == 4 and recorded["params"]["norm"] == "instance"
+
+    # The exported weights load strictly into the plugin's class, built from the recorded params.
+    monkeypatch.syspath_prepend(str(PLUGIN / "src"))
+    from dafnet_example_decoder.decoder import ResidualFiLMDecoder
+
+    from dafnet.interfaces import Facts
+
+    facts = Facts(image_size=(64, 64), anatomy_channels=model["anatomy_encoder"]["params"]["channels"],
+                  z_dim=model["modality_encoder"]["params"]["z_dim"])
+    decoder = ResidualFiLMDecoder(ResidualFiLMDecoder.Params(**recorded["params"]), facts)
+    decoder.load_state_dict(load_file(str(exported)), strict=True)

@@ -33,7 +33,7 @@ from dafnet.testing.networks import (
     check_pairing_head,
     check_segmentor,
 )
-from dafnet.testing.others import check_data_source, check_loss_term, check_metric
+from dafnet.testing.losses_metrics_sources import check_data_source, check_loss_term, check_metric
 
 CHECKS = {
     "anatomy_encoder": check_anatomy_encoder,

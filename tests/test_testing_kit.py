@@ -401,6 +401,24 @@ def test_params_conventions_are_enforced():
         check_decoder(TinyDecoder, {"gian": 2})
 
 
+class FolderSource(TinySource):
+    class Params(I.Params):
+        root: str = Field(description="the dataset folder")
+        subjects: int = Field(2, ge=1, description="subjects")
+
+
+def test_deliberately_required_params_must_be_declared_and_given(tmp_path):
+    with fails(r"Params defaults \(Params\(\) must validate\): expected a default for every field, "
+               r"got no default for \['root'\]"):
+        check_data_source(FolderSource, {"root": str(tmp_path)})
+    with fails(r"required params given: expected values for \['root'\], got none for \['root'\]"):
+        check_data_source(FolderSource, required_params=("root",))
+    with fails(r"required_params: expected fields of FolderSource.Params, got unknown \['path'\]"):
+        check_data_source(FolderSource, {"root": "x"}, required_params=("path",))
+    report = check_data_source(FolderSource, {"root": str(tmp_path)}, required_params=("root",))
+    assert report.params.root == str(tmp_path)
+
+
 class NotADecoder(nn.Module):
     Params = NoParams
 
@@ -540,7 +558,18 @@ TINY_BUILTIN_PARAMS: dict[tuple[str, str], dict] = {
     ("loss", "z_reconstruction"): {},
     ("metric", "dice"): {},
     ("data_source", "phantom"): {"subjects": 2, "slices": 2, "image_size": 32},
+    ("data_source", "nnunet"): {"image_size": 32},  # + root: a tiny dataset written per test
 }
+REQUIRED_PARAMS = {("data_source", "nnunet"): ("root",)}
+
+
+def nnunet_root(tmp_path) -> str:
+    """Two phantom subjects written in the nnU-Net raw layout by dafnet's own writer."""
+    from dafnet.data.nnunet_writer import write_nnunet_raw
+    from dafnet.data.phantom import PhantomDataSource
+
+    phantom = PhantomDataSource(PhantomDataSource.Params(subjects=2, slices=3, image_size=32))
+    return str(write_nnunet_raw(phantom.load(), tmp_path / "raw", phantom.modalities, phantom.class_names))
 BUILTIN_COMPONENTS = sorted((kind, name) for kind, table in BUILTINS.items() if kind in CHECKS for name in table)
 
 
@@ -549,9 +578,12 @@ def test_every_builtin_component_has_tiny_params_here():
 
 
 @pytest.mark.parametrize("kind, name", BUILTIN_COMPONENTS, ids=[f"{k}:{n}" for k, n in BUILTIN_COMPONENTS])
-def test_builtin_component_passes_its_contract(kind, name):
-    params = TINY_BUILTIN_PARAMS.get((kind, name), {})
-    report = check_component(kind, name, params)
+def test_builtin_component_passes_its_contract(kind, name, tmp_path):
+    params = dict(TINY_BUILTIN_PARAMS.get((kind, name), {}))
+    required = REQUIRED_PARAMS.get((kind, name), ())
+    if "root" in required:
+        params["root"] = nnunet_root(tmp_path)
+    report = check_component(kind, name, params, required_params=required)
     assert report.target == BUILTINS[kind][name]
     assert report.params == report.params.__class__.model_validate(params)
 

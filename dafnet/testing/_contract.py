@@ -124,8 +124,13 @@ def resolve_class(kind: str, name_or_class: str | type) -> tuple[str, type]:
     return name, cls
 
 
-def check_params(contract: Contract, cls: type, params: dict | BaseModel | None) -> BaseModel:
-    """Check ``cls.Params`` follows the conventions and return the validated ``params``."""
+def check_params(contract: Contract, cls: type, params: dict | BaseModel | None,
+                 required_params: tuple[str, ...] = ()) -> BaseModel:
+    """Check ``cls.Params`` follows the conventions and return the validated ``params``.
+
+    ``required_params`` names fields that deliberately have no default (e.g. a dataset
+    folder); the caller must then give them in ``params``. Every other field needs a default.
+    """
     model = getattr(cls, "Params", None)
     contract.expect(isinstance(model, type) and issubclass(model, Params), "Params model",
                     "a nested class deriving dafnet.interfaces.Params", model)
@@ -134,31 +139,30 @@ def check_params(contract: Contract, cls: type, params: dict | BaseModel | None)
                     f"extra={config.get('extra')!r}")
     contract.expect(bool(config.get("frozen")), "Params frozen", "frozen=True",
                     f"frozen={config.get('frozen')!r}")
-    missing = [n for n, f in model.model_fields.items() if f.is_required()]
+    unknown = [n for n in required_params if n not in model.model_fields]
+    contract.expect(not unknown, "required_params", f"fields of {model.__qualname__}", f"unknown {unknown}")
+    missing = [n for n, f in model.model_fields.items() if f.is_required() and n not in required_params]
     contract.expect(not missing, "Params defaults (Params() must validate)",
                     "a default for every field", f"no default for {missing}")
-    try:
-        defaults = model()
-    except ValidationError as exc:
-        contract.fail("Params defaults (Params() must validate)", "valid defaults", str(exc))
     undocumented = [n for n, f in model.model_fields.items() if not (f.description or "").strip()]
     contract.expect(not undocumented, "Params field descriptions",
                     "Field(..., description=...) on every field", f"none on {undocumented}")
+    given = params.model_dump() if isinstance(params, BaseModel) else dict(params or {})
+    absent = [n for n in required_params if n not in given]
+    contract.expect(not absent, "required params given", f"values for {list(required_params)}",
+                    f"none for {absent}")
     try:
-        model.model_validate({**defaults.model_dump(), "__not_a_param__": 1})
+        chosen = params if isinstance(params, model) else model.model_validate(given)
+    except ValidationError as exc:
+        what = "given params" if params is not None else "Params defaults (Params() must validate)"
+        contract.fail(what, f"valid {model.__qualname__}", str(exc))
+    try:
+        model.model_validate({**chosen.model_dump(), "__not_a_param__": 1})
     except ValidationError:
         contract.ok("Params rejects unknown keys")
     else:
         contract.fail("Params rejects unknown keys", "a ValidationError for an unknown key",
                       "the key was accepted")
-    if params is None:
-        chosen = defaults
-    else:
-        try:
-            chosen = params if isinstance(params, model) else model.model_validate(
-                params.model_dump() if isinstance(params, BaseModel) else params)
-        except ValidationError as exc:
-            contract.fail("given params", f"valid {model.__qualname__}", str(exc))
     again = model.model_validate(chosen.model_dump(mode="json"))
     contract.expect(again == chosen, "Params JSON round trip (as a recipe writes them)",
                     chosen, again)
@@ -180,13 +184,14 @@ def build(contract: Contract, cls: type, params: BaseModel, facts: Facts):
     return component
 
 
-def start(kind: str, name_or_class: str | type, params, facts: Facts | None):
+def start(kind: str, name_or_class: str | type, params, facts: Facts | None,
+          required_params: tuple[str, ...] = ()):
     """Resolve and validate; returns (contract, name, class, params, facts)."""
     name, cls = resolve_class(kind, name_or_class)
     label = f"{KINDS[kind].title} {name!r} ({_target_of(cls)})" if isinstance(name_or_class, str) \
         else f"{KINDS[kind].title} {name}"
     contract = Contract(kind, label)
-    chosen = check_params(contract, cls, params)
+    chosen = check_params(contract, cls, params, tuple(required_params))
     return contract, name, cls, chosen, facts if facts is not None else default_facts(kind)
 
 

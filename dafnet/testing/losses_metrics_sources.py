@@ -59,10 +59,10 @@ def default_loss_inputs(forward: Callable, facts: Facts, gen: torch.Generator) -
 
 @isolated_rng
 def check_loss_term(name_or_class, params: dict | BaseModel | None = None, facts: Facts | None = None,
-                    inputs: dict[str, Tensor] | Callable[[Facts], dict[str, Tensor]] | None = None
-                    ) -> ContractReport:
+                    inputs: dict[str, Tensor] | Callable[[Facts], dict[str, Tensor]] | None = None,
+                    *, required_params: tuple[str, ...] = ()) -> ContractReport:
     """forward(**inputs) -> a finite float32 scalar; gradients reach the float inputs."""
-    contract, name, cls, params, facts = start("loss", name_or_class, params, facts)
+    contract, name, cls, params, facts = start("loss", name_or_class, params, facts, required_params)
 
     def make():
         return build(contract, cls, params, facts)
@@ -112,9 +112,10 @@ def _metric_batches(facts: Facts) -> list[MetricInputs]:
 
 @isolated_rng
 def check_metric(name_or_class, params: dict | BaseModel | None = None, facts: Facts | None = None,
-                 batches: list[MetricInputs] | None = None) -> ContractReport:
+                 batches: list[MetricInputs] | None = None, *, required_params: tuple[str, ...] = ()
+                 ) -> ContractReport:
     """update per batch, compute -> MetricResult of finite numbers; reset really resets."""
-    contract, name, cls, params, facts = start("metric", name_or_class, params, facts)
+    contract, name, cls, params, facts = start("metric", name_or_class, params, facts, required_params)
     batches = batches if batches is not None else _metric_batches(facts)
     metric = build(contract, cls, params, facts)
 
@@ -181,9 +182,10 @@ def _same(a: list[Subject], b: list[Subject]) -> bool:
 
 @isolated_rng
 def check_data_source(name_or_class, params: dict | BaseModel | None = None,
-                      facts: Facts | None = None) -> ContractReport:
+                      facts: Facts | None = None, *, required_params: tuple[str, ...] = ()
+                      ) -> ContractReport:
     """Declared facts agree with load(); volumes well-formed; loading is deterministic."""
-    contract, name, cls, params, facts = start("data_source", name_or_class, params, facts)
+    contract, name, cls, params, facts = start("data_source", name_or_class, params, facts, required_params)
     c = contract
     source = build(c, cls, params, facts)
     c.expect(isinstance(source, DataSource), "type", "a DataSource", type(source).__name__)

@@ -62,8 +62,8 @@ def _typed(c: Contract, out: Any, cls: type, call: Call) -> None:
 
 
 def _run(kind: str, name_or_class, params, facts, make_calls, check_output, check_eval=None,
-         after_build=None) -> ContractReport:
-    contract, name, cls, params, facts = start(kind, name_or_class, params, facts)
+         after_build=None, required_params: tuple[str, ...] = ()) -> ContractReport:
+    contract, name, cls, params, facts = start(kind, name_or_class, params, facts, required_params)
 
     def make():
         return build(contract, cls, params, facts)
@@ -81,7 +81,8 @@ def _run(kind: str, name_or_class, params, facts, make_calls, check_output, chec
 # --------------------------------------------------------------------------- anatomy encoder
 @isolated_rng
 def check_anatomy_encoder(name_or_class, params: dict | BaseModel | None = None,
-                          facts: Facts | None = None) -> ContractReport:
+                          facts: Facts | None = None, *, required_params: tuple[str, ...] = ()
+                          ) -> ContractReport:
     """x -> AnatomyOutput: binary s with at most one channel on, softmax probabilities; every modality."""
 
     def after_build(c, net, f):
@@ -110,12 +111,13 @@ def check_anatomy_encoder(name_or_class, params: dict | BaseModel | None = None,
         expect_sums_to_one(c, p, 1, "probabilities")
         return {"anatomy": s, "probabilities": p}
 
-    return _run("anatomy_encoder", name_or_class, params, facts, calls, check, after_build=after_build)
+    return _run("anatomy_encoder", name_or_class, params, facts, calls, check, after_build=after_build,
+                required_params=required_params)
 
 
 # --------------------------------------------------------------------------- modality encoder
 @isolated_rng
-def check_modality_encoder(name_or_class, params=None, facts=None) -> ContractReport:
+def check_modality_encoder(name_or_class, params=None, facts=None, *, required_params=()) -> ContractReport:
     """(x, s) -> ModalityOutput (B, z_dim) each; z is the mean in eval mode."""
 
     def after_build(c, net, f):
@@ -138,12 +140,13 @@ def check_modality_encoder(name_or_class, params=None, facts=None) -> ContractRe
                  lambda: f"max |z - mu| {max_difference(tensors['z'], tensors['mu'])}")
         return tensors
 
-    return _run("modality_encoder", name_or_class, params, facts, calls, check, check_eval, after_build)
+    return _run("modality_encoder", name_or_class, params, facts, calls, check, check_eval, after_build,
+                required_params=required_params)
 
 
 # --------------------------------------------------------------------------- segmentor
 @isolated_rng
-def check_segmentor(name_or_class, params=None, facts=None) -> ContractReport:
+def check_segmentor(name_or_class, params=None, facts=None, *, required_params=()) -> ContractReport:
     """s -> SegmentationOutput over L + 1 channels; probabilities = softmax(logits)."""
 
     def calls(net, f, gen):
@@ -162,12 +165,12 @@ def check_segmentor(name_or_class, params=None, facts=None) -> ContractReport:
         c.expect(err <= 1e-5, "probabilities vs logits", "softmax(logits, dim=1)", f"max difference {err:.3g}")
         return {"probabilities": p, "logits": logits}
 
-    return _run("segmentor", name_or_class, params, facts, calls, check)
+    return _run("segmentor", name_or_class, params, facts, calls, check, required_params=required_params)
 
 
 # --------------------------------------------------------------------------- aligner
 @isolated_rng
-def check_aligner(name_or_class, params=None, facts=None) -> ContractReport:
+def check_aligner(name_or_class, params=None, facts=None, *, required_params=()) -> ContractReport:
     """(moving, fixed) -> AlignmentOutput: warped (B, C, H, W), grid (B, H, W, 2)."""
 
     def calls(net, f, gen):
@@ -185,12 +188,12 @@ def check_aligner(name_or_class, params=None, facts=None) -> ContractReport:
         expect_tensor(c, par, "parameters", tuple(par.shape))
         return {"warped": warped, "grid": grid, "parameters": par}
 
-    return _run("aligner", name_or_class, params, facts, calls, check)
+    return _run("aligner", name_or_class, params, facts, calls, check, required_params=required_params)
 
 
 # --------------------------------------------------------------------------- fuser
 @isolated_rng
-def check_fuser(name_or_class, params=None, facts=None) -> ContractReport:
+def check_fuser(name_or_class, params=None, facts=None, *, required_params=()) -> ContractReport:
     """list of 1, 2 and 3 anatomies -> (B, C, H, W)."""
 
     def calls(net, f, gen):
@@ -201,12 +204,12 @@ def check_fuser(name_or_class, params=None, facts=None) -> ContractReport:
         shape = tuple(call.inputs["anatomies"][0].shape)
         return {f"fused ({call.note})": expect_tensor(c, out, f"fused ({call.note})", shape)}
 
-    return _run("fuser", name_or_class, params, facts, calls, check)
+    return _run("fuser", name_or_class, params, facts, calls, check, required_params=required_params)
 
 
 # --------------------------------------------------------------------------- decoder
 @isolated_rng
-def check_decoder(name_or_class, params=None, facts=None) -> ContractReport:
+def check_decoder(name_or_class, params=None, facts=None, *, required_params=()) -> ContractReport:
     """(s, z) -> image (B, image_channels, H, W) in [-1, 1]."""
 
     def calls(net, f, gen):
@@ -219,12 +222,12 @@ def check_decoder(name_or_class, params=None, facts=None) -> ContractReport:
         expect_range(c, image, "image", -1.0, 1.0)
         return {"image": image}
 
-    return _run("decoder", name_or_class, params, facts, calls, check)
+    return _run("decoder", name_or_class, params, facts, calls, check, required_params=required_params)
 
 
 # --------------------------------------------------------------------------- discriminator
 @isolated_rng
-def check_discriminator(name_or_class, params=None, facts=None) -> ContractReport:
+def check_discriminator(name_or_class, params=None, facts=None, *, required_params=()) -> ContractReport:
     """(B, critic_channels, H, W) -> (B, 1) unbounded scores; gradients reach the input."""
 
     def calls(net, f, gen):
@@ -235,12 +238,12 @@ def check_discriminator(name_or_class, params=None, facts=None) -> ContractRepor
     def check(c, out, call, net):
         return {"score": expect_tensor(c, out, "score", (BATCH, 1))}
 
-    return _run("discriminator", name_or_class, params, facts, calls, check)
+    return _run("discriminator", name_or_class, params, facts, calls, check, required_params=required_params)
 
 
 # --------------------------------------------------------------------------- pairing head
 @isolated_rng
-def check_pairing_head(name_or_class, params=None, facts=None) -> ContractReport:
+def check_pairing_head(name_or_class, params=None, facts=None, *, required_params=()) -> ContractReport:
     """(target, k candidates) -> PairingOutput: (B, k) non-negative weights summing to 1."""
 
     def calls(net, f, gen):
@@ -259,4 +262,4 @@ def check_pairing_head(name_or_class, params=None, facts=None) -> ContractReport
         expect_sums_to_one(c, weights, 1, "weights")
         return {"weights": weights, "scores": scores}
 
-    return _run("pairing_head", name_or_class, params, facts, calls, check)
+    return _run("pairing_head", name_or_class, params, facts, calls, check, required_params=required_params)

@@ -49,7 +49,7 @@ class DiceLoss(LossTerm):
     def per_sample(self, probabilities: Tensor, target: Tensor) -> Tensor:
         _check_spatial(probabilities, target, "dice loss")
         truth = one_hot_target(target, probabilities.shape[1])[:, 1:]
-        pred = probabilities[:, 1:]
+        pred = probabilities[:, 1:].float()  # sums in float32, also under autocast
         intersection = (pred * truth).sum(dim=(1, 2, 3))
         total = pred.sum(dim=(1, 2, 3)) + truth.sum(dim=(1, 2, 3))
         dice = (2 * intersection + self.params.smooth) / (total + self.params.smooth)
@@ -68,9 +68,9 @@ class CrossEntropyLoss(LossTerm):
     def per_sample(self, logits: Tensor, target: Tensor) -> Tensor:
         _check_spatial(logits, target, "cross-entropy loss")
         if target.ndim == 4:  # one-hot or soft target: probabilities over channels
-            losses = F.cross_entropy(logits, target.float(), reduction="none")
+            losses = F.cross_entropy(logits.float(), target.float(), reduction="none")
         else:
-            losses = F.cross_entropy(logits, target.long(), reduction="none")
+            losses = F.cross_entropy(logits.float(), target.long(), reduction="none")
         return losses.flatten(1).mean(dim=1)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -108,6 +108,7 @@ class KLDivergenceLoss(LossTerm):
     def per_sample(self, mu: Tensor, logvar: Tensor) -> Tensor:
         if mu.shape != logvar.shape or mu.ndim != 2:
             raise DafnetError(f"kl loss: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must both be (B, n_z)")
+        mu, logvar = mu.float(), logvar.float()
         return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
 
     def forward(self, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -123,7 +124,7 @@ class L1ReconstructionLoss(LossTerm):
     def per_sample(self, prediction: Tensor, target: Tensor) -> Tensor:
         if prediction.shape != target.shape:
             raise DafnetError(f"l1 loss: prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ")
-        return (prediction - target).abs().flatten(1).mean(dim=1)
+        return (prediction.float() - target.float()).abs().flatten(1).mean(dim=1)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         return self.per_sample(prediction, target).mean()
@@ -136,7 +137,7 @@ class LSGANGeneratorLoss(LossTerm):
         pass
 
     def forward(self, fake_scores: Tensor) -> Tensor:
-        return (fake_scores - 1).pow(2).mean()
+        return (fake_scores.float() - 1).pow(2).mean()
 
 
 class LSGANDiscriminatorLoss(LossTerm):
@@ -146,7 +147,7 @@ class LSGANDiscriminatorLoss(LossTerm):
         pass
 
     def forward(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-        return (real_scores - 1).pow(2).mean() + fake_scores.pow(2).mean()
+        return (real_scores.float() - 1).pow(2).mean() + fake_scores.float().pow(2).mean()
 
 
 class ZReconstructionLoss(LossTerm):
@@ -160,7 +161,7 @@ class ZReconstructionLoss(LossTerm):
             raise DafnetError(
                 f"z reconstruction loss: {tuple(sampled_z.shape)} vs {tuple(reconstructed_z.shape)}"
             )
-        return (sampled_z - reconstructed_z).abs().mean()
+        return (sampled_z.float() - reconstructed_z.float()).abs().mean()
 
 
 __all__ = [

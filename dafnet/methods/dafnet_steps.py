@@ -70,7 +70,7 @@ def _reconstruction(method, graph: Graph, batch: dict) -> Tensor:
 
 def _critic_sum(critic, fakes: list[Tensor]) -> Tensor:
     """Sum over outputs of mean (D(fake) - 1)^2, one critic pass over all of them."""
-    scores = critic(torch.cat(fakes)).view(len(fakes), -1)
+    scores = critic(torch.cat(fakes)).float().view(len(fakes), -1)
     return (scores - 1).pow(2).mean(dim=1).sum()
 
 

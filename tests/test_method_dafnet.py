@@ -1,0 +1,388 @@
+"""The DAFNet method end to end at tiny sizes: building, phases, gradients, evaluation, inference."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dafnet.assemble import assemble
+from dafnet.components.init import count_trainable
+from dafnet.config.resolve import parse_recipe, resolve
+from dafnet.errors import DafnetError
+from dafnet.interfaces import LossOutput, Method
+from dafnet.methods.dafnet import DAFNet
+from dafnet.methods.dafnet_graph import training_graph
+from dafnet.registry import registry
+
+GENERATOR_TERMS = {"sup", "adv_mask", "rec", "adv_image", "kl", "z_rec"}
+
+
+def tiny_recipe(modalities=("cine", "lge"), k=1, subjects=3, slices=3, fraction=0.5, losses=None,
+                rotation=20.0, size=32, base_filters=4) -> dict:
+    return {
+        "name": "tiny",
+        "data": {"source": {"name": "phantom", "params": {"subjects": subjects, "slices": slices,
+                                                          "image_size": size, "modalities": list(modalities)}},
+                 "annotation_fraction": fraction, "augment": {"rotation_degrees": rotation}},
+        "method": {"name": "dafnet", "params": {"num_candidates": k}},
+        "model": {
+            "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": base_filters, "depth": 2}},
+            "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
+            "segmentor": {"name": "conv_head", "params": {"filters": 8}},
+            "discriminator": {"name": "lsgan_conv", "params": {"filters": [4, 8, 8], "strides": [2, 2, 1]}},
+        },
+        "losses": losses or {},
+        "train": {"batch_size": 2},
+    }
+
+
+def build(**kwargs):
+    torch.manual_seed(0)
+    recipe = resolve(parse_recipe(tiny_recipe(**kwargs)))
+    source, facts, method = assemble(recipe)
+    return method, source.load()
+
+
+def first_batch(dataset, method, size=2):
+    return next(iter(DataLoader(dataset, batch_size=size, collate_fn=method.collate)))
+
+
+@pytest.fixture(scope="module")
+def two():
+    return build()
+
+
+@pytest.fixture(scope="module")
+def three():
+    return build(modalities=("cine", "t2", "lge"), k=2)
+
+
+# --------------------------------------------------------------------------- building
+def test_registered_with_paper_roles_and_weights(two):
+    method, _ = two
+    assert registry("method").get("dafnet") is DAFNet and isinstance(method, Method)
+    assert DAFNet.loss_weights == {"sup": 10.0, "adv_mask": 1.0, "rec": 1.0, "adv_image": 1.0, "kl": 0.1,
+                                   "z_rec": 1.0}
+    defaults = {r: role.default for r, role in DAFNet.roles.items()}
+    assert defaults == {"anatomy_encoder": "unet_shared_decoder", "modality_encoder": "vae", "segmentor": "conv_head",
+                        "aligner": "tps", "fuser": "max", "decoder": "film", "discriminator": "lsgan_conv",
+                        "pairing_head": "dice_mlp"}
+    assert method.target == "lge" and method.facts.anatomy_channels == 8 and method.facts.z_dim == 8
+    assert method.mask_discriminator.in_channels == 3  # L foreground channels
+    assert [d.in_channels for d in method.image_discriminators] == [1, 1]
+
+
+def test_networks_groups_and_phases_are_consistent(two):
+    method, _ = two
+    nets = method.networks()
+    assert set(nets) == {"anatomy_encoder", "modality_encoder", "segmentor", "aligner", "decoder",
+                         "mask_discriminator", "image_discriminator_cine", "image_discriminator_lge"}
+    groups = method.optimizer_groups()
+    grouped = [r for roles in groups.values() for r in roles]
+    assert sorted(grouped) == sorted(nets)  # every network in exactly one group
+    assert set(groups) == {"generator", "mask_discriminator", "image_discriminator_cine", "image_discriminator_lge"}
+    assert not any("discriminator" in r for r in groups["generator"])
+    names = [(p.stream, p.name, p.group) for p in method.phases()]
+    expected_one = ["generator", "mask_discriminator/cine", "mask_discriminator/lge",
+                    "image_discriminator/cine", "image_discriminator/lge"]
+    assert [n for _, n, _ in names] == [f"{s}/{e}" for s in ("labelled", "unlabelled") for e in expected_one]
+    assert all(g in groups for _, _, g in names)
+
+
+def test_summary_lists_roles_shapes_and_exact_parameter_counts(two):
+    method, _ = two
+    rows = {r.role: r for r in method.summary()}
+    assert rows["anatomy_encoder"].output_shape == "1x8x32x32"
+    assert rows["segmentor"].output_shape == "1x4x32x32"
+    assert rows["decoder"].output_shape == "1x1x32x32"
+    assert rows["modality_encoder"].output_shape == "1x8"
+    assert rows["mask_discriminator"].output_shape == "1x1"
+    assert rows["fuser"].trainable_parameters == 0
+    assert rows["decoder"].component == "film" and rows["aligner"].component == "tps"
+    for role, net in method.networks().items():
+        assert rows[role].trainable_parameters == count_trainable(net)
+    assert method.training  # summary leaves the mode alone
+
+
+# --------------------------------------------------------------------------- streams
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_streams_follow_the_annotation_fraction(two, fraction):
+    method, subjects = two
+    original = method.recipe
+    method.recipe = original.model_copy(
+        update={"data": original.data.model_copy(update={"annotation_fraction": fraction})})
+    try:
+        streams = method.train_streams(subjects)
+    finally:
+        method.recipe = original
+    n_labelled = round(fraction * len(subjects))
+    assert len(streams["labelled"]) == 3 * n_labelled
+    assert len(streams["unlabelled"]) == 3 * (len(subjects) - n_labelled)
+
+
+# --------------------------------------------------------------------------- phases
+def run_stream(method, batch):
+    outputs = {}
+    scratch: dict = {}
+    for phase in method.phases():
+        if phase.stream != "labelled":
+            continue
+        out = phase.step(batch, scratch)
+        assert isinstance(out, LossOutput) and torch.isfinite(out.total)
+        assert all(torch.isfinite(v) and not v.requires_grad for v in out.terms.values())
+        outputs[phase.name] = out
+    return outputs
+
+
+@pytest.mark.parametrize("stream", ["labelled", "unlabelled"])
+def test_each_phase_returns_finite_named_terms(two, stream):
+    method, subjects = two
+    batch = first_batch(method.train_streams(subjects)[stream], method)
+    scratch: dict = {}
+    for phase in [p for p in method.phases() if p.stream == stream]:
+        out = phase.step(batch, scratch)
+        assert torch.isfinite(out.total) and out.total.requires_grad
+        if phase.group == "generator":
+            assert set(out.terms) == GENERATOR_TERMS
+            weighted = sum(DAFNet.loss_weights[k] * v for k, v in out.terms.items())
+            assert out.total.item() == pytest.approx(weighted.item(), rel=1e-5)
+            assert {"real_masks", "fake_masks", "real_images", "fake_images"} <= set(scratch)
+        elif phase.group == "mask_discriminator":
+            assert set(out.terms) == {"dis_mask"}
+        else:
+            assert set(out.terms) == {"dis_image"}
+    # Real masks: every labelled mask of every modality (the unlabelled stream keeps the source's).
+    expected_reals = int(batch["labelled"][:, :, 0].sum())
+    assert scratch["real_masks"].shape[0] == expected_reals > 0
+
+
+def test_unlabelled_supervision_uses_only_existing_ground_truth(two):
+    method, subjects = two
+    streams = method.train_streams(subjects)
+    lab = first_batch(streams["labelled"], method)
+    unl = first_batch(streams["unlabelled"], method)
+    assert bool(lab["labelled"][:, 1].all()) and not bool(unl["labelled"][:, 1].any())
+    # Hiding the target truth of a labelled batch must give the unlabelled supervision exactly.
+    hidden = dict(lab, labelled=lab["labelled"].clone())
+    hidden["labelled"][:, 1] = False
+    torch.manual_seed(3)
+    method.eval()  # deterministic forward (no z sampling, fixed BatchNorm statistics)
+    try:
+        from dafnet.methods.dafnet_steps import _supervised
+        with torch.no_grad():
+            graph = training_graph(method, hidden, with_images=False)
+            part = _supervised(method, graph, hidden)
+            full = _supervised(method, training_graph(method, lab, with_images=False), lab)
+            seg_cine = method.supervised(graph.segmentation[0].logits, lab["masks"][:, 0, 0])
+            cross_cine = [c for c in graph.crosses if c.dest == 0][0]
+            cross = method.supervised(cross_cine.seg.logits, cross_cine.truth_mask)
+    finally:
+        method.train()
+    assert part.item() == pytest.approx((seg_cine + cross).item(), rel=1e-5)
+    assert full.item() > part.item()
+
+
+def test_generator_gradients_reach_every_generator_network_and_no_critic(two):
+    method, subjects = two
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    method.zero_grad(set_to_none=True)
+    method.phases()[0].step(batch, {}).total.backward()
+    nets = method.networks()
+    for role in method.optimizer_groups()["generator"]:
+        grads = [p.grad for p in nets[role].parameters() if p.requires_grad]
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), role
+    for per_modality in method.anatomy_encoder.contracting:  # both modalities' own paths
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in per_modality.parameters())
+    for critic in method.critics():
+        assert all(p.grad is None for p in critic.parameters())
+        assert all(p.requires_grad for p in critic.parameters())  # unfrozen again
+
+
+def test_critic_phases_only_train_their_critic(two):
+    method, subjects = two
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    scratch: dict = {}
+    phases = [p for p in method.phases() if p.stream == "labelled"]
+    phases[0].step(batch, scratch)
+    nets = method.networks()
+    for phase in phases[1:]:
+        method.zero_grad(set_to_none=True)
+        phase.step(batch, scratch).total.backward()
+        for role, net in nets.items():
+            touched = any(p.grad is not None for p in net.parameters())
+            assert touched == (role in method.optimizer_groups()[phase.group]), (phase.name, role)
+
+
+def test_critic_phase_without_generator_scratch_runs_its_own_forward(two):
+    method, subjects = two
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    phase = [p for p in method.phases() if p.group == "image_discriminator_lge"][0]
+    out = phase.step(batch, {})
+    assert torch.isfinite(out.total) and set(out.terms) == {"dis_image"}
+
+
+def test_zero_weights_switch_terms_and_critics_off():
+    method, subjects = build(losses={"adv_image": 0, "kl": 0, "adv_mask": 0})
+    assert method.mask_discriminator is None and method.image_discriminators is None
+    assert set(method.optimizer_groups()) == {"generator"}
+    assert [p.name for p in method.phases()] == ["labelled/generator", "unlabelled/generator"]
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    out = method.phases()[0].step(batch, {})
+    assert set(out.terms) == {"sup", "rec", "z_rec"}
+
+
+# --------------------------------------------------------------------------- n = 3, k > 1
+def test_three_modalities_with_candidates_train_and_evaluate(three):
+    method, subjects = three
+    assert method.pairing_head is not None and "pairing_head" in method.optimizer_groups()["generator"]
+    assert len([p for p in method.phases() if p.group == "mask_discriminator"]) == 6  # per modality, per stream
+    streams = method.train_streams(subjects)
+    batch = first_batch(streams["labelled"], method)
+    assert batch["images"].shape == (2, 3, 2, 1, 32, 32)
+    method.zero_grad(set_to_none=True)
+    outputs = run_stream(method, batch)
+    assert set(outputs["labelled/generator"].terms) == GENERATOR_TERMS
+    outputs["labelled/generator"].total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.pairing_head.parameters())
+    graph = training_graph(method, batch)
+    assert len(graph.crosses) == 6  # ordered pairs
+    assert all(c.weights is not None for c in graph.crosses if method.target_index in (c.source, c.dest))
+    stats = method.evaluation_step(first_batch(method.eval_dataset(subjects), method, size=4))
+    for kind in ("single", "deformed", "deformed_cine", "deformed_t2", "fused", "weighted"):
+        assert stats[f"paper_{kind}"].shape == (4,)
+    summary = method.evaluation_summary(stats)
+    assert {"dice_single", "dice_fused", "dice_deformed", "dice_weighted", "monitor"} <= set(summary)
+
+
+# --------------------------------------------------------------------------- evaluation and inference
+def test_evaluation_summary_is_paper_dice_per_volume_and_monitor_is_one_minus_fused(two):
+    method, _ = two
+    stats = {
+        "subject": torch.tensor([0, 0, 1, 1, 1]),
+        "labelled": torch.tensor([True, True, True, True, False]),
+        "paper_fused": torch.tensor([1.0, 0.5, 0.8, 0.6, 0.0]),
+        # (intersection, predicted, true) pixel counts per slice, the same for each of the 3 classes.
+        "overlap_fused": torch.tensor([[1.0, 2.0, 1.0], [1.0, 1.0, 2.0], [2.0, 2.0, 2.0], [0.0, 0.0, 0.0],
+                                       [5.0, 5.0, 5.0]])[:, :, None].expand(5, 3, 3),
+    }
+    summary = method.evaluation_summary(stats)
+    # Volume 0: mean(1.0, 0.5) = 0.75; volume 1: mean(0.8, 0.6) = 0.7 (its unlabelled slice left out).
+    assert summary["dice_fused"] == pytest.approx(72.5)
+    assert summary["dice_fused_std"] == pytest.approx(2.5)
+    assert summary["monitor"] == pytest.approx(1 - 0.725)
+    # 3D Dice: volume 0 sums to 2 * 2 / (3 + 3), volume 1 to 2 * 2 / (2 + 2); mean over volumes and classes.
+    assert summary["dice3d_fused"] == pytest.approx(100 * (4 / 6 + 1) / 2)
+
+
+def test_evaluation_step_returns_per_sample_statistics_in_eval_mode(two):
+    method, subjects = two
+    batch = first_batch(method.eval_dataset(subjects), method, size=3)
+    stats = method.evaluation_step(batch)
+    assert method.training
+    assert {"subject", "labelled", "paper_single", "paper_deformed", "paper_fused"} <= set(stats)
+    assert all(v.shape[0] == 3 for v in stats.values())
+    again = method.evaluation_step(batch)
+    assert torch.equal(stats["paper_fused"], again["paper_fused"])  # deterministic (mu, running stats)
+
+
+def test_predict_falls_back_to_single_without_other_modalities(two):
+    method, subjects = two
+    lge = torch.from_numpy(subjects[0].volumes["lge"].image[:2]).unsqueeze(1)
+    cine = torch.from_numpy(subjects[0].volumes["cine"].image[:2]).unsqueeze(1)
+    alone = method.predict({"lge": lge}, "lge")
+    assert torch.equal(alone["fused"], alone["single"]) and torch.equal(alone["deformed"], alone["single"])
+    both = method.predict({"lge": lge, "cine": cine})
+    assert set(both) == {"single", "deformed", "deformed_cine", "fused"}
+    assert torch.allclose(both["single"], alone["single"])
+    assert both["fused"].shape == (2, 4, 32, 32)
+    assert torch.allclose(both["fused"].sum(1), torch.ones(2, 32, 32), atol=1e-5)
+    with pytest.raises(DafnetError):
+        method.predict({"cine": cine}, "lge")
+    with pytest.raises(DafnetError):
+        method.predict({"lge": lge, "flair": lge})
+
+
+def test_evaluation_with_a_missing_modality_falls_back_to_single(two):
+    method, subjects = two
+    subject = subjects[0]
+    from dafnet.interfaces import Subject
+    lonely = Subject("lonely", {"lge": subject.volumes["lge"]})
+    batch = first_batch(method.eval_dataset([lonely]), method, size=3)
+    assert not bool(batch["present"][:, 0].any())
+    stats = method.evaluation_step(batch)
+    assert torch.equal(stats["paper_fused"], stats["paper_single"])
+    assert torch.equal(stats["paper_deformed"], stats["paper_single"])
+
+
+# --------------------------------------------------------------------------- learning
+def bn_recalibrate(method, batch):
+    """Recompute BatchNorm statistics on ``batch`` (as SWA's update_bn does)."""
+    norms = [m for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        training_graph(method, batch, with_images=False)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+def train_iterations(method, batch, optimizers, iterations):
+    for _ in range(iterations):
+        scratch: dict = {}
+        for phase in method.phases():
+            if phase.stream != "labelled":
+                continue
+            optimizers[phase.group].zero_grad(set_to_none=True)
+            out = phase.step(batch, scratch)
+            out.total.backward()
+            optimizers[phase.group].step()
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run faster single-threaded; the setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_optimizers(method, lr):
+    nets = method.networks()
+    return {g: torch.optim.Adam([p for r in roles for p in nets[r].parameters()], lr=lr)
+            for g, roles in method.optimizer_groups().items()}
+
+
+def test_a_few_iterations_lower_the_supervised_loss(one_thread):
+    method, subjects = build(subjects=1, slices=2, fraction=1.0, rotation=0.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    optimizers = make_optimizers(method, 3e-3)
+    method.train()
+    before = method.phases()[0].step(batch, {}).terms["sup"].item()
+    train_iterations(method, batch, optimizers, 25)
+    after = method.phases()[0].step(batch, {}).terms["sup"].item()
+    assert after < before
+
+
+@pytest.mark.slow
+def test_overfits_a_few_phantom_slices(one_thread):
+    """Plain Adam over the phases on 2 phantom slices reaches paper Dice > 90% (single and fused)."""
+    method, subjects = build(subjects=1, slices=2, fraction=1.0, rotation=0.0, base_filters=8)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    optimizers = make_optimizers(method, 3e-3)
+    method.train()
+    start, best = time.time(), {}
+    for _ in range(24):  # at most 600 iterations
+        train_iterations(method, batch, optimizers, 25)
+        bn_recalibrate(method, batch)
+        summary = method.evaluation_summary(method.evaluation_step(batch))
+        best = {k: max(best.get(k, 0.0), summary[f"dice_{k}"]) for k in ("single", "fused")}
+        if summary["dice_single"] > 90 and summary["dice_fused"] > 90:
+            break
+    assert summary["dice_single"] > 90 and summary["dice_fused"] > 90, (best, time.time() - start)

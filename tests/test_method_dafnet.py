@@ -224,6 +224,17 @@ def test_critic_phase_without_generator_scratch_runs_its_own_forward(two):
     assert torch.isfinite(out.total) and set(out.terms) == {"dis_image"}
 
 
+def test_mask_critic_skips_a_batch_without_any_real_mask(two):
+    method, subjects = two
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    batch = dict(batch, labelled=torch.zeros_like(batch["labelled"]))
+    scratch: dict = {}
+    method.phases()[0].step(batch, scratch)
+    assert scratch["real_masks"].shape[0] == 0
+    out = [p for p in method.phases() if p.group == "mask_discriminator"][0].step(batch, scratch)
+    assert not out.total.requires_grad and out.terms == {}  # the engine takes no optimizer step
+
+
 def test_zero_weights_switch_terms_and_critics_off():
     method, subjects = build(losses={"adv_image": 0, "kl": 0, "adv_mask": 0})
     assert method.mask_discriminator is None and method.image_discriminators is None

@@ -153,8 +153,8 @@ def mask_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossO
     _ensure_fakes(method, batch, scratch, "fake_masks")
     critic, fake = method.mask_discriminator, scratch["fake_masks"][modality]
     real = scratch["real_masks"]
-    if real.shape[0] == 0:  # no ground truth at all in this batch: nothing to compare with
-        return LossOutput(total=critic(fake).sum() * 0.0, terms={})
+    if real.shape[0] == 0:  # no ground truth at all in this batch: a constant total, the engine skips the step
+        return LossOutput(total=fake.new_zeros((), dtype=torch.float32), terms={})
     loss = method.lsgan_discriminator(critic(real), critic(fake))
     return LossOutput(total=loss, terms={"dis_mask": loss.detach()})
 

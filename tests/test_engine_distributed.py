@@ -20,7 +20,13 @@ TRAIN = {"epochs": 2, "swa_start": 2}
 
 
 def _two_process_run(out_dir: str) -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
     from dafnet.engine import train
+
+    # a forked child inherits the parent's one-process Accelerate state (earlier tests): drop it
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
     ToyMethod.snapshots.clear()
     recipe = toy_recipe(Path(out_dir), split=SPLIT, source=SOURCE, train={**TRAIN, "batch_size": 2})

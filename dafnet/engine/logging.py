@@ -47,9 +47,9 @@ def tracker_config(recipe) -> dict:
 
 
 def make_progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                    console=console, disable=not enabled, transient=False)
+                    console=console, disable=not enabled, transient=False, refresh_per_second=4)
 
 
 def summary_table(summary: dict[str, float], title: str) -> Table:
@@ -88,7 +88,7 @@ def plot_loss_curves(history: list[dict], phases: list[str], path: Path) -> Path
             xs, ys = zip(*pts)
             bold = key.endswith("/total") or key == "validation/monitor"
             ax.plot(xs, ys, lw=2.0 if bold else 1.0, marker="o" if len(xs) < 20 else None, ms=3,
-                    label=key.split("/", 1)[1])
+                    label=key[len(title) + 1:])
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -1,7 +1,7 @@
 """Training streams: one shuffled DataLoader per non-empty stream; shorter streams cycle.
 
-An epoch is a fixed number of iterations (the longest stream's batches per process, or
-``train.iterations_per_epoch``). Each stream's shuffle generator is re-seeded from
+An epoch is a fixed number of iterations: the longest stream's batches per process, capped
+by ``train.iterations_per_epoch``. Each stream's shuffle generator is re-seeded from
 (seed, stream, epoch) at the start of every epoch, so the data order of an epoch does not
 depend on what ran before it (exact resume) and every process draws the same order
 (Accelerate then gives each process its own batches of it).
@@ -69,7 +69,7 @@ class TrainStreams:
             self.loaders[name] = accelerator.prepare_data_loader(loader)
         self.stream_index = {name: i for i, name in enumerate(datasets)}
         natural = max((len(dl) for dl in self.loaders.values()), default=0)
-        self.iterations = iterations_per_epoch or natural
+        self.iterations = min(natural, iterations_per_epoch) if iterations_per_epoch else natural
 
     def epoch(self, epoch: int) -> "EpochBatches":
         for name, gen in self.generators.items():

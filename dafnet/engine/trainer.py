@@ -204,7 +204,8 @@ class _Session:
                     values = {key: float(v) for key, v in last.items()}
                     self._check_finite(values, epoch, first + k)
                     acc.log({f"train/{key}": v for key, v in values.items()}, step=self.progress.global_step)
-                    info = "  ".join(f"{key}={v:.3g}" for key, v in values.items() if key.endswith("/total"))
+                    totals = [(key[:-len("/total")], v) for key, v in values.items() if key.endswith("/total")]
+                    info = "  ".join(f"{key}={v:.3g}" for key, v in totals[:3])
                     progress.update(task, info=info)
                 progress.advance(task, k)
         finally:

@@ -272,3 +272,18 @@ def test_keras_initialisers():
     limit = math.sqrt(6 / (64 * 9 + 128 * 9))
     assert glorot.weight.abs().max() <= limit
     assert glorot.weight.std().item() == pytest.approx(limit / math.sqrt(3), rel=0.03)
+
+
+def test_anatomy_encoder_pads_odd_sizes_when_asked():
+    from dafnet.builder import build
+    from dafnet.errors import DafnetError
+    from dafnet.interfaces import Facts
+
+    facts = Facts(image_size=(32, 18), modalities=("a", "b"), num_classes=2)
+    with pytest.raises(DafnetError, match="pad_to_multiple"):
+        build("anatomy_encoder", "unet_shared_decoder", {"base_filters": 2, "depth": 2}, facts)
+    enc = build("anatomy_encoder", "unet_shared_decoder",
+                {"base_filters": 2, "depth": 2, "pad_to_multiple": True}, facts)
+    out = enc(torch.randn(2, 1, 32, 18), 1)
+    assert out.anatomy.shape == (2, 8, 32, 18)
+    assert torch.allclose(out.probabilities.sum(1), torch.ones(2, 32, 18), atol=1e-5)

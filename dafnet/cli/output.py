@@ -39,7 +39,7 @@ def recipe_yaml(recipe) -> str:
     import yaml
 
     data = recipe.model_dump(mode="json")
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=1000)
 
 
 def is_tty() -> bool:

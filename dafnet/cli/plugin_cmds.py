@@ -49,8 +49,9 @@ def list_plugins(
 def _describe_field(field) -> tuple[str, str, str]:
     from pydantic_core import PydanticUndefined
 
-    annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
-    annotation = annotation.replace("typing.", "")
+    from dafnet.config.reference import type_label
+
+    annotation = type_label(field.annotation)
     if field.default is not PydanticUndefined:
         default = repr(field.default)
     elif field.default_factory is not None:

@@ -52,28 +52,42 @@ def validate(
     from rich.syntax import Syntax
 
     resolved = _load(recipe, overrides)
-    console.print(Syntax(recipe_yaml(resolved), "yaml", theme="ansi_dark", background_color="default"))
+    console.print(Syntax(recipe_yaml(resolved), "yaml", theme="ansi_dark", background_color="default", word_wrap=True))
     console.print("[green]recipe is valid[/]")
 
 
 def summary(
     recipe: str = typer.Argument(..., help="Recipe YAML or built-in recipe name."),
     overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
+    num_classes: Optional[int] = typer.Option(
+        None, "--num-classes", min=1,
+        help="Foreground classes L; lets a recipe whose data folder is not here be summarised."),
 ) -> None:
     """Per role: component, output shape and exact trainable parameters, without training."""
     from rich.table import Table
 
-    from dafnet.assemble import assemble
+    from dafnet.assemble import build_data_source, build_method, facts_without_data
+    from dafnet.errors import DafnetError
 
     resolved = _load(recipe, overrides)
-    _, facts, method = assemble(resolved)
+    try:
+        _, facts = build_data_source(resolved)
+        if num_classes is not None:
+            facts = facts_without_data(resolved, num_classes).with_(**{
+                k: v for k, v in vars(facts).items() if k not in {"num_classes", "class_names"}})
+    except DafnetError as exc:
+        if num_classes is None:
+            raise DafnetError(exc.message, hint=(exc.hint or "") +
+                              "; or pass --num-classes L to summarise without the data") from exc
+        facts = facts_without_data(resolved, num_classes)
+    method = build_method(resolved, facts)
     rows = method.summary()
     size = "x".join(str(s) for s in facts.image_size)
     table = Table(title=f"{resolved.name}: method {resolved.method.name} at {size}", title_justify="left")
-    table.add_column("role", style="cyan")
-    table.add_column("component")
-    table.add_column("output shape")
-    table.add_column("trainable parameters", justify="right")
+    table.add_column("role", style="cyan", no_wrap=True)
+    table.add_column("component", no_wrap=True)
+    table.add_column("output shape", no_wrap=True)
+    table.add_column("parameters", justify="right", no_wrap=True)
     for row in rows:
         table.add_row(row.role, row.component, row.output_shape, f"{row.trainable_parameters:,}")
     table.add_section()

@@ -70,15 +70,21 @@ class UNetSharedDecoderEncoder(AnatomyEncoder):
         binarise: bool = Field(
             True, description="straight-through rounding of the softmax (the paper); False keeps it soft"
         )
+        pad_to_multiple: bool = Field(
+            False,
+            description="pad inputs (with -1, the background) to multiples of 2^depth and crop the output "
+            "back, so sizes such as BOLD's 192x114 work; off in the paper configuration",
+        )
 
     def __init__(self, params: "UNetSharedDecoderEncoder.Params", facts: Facts) -> None:
         super().__init__(params, facts)
         height, width = facts.require("image_size")
         factor = 2**params.depth
-        if height % factor or width % factor:
+        if (height % factor or width % factor) and not params.pad_to_multiple:
             raise DafnetError(
                 f"anatomy encoder: image size {height}x{width} is not divisible by 2^depth = {factor}",
-                hint=f"crop or pad the images to multiples of {factor}, or lower anatomy_encoder depth",
+                hint=f"crop or pad the images to multiples of {factor}, set anatomy_encoder "
+                "params.pad_to_multiple: true, or lower its depth",
             )
         self.num_modalities = facts.num_modalities
         in_channels = facts.image_channels
@@ -114,15 +120,23 @@ class UNetSharedDecoderEncoder(AnatomyEncoder):
                 hint=f"modalities are {self.facts.modalities}",
             )
         factor = 2**self.params.depth
-        if image.ndim != 4 or image.shape[-2] % factor or image.shape[-1] % factor:
+        height, width = image.shape[-2:] if image.ndim == 4 else (0, 0)
+        pad_h, pad_w = (-height) % factor, (-width) % factor
+        if image.ndim != 4 or ((pad_h or pad_w) and not self.params.pad_to_multiple):
             raise DafnetError(
                 f"anatomy encoder: expected images (B, {self.facts.image_channels}, H, W) with H, W "
                 f"divisible by {factor}, got {tuple(image.shape)}"
             )
+        if pad_h or pad_w:
+            top, left = pad_h // 2, pad_w // 2
+            image = F.pad(image, (left, pad_w - left, top, pad_h - top), value=-1.0)
         x, skips = self.contracting[int(modality)](image)
         x = self.bottleneck(x)
         for stage, skip in zip(self.expanding, reversed(skips)):
             x = stage(x, skip)
-        probabilities = torch.softmax(self.output_conv(x), dim=1)
+        logits = self.output_conv(x)
+        if pad_h or pad_w:
+            logits = logits[..., top : top + height, left : left + width]
+        probabilities = torch.softmax(logits, dim=1)
         anatomy = straight_through_round(probabilities) if self.params.binarise else probabilities
         return AnatomyOutput(anatomy=anatomy, probabilities=probabilities)

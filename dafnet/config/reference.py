@@ -54,10 +54,27 @@ the method's default weight; a weight of 0 switches a term off.
 """
 
 
-def _type_name(annotation) -> str:
-    text = getattr(annotation, "__name__", None) if typing.get_origin(annotation) is None else None
-    text = text or str(annotation)
-    return text.replace("typing.", "").replace("dafnet.config.schema.", "").replace("NoneType", "null")
+def type_label(annotation) -> str:
+    """A readable type: ``int``, ``'slice' | 'volume'``, ``list[int] | null``."""
+    import types
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is typing.Annotated:
+        return type_label(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_label(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join('...' if a is Ellipsis else type_label(a) for a in args)}]" if args else name
+    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
+
+
+_type_name = type_label
 
 
 def _default(field) -> str:

@@ -91,6 +91,16 @@ class NnUNetDataSource(DataSource):
         """The current case's single label, decoded once for all its channels."""
 
     # ------------------------------------------------------------ declared facts
+    @classmethod
+    def facts_without_data(cls, params: "NnUNetDataSource.Params") -> dict:
+        size = params.image_size
+        facts: dict = {"image_size": (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))}
+        if isinstance(params.channels, dict):
+            facts["modalities"] = tuple(params.channels)
+        elif params.channels and all(isinstance(c, str) for c in params.channels):
+            facts["modalities"] = tuple(c.lower() for c in params.channels)
+        return facts
+
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self._channels)

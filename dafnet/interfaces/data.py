@@ -85,6 +85,12 @@ class DataSource(Component, ABC):
     def load(self) -> list[Subject]:
         """Every subject, deterministically (same params, same subjects)."""
 
+    @classmethod
+    def facts_without_data(cls, params: Params) -> dict:
+        """Facts this source can declare from its params alone, without its data on disk
+        (``dafnet summary`` uses them when the data folder is not on this machine)."""
+        return {}
+
     def declared_facts(self) -> dict:
         return {
             "image_size": tuple(self.image_size),

@@ -82,7 +82,8 @@ class DAFNet(Method):
         self.weights.update(getattr(recipe, "losses", None) or {})
         self._build(facts.with_(num_candidates=self.num_candidates))
         f = self.facts
-        self.supervised = SupervisedLoss(SupervisedLoss.Params(ce_weight=params.ce_weight, smooth=params.dice_smooth), f)
+        self.supervised = SupervisedLoss(
+            SupervisedLoss.Params(ce_weight=params.ce_weight, smooth=params.dice_smooth), f)
         self.kl = KLDivergenceLoss(KLDivergenceLoss.Params(), f)
         self.l1 = L1ReconstructionLoss(L1ReconstructionLoss.Params(), f)
         self.z_reconstruction = ZReconstructionLoss(ZReconstructionLoss.Params(), f)

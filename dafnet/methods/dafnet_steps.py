@@ -163,5 +163,6 @@ def image_critic_step(method, modality: int, batch: dict, scratch: dict) -> Loss
     """Image discriminator step of one modality: its real images vs the images synthesised in its style."""
     _ensure_fakes(method, batch, scratch, "fake_images")
     critic = method.image_discriminators[modality]
-    loss = method.lsgan_discriminator(critic(scratch["real_images"][modality]), critic(scratch["fake_images"][modality]))
+    real, fake = scratch["real_images"][modality], scratch["fake_images"][modality]
+    loss = method.lsgan_discriminator(critic(real), critic(fake))
     return LossOutput(total=loss, terms={"dis_image": loss.detach()})

@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor
 
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, Metric, MetricInputs, MetricResult, Params
+from dafnet.interfaces import Metric, MetricInputs, MetricResult, Params
 
 
 def _check(probabilities: Tensor, target: Tensor) -> None:
@@ -47,7 +47,8 @@ def paper_dice_per_slice(probabilities: Tensor, target: Tensor, threshold: float
 
 
 def class_overlaps_per_slice(probabilities: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per slice and foreground class of the arg-max prediction: (intersection, predicted, true) pixel counts, each (B, L)."""
+    """Per slice and foreground class of the arg-max prediction: (intersection, predicted, true)
+    pixel counts, each (B, L)."""
     _check(probabilities, target)
     num_channels = probabilities.shape[1]
     prediction = F.one_hot(probabilities.argmax(dim=1), num_channels).permute(0, 3, 1, 2)[:, 1:].float()

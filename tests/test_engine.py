@@ -391,6 +391,13 @@ def test_early_stopping_triggers_and_exports_the_best_epoch(tmp_path):
         assert all(torch.equal(w[role][k], best[role][k]) for k in w[role])
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["stopped_early"] and summary["best_epoch"] == 1
+    with pytest.raises(DafnetError, match="stopped early") as info:
+        train(toy_recipe(tmp_path, train={"epochs": 10, "patience": 2, "min_delta": 100.0}),
+              resume=result.run_dir, console=quiet())
+    assert "train.patience" in info.value.hint
+    more = train(toy_recipe(tmp_path, train={"epochs": 10, "patience": 3, "min_delta": 100.0}),
+                 resume=result.run_dir, console=quiet())
+    assert more.stopped_early and more.epochs_run == 4 and more.best_epoch == 1
 
 
 def test_swa_is_the_uniform_average_of_epoch_end_snapshots(tmp_path):
@@ -435,3 +442,17 @@ def test_non_finite_loss_is_a_clear_error(tmp_path):
 
     with pytest.raises(DafnetError, match="non-finite loss"):
         train(toy_recipe(tmp_path, train={"lr": 1e30, "epochs": 3}, source={"subjects": 10}), console=quiet())
+
+
+def test_bf16_autocast_and_a_second_run_with_other_settings(tmp_path):
+    from dafnet.engine import train
+
+    fp32 = train(toy_recipe(tmp_path, train={"epochs": 1, "cpu": True}), run_dir=tmp_path / "fp32", console=quiet())
+    bf16 = train(toy_recipe(tmp_path, train={"epochs": 1, "cpu": True, "mixed_precision": "bf16"}),
+                 run_dir=tmp_path / "bf16", console=quiet())
+    meta = json.loads((bf16.run_dir / "metadata.json").read_text())
+    assert meta["mixed_precision"] == "bf16"
+    assert all(np.isfinite(v) for v in bf16.history[0].values())
+    # bf16 rounding changes the numbers, but not by much after one epoch
+    assert bf16.history[0]["generator/total"] == pytest.approx(fp32.history[0]["generator/total"], rel=0.05)
+    assert bf16.history[0]["generator/total"] != fp32.history[0]["generator/total"]

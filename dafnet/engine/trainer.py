@@ -80,6 +80,7 @@ class _Session:
         from dafnet.data.splits import split_subjects
 
         self.recipe, self.paths, t = recipe, paths, recipe.train
+        _forget_previous_run_settings()
         self.accelerator = acc = Accelerator(
             mixed_precision=t.mixed_precision, cpu=t.cpu,
             gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -331,6 +332,15 @@ class _Session:
                            figures=figures)
 
 
+def _forget_previous_run_settings() -> None:
+    """Let a later train() in the same process use other settings (mixed precision, accumulation):
+    Accelerate keeps them in process-wide singletons. The process group (PartialState) stays."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
 def _run_dir_for_all_processes(recipe: Recipe, run_dir, resume) -> Path:
     """The main process chooses (and checks) the run directory; the others take its choice."""
     from accelerate import PartialState
@@ -376,9 +386,13 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
     if resume is not None:
         checkpoint.load_checkpoint(session.accelerator, paths.state)
         done = session.progress
-        if done.stopped_early or done.epochs_done >= recipe.train.epochs:
-            why = "stopped early" if done.stopped_early else f"trained all {done.epochs_done} epochs"
-            raise DafnetError(f"run {root} already {why}", hint="raise train.epochs to train further")
+        if done.epochs_done >= recipe.train.epochs:
+            raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
+                              hint="raise train.epochs to train further")
+        if session.stopper.should_stop(done.epochs_done):  # with the (possibly raised) patience
+            raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
+                              f"{session.stopper.best_epoch})", hint="raise train.patience to train further")
+        done.stopped_early = False
         if session.accelerator.is_main_process:
             meta = json.loads(paths.metadata.read_text()) if paths.metadata.exists() else {}
             meta.setdefault("resumed", []).append({"after_epoch": done.epochs_done,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from accelerate import debug_launcher
 
@@ -56,4 +57,4 @@ def test_two_processes_match_each_other_and_one_big_batch(tmp_path):
         for key in one[role]:
             torch.testing.assert_close(two[role][key], r0["final"][role][key])
             torch.testing.assert_close(one[role][key], two[role][key], rtol=1e-5, atol=1e-6)
-    assert single.summary["monitor"] == __import__("pytest").approx(r0["summary"]["monitor"], rel=1e-5)
+    assert single.summary["monitor"] == pytest.approx(r0["summary"]["monitor"], rel=1e-5)

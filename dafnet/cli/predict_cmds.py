@@ -1,0 +1,67 @@
+"""``dafnet predict``: segment NIfTI cases with an exported model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dafnet.cli.output import console
+
+_MODES = ("single", "fused")
+
+
+def predict(
+    export: Path = typer.Argument(..., help="A run folder or its export/ folder."),
+    input: str = typer.Option(..., "--input", "-i",
+                              help="nnU-Net raw folder (dataset.json + imagesTs/ or imagesTr/), one of its "
+                                   "image folders, DATASET/<case>, or one <case>_XXXX.nii.gz of the case."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz and <case>_overlay.png."),
+    mode: str = typer.Option("fused", "--mode", help="fused (every sequence given) or single (target only)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Sequence to segment (default: the export's)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)."),
+    ignore_unknown: bool = typer.Option(False, "--ignore-unknown",
+                                        help="Skip input sequences the export does not know instead of failing."),
+) -> None:
+    """Segment the target sequence of every case; masks on each target file's original grid."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from dafnet.errors import DafnetError
+    from dafnet.inference.inputs import find_input
+    from dafnet.inference.outputs import prepare_output_dir
+    from dafnet.inference.predictor import Predictor, check_headers
+
+    if mode not in _MODES:
+        raise DafnetError(f"unknown --mode {mode!r}", hint="use single or fused")
+    inputs = find_input(input)
+    predictor = Predictor(export, mode=mode, target=target, batch_size=batch_size, device=device)
+    cases, skipped = predictor.cases(inputs, ignore_unknown)
+    check_headers(cases)
+    out_dir = prepare_output_dir(out)
+    if predictor.note:
+        console.print(f"[yellow]note:[/] {predictor.note}")
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(f"predicting {predictor.target}", total=len(cases))
+        for case, files in cases.items():
+            progress.update(task, description=f"predicting {case}")
+            results.append(predictor.predict_case(case, files, out_dir))
+            progress.advance(task)
+    table = Table(title=f"{len(results)} case(s) -> {out_dir}", title_justify="left")
+    for column in ("case", "prediction", "slices", *predictor.class_names, "seconds"):
+        table.add_column(column, justify="left" if column in ("case", "prediction") else "right")
+    for r in results:
+        table.add_row(r.case, f"{r.mode} ({'+'.join(r.sequences)})", str(r.slices),
+                      *(f"{r.foreground[c]:,}" for c in predictor.class_names), f"{r.seconds:.2f}")
+    console.print(table)
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} case(s) without a {predictor.target!r} image:[/] "
+                      + ", ".join(skipped))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict", rich_help_panel="Run")(predict)

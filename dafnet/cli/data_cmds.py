@@ -32,3 +32,53 @@ def phantom(
     params = validate_params(PhantomDataSource, values, "phantom")
     path = write_phantom(out_dir, params, overwrite=overwrite)
     console.print(f"wrote {subjects} phantom subjects to [bold]{path}[/]")
+
+
+@app.command("check")
+def check(
+    path: Optional[Path] = typer.Argument(
+        None, help="nnU-Net raw folder or datalist JSON (default: the --recipe's data folder)."),
+    recipe: Optional[str] = typer.Option(
+        None, "--recipe", help="Read with this recipe's data source params (sequences, size, spacing, ...)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target sequence for the pairing distances."),
+) -> None:
+    """Read every volume as training would; per case: sequences, shapes, spacings, labels and slice
+    pairing; then what cannot be used (exit 2 when a case is unusable)."""
+    from rich.table import Table
+
+    from dafnet.errors import DafnetError
+    from dafnet.inference.check import check_cases, load_check_input
+
+    cases, modalities, class_names, params, default_target, notes = load_check_input(path, recipe)
+    target = target or default_target
+    if target not in modalities:
+        raise DafnetError(f"--target {target!r} is not a sequence of the data", hint=f"sequences: {list(modalities)}")
+    reports = check_cases(cases, modalities, class_names, params, target)
+    for note in notes:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    for report in reports:
+        status = "[green]usable[/]" if report.usable else "[bold red]unusable[/]"
+        table = Table(title=f"case {report.case}: {status}", title_justify="left")
+        for column in ("sequence", "file", "shape", "spacing mm", "slices", "labels",
+                       f"to {target} mm med/max"):
+            table.add_column(column, overflow="fold")
+        for modality, v in report.volumes.items():
+            pairing = ("target" if modality == target else
+                       f"{v.pairing_mm[0]:.2f} / {v.pairing_mm[1]:.2f}" if v.pairing_mm else "-")
+            table.add_row(modality, v.file.name, "x".join(map(str, v.shape)) if v.shape else "-",
+                          "x".join(f"{s:.3g}" for s in v.spacing) if v.spacing else "-",
+                          str(v.slices) if v.slices is not None else "[red]error[/]",
+                          ("-" if v.labels is None else ",".join(map(str, v.labels))) if not v.error else "-",
+                          pairing)
+        console.print(table)
+        for message in report.errors:
+            console.print(f"  [bold red]error:[/] {message}", highlight=False)
+        for message in report.warnings:
+            console.print(f"  [yellow]warning:[/] {message}", highlight=False)
+    bad = [r.case for r in reports if not r.usable]
+    warned = sum(len(r.warnings) for r in reports) + len(notes)
+    console.print(f"{len(reports)} case(s): {len(reports) - len(bad)} usable, {len(bad)} unusable, "
+                  f"{warned} warning(s)")
+    if bad:
+        raise DafnetError(f"{len(bad)} case(s) cannot be used: {', '.join(bad)}",
+                          hint="fix or remove the files named above")

@@ -49,6 +49,8 @@ BUILTINS: dict[str, dict[str, str]] = {
     "data_source": {
         "phantom": "dafnet.data.phantom:PhantomDataSource",
         "nnunet": "dafnet.data.nnunet:NnUNetDataSource",
+        "datalist": "dafnet.data.datalist:DatalistDataSource",
+        "hf_datasets": "dafnet.data.hf:HFDatasetsDataSource",
     },
     "method": {
         "dafnet": "dafnet.methods.dafnet:DAFNet",

@@ -60,7 +60,10 @@ class StagedNnUNet:
     """
 
     def __init__(self, cases: Mapping[str, StagedCase], modalities: Sequence[str],
-                 class_names: Sequence[str], params: Mapping) -> None:
+                 class_names: Sequence[str], params: Mapping,
+                 descriptions: Mapping[str, str] | None = None) -> None:
+        self.descriptions = {str(k): v for k, v in (descriptions or {}).items()}
+        """File path -> how messages name it (default the path itself)."""
         self.cases, self.modalities, self.class_names = dict(cases), list(modalities), list(class_names)
         self.params = {k: v for k, v in params.items() if k in PREPROCESS_KEYS}
         self.records: dict[tuple[str, str], PreprocessRecord] = {}
@@ -117,7 +120,7 @@ class StagedNnUNet:
                 os.link(source, link)
             except OSError:
                 shutil.copyfile(source, link)
-        self._names[str(link)] = str(source)
+        self._names[str(link)] = self.descriptions.get(str(source), str(source))
 
     def translate(self, text: str | None) -> str | None:
         """``text`` with staged paths and case ids replaced by the user's."""

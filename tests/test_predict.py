@@ -1,0 +1,254 @@
+"""``dafnet predict``: a tiny DAFNet trained on the phantom written to disk (and on real MR from
+open_ms) segments NIfTI cases; masks land on each target file's original grid; bad input fails
+cleanly with exit 2 and writes nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from rich.console import Console
+
+from dafnet.cli import main
+from dafnet.data.nnunet_writer import nifti_to_volume
+from dafnet.data.phantom import PhantomDataSource
+from dafnet.errors import DafnetError
+from dafnet.inference.predictor import Predictor
+
+OPEN_MS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "open_ms"
+MNI = "cross_sectional/MNI/{}/{}_N4_noneck_reduced_winsor_regtoFLAIR{}_regtoMNI.nii.gz"
+PHANTOM = {"subjects": 3, "slices": 4, "image_size": 32, "seed": 3}
+TINY_MODEL = {
+    "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": 4, "depth": 2}},
+    "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
+    "segmentor": {"name": "conv_head", "params": {"filters": 8}},
+    "discriminator": {"name": "lsgan_conv", "params": {"filters": [4, 8, 8], "strides": [2, 2, 1]}},
+}
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def train_tiny(root: Path, run_dir: Path, source_params: dict, modalities, target) -> Path:
+    from dafnet.config.resolve import parse_recipe, resolve
+    from dafnet.engine import train
+
+    recipe = resolve(parse_recipe({
+        "name": "tiny", "data": {"source": {"name": "nnunet", "params": {"root": str(root), **source_params}},
+                                 "modalities": list(modalities), "target": target,
+                                 "split": {"train": 0.34, "validation": 0.33, "test": 0.33}},
+        "model": TINY_MODEL,
+        "train": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 2, "swa_start": None},
+        "output": {"tensorboard": False, "figures": False}}))
+    return train(recipe, run_dir=run_dir, console=Console(file=io.StringIO())).export_dir
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """(raw folder written by `dafnet data phantom`, export of a tiny DAFNet trained on it)."""
+    base = tmp_path_factory.mktemp("predict_phantom")
+    raw = base / "raw"
+    with pytest.raises(SystemExit) as done:
+        main(["data", "phantom", str(raw), "--subjects", "3", "--slices", "4", "--image-size", "32", "--seed", "3"])
+    assert done.value.code in (0, None)
+    export = train_tiny(raw, base / "run", {"image_size": 32, "intensity": {"clip_percentiles": None}},
+                        ["cine", "lge"], "lge")
+    return raw, export
+
+
+def check_masks(out: Path, raw: Path, cases, channel: str, num_classes: int) -> None:
+    for case in cases:
+        image = nib.load(str(raw / "imagesTr" / f"{case}_{channel}.nii.gz"))
+        mask = nib.load(str(out / f"{case}.nii.gz"))
+        assert mask.shape == image.shape[:3]
+        np.testing.assert_allclose(mask.affine, image.affine, atol=1e-4)
+        data = np.asarray(mask.dataobj)
+        assert mask.get_data_dtype() == np.uint8 and data.min() >= 0 and data.max() <= num_classes
+        png = out / f"{case}_overlay.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+# ---------------------------------------------------------------- the phantom written to disk
+def test_predict_a_folder_writes_masks_on_the_input_grid(phantom, tmp_path, capsys):
+    raw, export = phantom
+    code, out = run(capsys, "predict", export.parent, "--input", raw, "--out", tmp_path / "pred")
+    assert code == 0, out
+    cases = ["phantom_000", "phantom_001", "phantom_002"]
+    check_masks(tmp_path / "pred", raw, cases, "0001", 3)
+    for case in cases:
+        assert case in out
+    assert "fused (lge+cine)" in out and "myocardium" in out and "seconds" in out
+
+
+def test_in_memory_and_from_disk_predictions_agree(phantom, tmp_path):
+    raw, export = phantom
+    predictor = Predictor(export, mode="fused")
+    subjects = PhantomDataSource(PhantomDataSource.Params(**PHANTOM)).load()
+    out = tmp_path / "pred"
+    out.mkdir()
+    for subject in subjects:
+        in_memory, kind = predictor.predict_volumes(subject.volumes)
+        assert kind == "fused" and in_memory.shape == subject.volumes["lge"].image.shape
+        files = {m: raw / "imagesTr" / f"{subject.id}_{i:04d}.nii.gz" for i, m in enumerate(("cine", "lge"))}
+        result = predictor.predict_case(subject.id, files, out)
+        np.testing.assert_array_equal(result.prediction, in_memory)
+        on_disk, _ = nifti_to_volume(nib.load(str(result.mask_path)))
+        np.testing.assert_array_equal(on_disk, in_memory)  # the phantom's grid is the network grid
+        single, kind = Predictor(export, mode="single").predict_volumes(subject.volumes)
+        assert kind == "single"
+        alone, kind = predictor.predict_volumes({"lge": subject.volumes["lge"]})
+        assert kind == "single"
+        np.testing.assert_array_equal(alone, single)
+
+
+def test_a_missing_sequence_falls_back_to_single(phantom, tmp_path, capsys):
+    raw, export = phantom
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    (copy / "imagesTr" / "phantom_001_0000.nii.gz").unlink()
+    code, out = run(capsys, "predict", export, "--input", copy, "--out", tmp_path / "pred")
+    assert code == 0, out
+    assert "single (lge)" in out and "fused (lge+cine)" in out
+
+
+@pytest.mark.parametrize("form", ["case_prefix", "images_folder", "one_file", "imagesTs"])
+def test_input_forms(phantom, tmp_path, capsys, form):
+    raw, export = phantom
+    if form == "case_prefix":
+        given, expected = raw / "phantom_001", ["phantom_001"]
+    elif form == "images_folder":
+        given, expected = raw / "imagesTr", ["phantom_000", "phantom_001", "phantom_002"]
+    elif form == "one_file":
+        given, expected = raw / "imagesTr" / "phantom_002_0000.nii.gz", ["phantom_002"]
+    else:  # a test folder beside imagesTr wins
+        given = tmp_path / "ds"
+        (given / "imagesTs").mkdir(parents=True)
+        shutil.copy(raw / "dataset.json", given)
+        for f in ("phantom_002_0000.nii.gz", "phantom_002_0001.nii.gz"):
+            shutil.copy(raw / "imagesTr" / f, given / "imagesTs" / f)
+        shutil.copytree(raw / "imagesTr", given / "imagesTr")
+        expected = ["phantom_002"]
+    code, out = run(capsys, "predict", export, "--input", given, "--out", tmp_path / "pred")
+    assert code == 0, out
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in expected]
+
+
+# ---------------------------------------------------------------- errors: exit 2, nothing written
+def expect_error(capsys, args, pattern: str, out_dir: Path) -> None:
+    code, out = run(capsys, *args)
+    assert code == 2, out
+    assert pattern in " ".join(out.split()), out
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_missing_export(phantom, tmp_path, capsys):
+    raw, _ = phantom
+    expect_error(capsys, ["predict", tmp_path / "no_run", "--input", raw, "--out", tmp_path / "o"],
+                 "no export at", tmp_path / "o")
+
+
+def test_input_not_found(phantom, tmp_path, capsys):
+    _, export = phantom
+    expect_error(capsys, ["predict", export, "--input", tmp_path / "nowhere" / "x", "--out", tmp_path / "o"],
+                 "does not exist", tmp_path / "o")
+    raw, _ = phantom
+    expect_error(capsys, ["predict", export, "--input", raw / "phantom_999", "--out", tmp_path / "o"],
+                 "input not found: no image phantom_999_XXXX", tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    expect_error(capsys, ["predict", export, "--input", tmp_path / "empty", "--out", tmp_path / "o"],
+                 "is not an nnU-Net raw folder", tmp_path / "o")
+
+
+def test_no_case_of_the_target(phantom, tmp_path, capsys):
+    raw, export = phantom
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    for f in (copy / "imagesTr").glob("*_0001.nii.gz"):
+        f.unlink()
+    expect_error(capsys, ["predict", export, "--input", copy, "--out", tmp_path / "o"],
+                 "has an image of the target sequence 'lge'", tmp_path / "o")
+
+
+def test_unwritable_output(phantom, tmp_path, capsys):
+    raw, export = phantom
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    expect_error(capsys, ["predict", export, "--input", raw, "--out", blocker],
+                 "exists and is not a folder", tmp_path / "nothing")
+    expect_error(capsys, ["predict", export, "--input", raw, "--out", blocker / "sub"],
+                 "cannot write to output folder", tmp_path / "nothing")
+
+
+def test_sequences_unknown_to_the_export(phantom, tmp_path, capsys):
+    raw, export = phantom
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    info = json.loads((copy / "dataset.json").read_text())
+    info["channel_names"]["2"] = "T2"
+    (copy / "dataset.json").write_text(json.dumps(info))
+    shutil.copy(copy / "imagesTr" / "phantom_000_0000.nii.gz", copy / "imagesTr" / "phantom_000_0002.nii.gz")
+    expect_error(capsys, ["predict", export, "--input", copy, "--out", tmp_path / "o"],
+                 "input sequences ['t2']", tmp_path / "o")
+    code, out = run(capsys, "predict", export, "--input", copy, "--out", tmp_path / "o", "--ignore-unknown")
+    assert code == 0, out
+    expect_error(capsys, ["predict", export, "--input", raw, "--out", tmp_path / "o2", "--target", "t2"],
+                 "--target 't2' is not a sequence of the export", tmp_path / "o2")
+    expect_error(capsys, ["predict", export, "--input", raw, "--out", tmp_path / "o2", "--mode", "mean"],
+                 "unknown --mode 'mean'", tmp_path / "o2")
+
+
+def test_a_corrupt_case_stops_before_anything_is_written(phantom, tmp_path):
+    raw, export = phantom
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    (copy / "imagesTr" / "phantom_002_0000.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(DafnetError, match="phantom_002_0000.nii.gz"):
+        main(["--debug", "predict", str(export), "--input", str(copy), "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# ---------------------------------------------------------------- real MR: open_ms (Lesjak et al.)
+def test_open_ms_train_tiny_and_predict_on_original_grids(tmp_path, capsys):
+    """Three MNI cases (FLAIR, T1, T2, lesion label) train a tiny model at 32 px; it predicts the
+    raw longitudinal patient01 (FLAIR, T1, T2 on their own scanner grids) and an MNI case."""
+    if not OPEN_MS.is_dir():
+        pytest.skip(f"{OPEN_MS} is not available")
+    channels = {"0": "FLAIR", "1": "T1", "2": "T2"}
+    train_root, test_root = tmp_path / "train", tmp_path / "test"
+    for root in (train_root, test_root):
+        (root / "imagesTr").mkdir(parents=True)
+        (root / "dataset.json").write_text(json.dumps({
+            "channel_names": channels, "labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}))
+    (train_root / "labelsTr").mkdir()
+    for patient in ("patient07", "patient19", "patient26"):
+        case = f"ms{patient[-2:]}"
+        for i, name in channels.items():
+            (train_root / "imagesTr" / f"{case}_{int(i):04d}.nii.gz").symlink_to(
+                OPEN_MS / MNI.format(patient, name, "_brain_N4"))
+        (train_root / "labelsTr" / f"{case}.nii.gz").symlink_to(OPEN_MS / MNI.format(patient, "GOLD_STANDARD", ""))
+    for i, name in [(0, "FLAIR"), (1, "T1W"), (2, "T2W")]:
+        (test_root / "imagesTr" / f"long01_{i:04d}.nii.gz").symlink_to(
+            OPEN_MS / f"longitudinal/raw/patient01/study1_{name}.nii.gz")
+    for i, name in channels.items():
+        (test_root / "imagesTr" / f"ms07_{int(i):04d}.nii.gz").symlink_to(
+            OPEN_MS / MNI.format("patient07", name, "_brain_N4"))
+    export = train_tiny(train_root, tmp_path / "run", {"image_size": 32, "spacing_mm": 7.0},
+                        ["t1", "t2", "flair"], "flair")
+    code, out = run(capsys, "predict", export, "--input", test_root, "--out", tmp_path / "pred")
+    assert code == 0, out
+    assert "fused (flair+t1+t2)" in out
+    check_masks(tmp_path / "pred", test_root, ["long01", "ms07"], "0000", 1)
+    assert nib.load(str(tmp_path / "pred" / "long01.nii.gz")).shape == (320, 320, 36)

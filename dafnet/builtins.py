@@ -45,6 +45,11 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "metric": {
         "dice": "dafnet.metrics.dice:DiceMetric",
+        "hd95": "dafnet.metrics.hd95:HD95Metric",
+        "dcor": "dafnet.metrics.dcor:DistanceCorrelationMetric",
+        "probe": "dafnet.metrics.probe:ModalityProbeMetric",
+        "traversal": "dafnet.metrics.traversal:LatentTraversalMetric",
+        "figures": "dafnet.metrics.figures:FiguresMetric",
     },
     "data_source": {
         "phantom": "dafnet.data.phantom:PhantomDataSource",

@@ -58,6 +58,16 @@ class RoleSummary:
     trainable_parameters: int
 
 
+@dataclass
+class ResultTable:
+    """How a method presents its evaluation summary (the final table of ``dafnet train``)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
 class Method(Component, nn.Module, ABC):
     """Built as ``Cls(params, facts, recipe)`` where ``recipe`` is the validated recipe."""
 
@@ -119,3 +129,16 @@ class Method(Component, nn.Module, ABC):
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
         """Numbers from the concatenated statistics of a whole evaluation set. Must contain
         ``monitor``: the quantity early stopping minimises (DAFNet: 1 - fused target Dice)."""
+
+    def result_table(self, summary: dict[str, float]) -> ResultTable | None:
+        """The evaluation summary as a table for people; None prints every number as it is."""
+        return None
+
+    def evaluation_inputs(self, batch: Any) -> list:
+        """The :class:`~dafnet.interfaces.metric.MetricInputs` of one evaluation batch for
+        ``dafnet evaluate`` (predictions per type, factors); optional."""
+        from dafnet.errors import DafnetError
+
+        name = getattr(getattr(self.recipe, "method", None), "name", type(self).__name__)
+        raise DafnetError(f"method {name} does not support dafnet evaluate",
+                          hint="the method must implement evaluation_inputs(batch) -> list[MetricInputs]")

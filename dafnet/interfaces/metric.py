@@ -33,6 +33,12 @@ class MetricInputs:
     """Modality name of each sample."""
     spacing: tuple[float, float] | None = None
     """In-plane pixel spacing in mm (for distance metrics)."""
+    logvar: Tensor | None = None
+    """(B, n_z) log-variance of q(z | x, s) (for the per-dimension variance of the probe)."""
+    slice_index: Tensor | None = None
+    """(B,) index of each sample's (target) slice in its volume (to stack slices in 3D)."""
+    slice_spacing: float | None = None
+    """Distance between neighbouring slices in mm, when known (for 3D distance metrics)."""
 
 
 @dataclass

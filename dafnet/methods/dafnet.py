@@ -24,7 +24,7 @@ from dafnet.config.schema import ComponentSpec
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, training_streams
 from dafnet.data.splits import annotated_subjects
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, Method, Params, Phase, Role, RoleSummary
+from dafnet.interfaces import Facts, Method, Params, Phase, ResultTable, Role, RoleSummary
 from dafnet.losses import (
     KLDivergenceLoss,
     L1ReconstructionLoss,
@@ -230,6 +230,26 @@ class DAFNet(Method):
                 out[f"dice3d_{kind}"] = float(np.nanmean(table)) if np.isfinite(table).any() else float("nan")
         out["monitor"] = 1.0 - out.get("dice_fused", float("nan")) / 100.0
         return out
+
+    def result_table(self, summary: dict[str, float]) -> ResultTable | None:
+        kinds = [k for k in ("single", "deformed", "fused", "weighted") if f"dice_{k}" in summary]
+        if not kinds:
+            return None
+        target = self.recipe.data.target if self.recipe is not None else "target"
+        rows = [[k, f"{summary[f'dice_{k}']:.1f} ± {summary.get(f'dice_{k}_std', float('nan')):.1f}",
+                 f"{summary.get(f'dice3d_{k}', float('nan')):.1f}"] for k in kinds]
+        return ResultTable(title=f"{target} Dice (%) per prediction type",
+                           columns=["prediction", "paper Dice (mean ± std over volumes)", "3D Dice (per class, mean)"],
+                           rows=rows,
+                           note="single: Seg(s_target); deformed: Seg(Align(s_other -> s_target)); "
+                                "fused: Seg(max(s_target, aligned others))")
+
+    def evaluation_inputs(self, batch) -> list:
+        """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; dafnet_evaluation)."""
+        from dafnet.methods.dafnet_evaluation import evaluation_inputs
+
+        with self._evaluating():
+            return evaluation_inputs(self, batch)
 
     # ------------------------------------------------------------------ inference
     def predict(self, images: dict[str, Tensor], target: str | None = None) -> dict[str, Tensor]:

@@ -8,11 +8,17 @@ averaged, then mean and (population) std over volumes, in percent.
 Standard 3D Dice: per volume and class, the arg-max prediction against the truth over
 all slices of the volume; a class absent from both scores NaN (left out of means).
 
+:class:`DiceMetric` reports the standard 3D Dice as MONAI's ``DiceMetric(include_background=
+False)`` computes it on one-hot arg-max volumes: 2 |P n T| / (|P| + |T|) per class and volume;
+with ``ignore_empty`` (MONAI's default) a class absent from the truth scores NaN (also when
+predicted), otherwise 1 when absent from both and 0 when only predicted.
+
 The plain functions are shared by :class:`DiceMetric` and the DAFNet method.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -77,6 +83,21 @@ def dice_3d_per_volume(intersection, predicted, true, volume_ids) -> dict:
     return out
 
 
+def monai_dice_per_volume(intersection, predicted, true, volume_ids, ignore_empty: bool = True) -> dict:
+    """Per-class 3D Dice per volume as MONAI's DiceMetric (include_background=False) from per-slice
+    counts (arrays (N, L)): NaN where the truth is empty (``ignore_empty``), else 1 when both are empty."""
+    intersection, predicted, true = (np.asarray(a, dtype=np.float64) for a in (intersection, predicted, true))
+    ids = np.asarray([str(v) for v in volume_ids])
+    out = {}
+    for vid in dict.fromkeys(str(v) for v in volume_ids):
+        rows = ids == vid
+        inter, p, t = intersection[rows].sum(0), predicted[rows].sum(0), true[rows].sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = 2 * inter / (p + t)
+        out[vid] = np.where(t > 0, dice, np.nan) if ignore_empty else np.where(p + t > 0, dice, 1.0)
+    return out
+
+
 def summarise_percent(per_volume: dict) -> tuple[float, float]:
     """(mean, population std) over volumes, in percent; NaN when there are none."""
     values = np.asarray(list(per_volume.values()), dtype=np.float64)
@@ -85,11 +106,21 @@ def summarise_percent(per_volume: dict) -> tuple[float, float]:
     return float(100 * values.mean()), float(100 * values.std())
 
 
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    return (float(values.mean()), float(values.std())) if values.size else (float("nan"), float("nan"))
+
+
 class DiceMetric(Metric):
-    """Paper Dice (mean/std over volumes, percent) and per-class 3D Dice, per prediction type (registry: dice)."""
+    """Paper Dice (``dice_*``) and MONAI-style per-class 3D Dice (``dice3d_*``), per prediction type, in
+    percent: mean and population std over volumes (registry: dice)."""
+
+    required_inputs = ("prediction", "target")
 
     class Params(Params):
         threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of the paper Dice")
+        ignore_empty: bool = Field(True, description="3D Dice: a class absent from the truth scores NaN "
+                                   "(MONAI's ignore_empty); false: 1 if absent from both, 0 if only predicted")
 
     def reset(self) -> None:
         self._slices: dict = defaultdict(lambda: {"dice": [], "ids": [], "inter": [], "pred": [], "true": []})
@@ -122,20 +153,27 @@ class DiceMetric(Metric):
                 continue
             per_volume = mean_per_volume(torch.cat(store["dice"]).numpy(), store["ids"])
             summary[f"dice_{kind}_mean"], summary[f"dice_{kind}_std"] = summarise_percent(per_volume)
-            dice3d = dice_3d_per_volume(*(torch.cat(store[k]).numpy() for k in ("inter", "pred", "true")),
-                                        store["ids"])
+            counts = [torch.cat(store[k]).numpy() for k in ("inter", "pred", "true")]
+            dice3d = monai_dice_per_volume(*counts, store["ids"], self.params.ignore_empty)
+            pooled = monai_dice_per_volume(*(c.sum(1, keepdims=True) for c in counts), store["ids"],
+                                           self.params.ignore_empty)
             names = self._class_names(next(iter(dice3d.values())).shape[0])
             table = 100 * np.stack(list(dice3d.values()))
             for c, name in enumerate(names):
-                column = table[:, c]
-                valid = column[~np.isnan(column)]
-                summary[f"dice3d_{kind}_{name}_mean"] = float(valid.mean()) if valid.size else float("nan")
-                summary[f"dice3d_{kind}_{name}_std"] = float(valid.std()) if valid.size else float("nan")
+                summary[f"dice3d_{kind}_{name}_mean"], summary[f"dice3d_{kind}_{name}_std"] = _mean_std(table[:, c])
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                class_mean = np.nanmean(table, axis=1)
+            summary[f"dice3d_{kind}_mean"], summary[f"dice3d_{kind}_std"] = _mean_std(class_mean)
+            pooled_table = 100 * np.stack(list(pooled.values()))[:, 0]
+            summary[f"dice3d_{kind}_foreground_mean"], summary[f"dice3d_{kind}_foreground_std"] = \
+                _mean_std(pooled_table)
             for vid, value in per_volume.items():
                 row = rows.setdefault(vid, {"case": vid})
                 row[f"dice_{kind}"] = 100 * value
                 for c, name in enumerate(names):
                     row[f"dice3d_{kind}_{name}"] = float(100 * dice3d[vid][c])
+                row[f"dice3d_{kind}_foreground"] = float(100 * pooled[vid][0])
         return MetricResult(summary=summary, per_case=list(rows.values()))
 
 
@@ -144,6 +182,7 @@ __all__ = [
     "class_overlaps_per_slice",
     "dice_3d_per_volume",
     "mean_per_volume",
+    "monai_dice_per_volume",
     "paper_dice_per_slice",
     "summarise_percent",
 ]

@@ -1,0 +1,67 @@
+"""``dafnet evaluate``: metrics of an exported model on a data split (table, metrics.json, CSV, PNGs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dafnet.cli.output import console
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def evaluate(
+    export: Path = typer.Argument(..., help="A run folder or its export/ folder."),
+    metric: List[str] = typer.Option(..., "--metric", "-m", help="A metric name (repeat for several): "
+                                     "dice, hd95, dcor, probe, traversal, figures or a plugin's."),
+    data: Optional[str] = typer.Option(None, "--data", help="A recipe (its data section is used) or a dataset "
+                                       "folder for the export's data source; default: the export's recipe."),
+    split: str = typer.Option("test", "--split", help="test | validation | all."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default <run>/evaluation/."),
+    pairing: Optional[str] = typer.Option(None, "--pairing", help="expert | shuffled: override the "
+                                          "method's pairing of evaluation slices."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the recipe's."),
+    cpu: bool = typer.Option(False, "--cpu", help="Evaluate on the CPU even when a GPU is present."),
+) -> None:
+    """Evaluate an exported model: metrics per volume and summary, figures."""
+    from rich.table import Table
+
+    from dafnet.errors import DafnetError
+    from dafnet.evaluation import SPLITS, evaluate as run_evaluation
+
+    if split not in SPLITS:
+        raise DafnetError(f"unknown --split {split!r}", hint=f"one of {', '.join(SPLITS)}")
+    if pairing is not None and pairing not in ("expert", "shuffled"):
+        raise DafnetError(f"unknown --pairing {pairing!r}", hint="expert or shuffled")
+    with console.status("evaluating...") as status:
+        result = run_evaluation(export, metric, data=data, split=split, out_dir=out, pairing=pairing,
+                                batch_size=batch_size, device="cpu" if cpu else None,
+                                progress=lambda case, n: status.update(f"evaluating {case} ({n} samples)"))
+    info = result.info
+    table = Table(title=f"{len(info['subjects'])} subjects, {info['samples']} samples of the {info['split']} "
+                        f"split ({info['samples_per_second']:.1f} samples/s on {info['device']})",
+                  title_justify="left")
+    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    for name, summary in result.metrics.items():
+        for i, (key, value) in enumerate(summary.items()):
+            table.add_row(name if i == 0 else "", key, _format(value))
+        table.add_section()
+    console.print(table)
+    console.print(f"metrics: {result.out_dir / 'metrics.json'}")
+    console.print(f"per volume: {result.out_dir / 'per_volume.csv'}")
+    for file in [f for f in result.files if f.endswith(".png")]:
+        console.print(f"figure: {file}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate", rich_help_panel="Run")(evaluate)

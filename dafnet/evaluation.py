@@ -1,0 +1,253 @@
+"""``dafnet evaluate``: an exported model, its data split and a list of metrics -> numbers and figures.
+
+:func:`evaluate` loads the export (a run folder or its ``export/``), rebuilds the data source
+from the export's recipe (or another recipe's ``data`` section, or the recipe's source with
+another dataset folder), takes the run's ``splits.json`` when there is one (else recomputes
+``split_subjects`` with the recipe's split config), runs the method in eval mode over the chosen
+split one subject at a time and feeds every metric the method's
+:meth:`~dafnet.interfaces.Method.evaluation_inputs`. It writes ``metrics.json``,
+``per_volume.csv`` and the metrics' figures to the output folder (default ``<run>/evaluation/``).
+
+Metric hooks (all optional, duck-typed): ``required_inputs`` (MetricInputs fields a metric needs;
+the driver feeds it only inputs that have them), ``attach(method)`` (called once before the
+first update, e.g. to reach the decoder); ``output_dir`` is set on every metric before the first
+update (the folder its figures go to).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dafnet.errors import DafnetError
+
+SPLITS = ("test", "validation", "all")
+
+
+@dataclass
+class EvaluationResult:
+    out_dir: Path
+    metrics: dict[str, dict[str, float]]
+    """metric name -> its summary."""
+    per_volume: list[dict]
+    files: list[str]
+    info: dict = field(default_factory=dict)
+
+
+def _run_root(path: Path) -> Path:
+    """The run folder of an export path (the export folder's parent when it is ``export/``)."""
+    path = path.parent if path.is_file() else path
+    return path.parent if (path / "dafnet_index.json").is_file() and path.name == "export" else path
+
+
+def _recipe_with_data(recipe, data: str | None):
+    """The export's recipe, with the data section of another recipe or another dataset folder."""
+    if data is None:
+        return recipe, False
+    folder = Path(data).expanduser()
+    if folder.is_dir():
+        params = dict(recipe.data.source.params)
+        if "root" not in params:
+            raise DafnetError(f"--data {data}: the export's data source {recipe.data.source.name!r} does not "
+                              "read a dataset folder", hint="give a recipe whose data section reads your data")
+        params["root"] = str(folder)
+        source = recipe.data.source.model_copy(update={"params": params})
+        return recipe.model_copy(update={"data": recipe.data.model_copy(update={"source": source})}), True
+    from dafnet.cli.recipe_cmds import find_recipe
+    from dafnet.config import load_recipe
+
+    try:
+        other = load_recipe(find_recipe(data))
+    except DafnetError as exc:
+        raise DafnetError(f"--data {data}: neither a dataset folder nor a recipe ({exc.message})",
+                          hint="give a dataset folder for the export's data source or a recipe YAML") from exc
+    return recipe.model_copy(update={"data": other.data}), True
+
+
+def _check_facts(exported, facts) -> None:
+    problems = []
+    for name in ("image_size", "num_classes"):
+        if getattr(exported, name) is not None and tuple(np.atleast_1d(getattr(exported, name))) != \
+                tuple(np.atleast_1d(getattr(facts, name))):
+            problems.append(f"{name} {getattr(facts, name)} (the model: {getattr(exported, name)})")
+    missing = [m for m in exported.modalities or () if m not in (facts.modalities or ())]
+    if missing:
+        problems.append(f"no modalities {missing}")
+    if problems:
+        raise DafnetError("the data do not fit the exported model: " + "; ".join(problems),
+                          hint="evaluate on data prepared like the training data")
+
+
+def _split_subjects(recipe, subjects, run_root: Path, use_run_splits: bool, split: str) -> tuple[list, str]:
+    from dafnet.data.splits import split_subjects
+
+    by_id = {s.id: s for s in subjects}
+    if split == "all":
+        return list(subjects), "all subjects"
+    path = run_root / "splits.json"
+    if use_run_splits and path.is_file():
+        ids = json.loads(path.read_text(encoding="utf-8")).get(split, [])
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DafnetError(f"{path} names subjects the data do not have: {missing[:5]}",
+                              hint="evaluate on the data the run was trained on, or use --split all")
+        source = str(path)
+    else:
+        ids = [str(i) for i in split_subjects(list(by_id), recipe.data.split)[split]]
+        source = f"split_subjects (fold {recipe.data.split.fold}, seed {recipe.data.split.seed})"
+    return [by_id[i] for i in ids], source
+
+
+def volume_geometry(volume) -> tuple[tuple[float, float], float | None]:
+    """((row, col) spacing in mm from the affine, slice spacing in mm or None when irregular)."""
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2])))
+    spacing = tuple(s if s > 0 else 1.0 for s in spacing)
+    steps = np.abs(np.diff(np.asarray(volume.slice_positions, dtype=np.float64)))
+    if steps.size == 0 or steps.min() <= 0 or steps.max() - steps.min() > 1e-3 * steps.max():
+        return spacing, None
+    return spacing, float(steps.mean())
+
+
+def build_metrics(names: list[str], facts) -> dict[str, object]:
+    from dafnet.builder import build
+    from dafnet.registry import registry
+
+    if not names:
+        raise DafnetError("no metric given", hint=f"add --metric NAME; installed: {', '.join(registry('metric').names())}")
+    out = {}
+    for name in names:
+        reg = registry("metric")
+        if name not in reg:
+            raise DafnetError(reg.unknown_message(name), hint=reg.unknown_hint(name))
+        out[name] = build("metric", name, {}, facts, f"metric {name}")
+    return out
+
+
+def _wants(metric, inputs) -> bool:
+    return all(getattr(inputs, f, None) is not None for f in getattr(metric, "required_inputs", ()))
+
+
+def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None, split: str = "test",
+             out_dir: str | Path | None = None, pairing: str | None = None, batch_size: int | None = None,
+             device: str | None = None, progress=None) -> EvaluationResult:
+    """Evaluate an export with the named metrics; see the module docstring."""
+    from torch.utils.data import DataLoader
+
+    from dafnet.assemble import build_data_source
+    from dafnet.config.schema import Recipe
+    from dafnet.engine.export import facts_from_json, load_export, read_index
+
+    if split not in SPLITS:
+        raise DafnetError(f"unknown split {split!r}", hint=f"one of {', '.join(SPLITS)}")
+    export = Path(export)
+    if not export.exists():
+        raise DafnetError(f"no export at {export}: the path does not exist",
+                          hint="give a run folder or its export/ folder written by `dafnet train`")
+    index = read_index(export)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    method = load_export(export, device=device)
+    exported_facts = facts_from_json(index["facts"])
+    recipe, other_data = _recipe_with_data(Recipe.model_validate(index["recipe"]), data)
+    if pairing is not None:
+        if "pairing" not in type(method.params).model_fields:
+            raise DafnetError(f"--pairing: method {recipe.method.name!r} has no pairing option")
+        method.params = method.params.model_copy(update={"pairing": pairing})
+    metric_objects = build_metrics(list(dict.fromkeys(metrics)), exported_facts)
+
+    source, facts = build_data_source(recipe)
+    _check_facts(exported_facts, facts)
+    try:
+        subjects = source.load()
+    except FileNotFoundError as exc:
+        raise DafnetError(f"data not found: {exc}", hint="pass --data with the dataset folder or a recipe") from exc
+    root = _run_root(export)
+    chosen, split_source = _split_subjects(recipe, subjects, root, not other_data, split)
+    if not chosen:
+        raise DafnetError(f"the {split} split is empty", hint="choose --split validation or --split all")
+    out = Path(out_dir) if out_dir is not None else root / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    for metric in metric_objects.values():
+        if callable(getattr(metric, "attach", None)):
+            metric.attach(method)
+        metric.output_dir = out
+
+    batch_size = batch_size or recipe.train.batch_size
+    slices, evaluated, started = 0, [], time.perf_counter()
+    method.eval()
+    with torch.no_grad():
+        for subject in chosen:
+            dataset = method.eval_dataset([subject])
+            if len(dataset) == 0:
+                continue
+            target = getattr(method, "target", None)
+            volume = subject.volumes.get(target) or next(iter(subject.volumes.values()))
+            spacing, slice_spacing = volume_geometry(volume)
+            evaluated.append(subject.id)
+            for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=method.collate):
+                batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+                size = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
+                batch.update(case_ids=[subject.id] * size, spacing=spacing, slice_spacing=slice_spacing)
+                for inputs in method.evaluation_inputs(batch):
+                    for metric in metric_objects.values():
+                        if _wants(metric, inputs):
+                            metric.update(inputs)
+                slices += size
+                if progress is not None:
+                    progress(subject.id, slices)
+    seconds = time.perf_counter() - started
+    if not evaluated:
+        raise DafnetError(f"no subject of the {split} split has the target modality")
+
+    results = {name: metric.compute() for name, metric in metric_objects.items()}
+    info = {"export": str(export), "split": split, "splits_from": split_source, "subjects": evaluated,
+            "samples": slices, "seconds": seconds, "samples_per_second": slices / seconds if seconds else math.nan,
+            "device": str(device), "pairing": getattr(method.params, "pairing", None),
+            "data": data, "weights": index.get("weights")}
+    per_volume = _merge_rows(results)
+    files = [f for r in results.values() for f in r.files]
+    summaries = {name: r.summary for name, r in results.items()}
+    _write_json(out / "metrics.json", {"info": info, "metrics": summaries, "files": files})
+    _write_csv(out / "per_volume.csv", per_volume)
+    return EvaluationResult(out, summaries, per_volume, files + [str(out / "metrics.json"),
+                                                                 str(out / "per_volume.csv")], info)
+
+
+def _merge_rows(results) -> list[dict]:
+    rows: dict[str, dict] = {}
+    for result in results.values():
+        for row in result.per_case:
+            rows.setdefault(str(row.get("case")), {"case": str(row.get("case"))}).update(row)
+    return list(rows.values())
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(_clean(data), indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns or ["case"], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+__all__ = ["EvaluationResult", "SPLITS", "build_metrics", "evaluate", "volume_geometry"]

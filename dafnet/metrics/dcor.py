@@ -1,0 +1,202 @@
+"""Distance correlation (Szekely et al.; paper Sec. V-H) in torch, chunked, and the ``dcor`` metric.
+
+:func:`distance_correlation` is the usual biased V-statistic (``dcor.distance_correlation``):
+distance matrices a, b of the n samples are double centred,
+A_ij = a_ij - a_i. - a_.j + a_.. (means), dCov^2 = mean(A B), dCor = sqrt(dCov^2(x, y) /
+sqrt(dVar^2(x) dVar^2(y))). :func:`u_distance_correlation_sqr` is the bias-corrected
+estimator of dCor^2 (``dcor.u_distance_correlation_sqr``): U-centred matrices
+(A_ij = a_ij - a_i./(n-2) - a_.j/(n-2) + a_../((n-1)(n-2)), zero diagonal, sums), divided by
+n (n - 3). It can be negative.
+
+Both make two passes over row chunks of the distance matrices (row sums first, then the
+centred products), accumulating in float64, so no more than a few ``chunk x n`` blocks of
+distances exist at once; the features themselves are held once in float64 on the device.
+Distances use the Gram identity on column-centred features (exact zeros on the diagonal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from dafnet.errors import DafnetError
+from dafnet.interfaces import Metric, MetricInputs, MetricResult, Params
+
+
+@dataclass
+class DistanceStats:
+    """Squared (co)variances and the correlation of one estimator."""
+
+    covariance_sqr: float
+    variance_x_sqr: float
+    variance_y_sqr: float
+    correlation_sqr: float
+
+
+def _prepare(x, device, name: str) -> Tensor:
+    x = torch.as_tensor(x)
+    x = x.reshape(x.shape[0], -1) if x.ndim != 1 else x.reshape(-1, 1)
+    if not torch.isfinite(x).all():
+        raise DafnetError(f"distance correlation: {name} holds non-finite values")
+    x = x.to(device=device, dtype=torch.float64)
+    return x - x.mean(dim=0, keepdim=True)  # distances are translation invariant; smaller norms, less rounding
+
+
+def _distances(x: Tensor, norms: Tensor, start: int, stop: int) -> Tensor:
+    """Euclidean distances of rows start:stop to every row, (stop - start, n)."""
+    d2 = norms[start:stop, None] + norms[None, :] - 2.0 * (x[start:stop] @ x.T)
+    d = d2.clamp_min_(0.0).sqrt_()
+    rows = torch.arange(stop - start, device=x.device)
+    d[rows, rows + start] = 0.0
+    return d
+
+
+def _stats(x, y, *, chunk: int, device, bias_corrected: bool) -> DistanceStats:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    x, y = _prepare(x, device, "x"), _prepare(y, device, "y")
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise DafnetError(f"distance correlation: x has {n} samples, y has {y.shape[0]}")
+    if n < (4 if bias_corrected else 2):
+        raise DafnetError(f"distance correlation needs at least {4 if bias_corrected else 2} samples, got {n}")
+    if chunk < 1:
+        raise DafnetError(f"distance correlation: chunk must be >= 1, got {chunk}")
+    nx, ny = (x * x).sum(1), (y * y).sum(1)
+    row_x = torch.empty(n, dtype=torch.float64, device=device)
+    row_y = torch.empty_like(row_x)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        row_x[start:stop] = _distances(x, nx, start, stop).sum(1)
+        row_y[start:stop] = _distances(y, ny, start, stop).sum(1)
+    total_x, total_y = row_x.sum(), row_y.sum()
+    if bias_corrected:
+        cx, cy = row_x / (n - 2), row_y / (n - 2)
+        gx, gy = total_x / ((n - 1) * (n - 2)), total_y / ((n - 1) * (n - 2))
+    else:
+        cx, cy = row_x / n, row_y / n
+        gx, gy = total_x / n ** 2, total_y / n ** 2
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        a = _distances(x, nx, start, stop).sub_(cx[start:stop, None]).sub_(cx[None, :]).add_(gx)
+        b = _distances(y, ny, start, stop).sub_(cy[start:stop, None]).sub_(cy[None, :]).add_(gy)
+        if bias_corrected:
+            rows = torch.arange(stop - start, device=device)
+            a[rows, rows + start] = 0.0
+            b[rows, rows + start] = 0.0
+        sums[0] += (a * b).sum()
+        sums[1] += (a * a).sum()
+        sums[2] += (b * b).sum()
+        del a, b
+    scale = n * (n - 3) if bias_corrected else n ** 2
+    cov, var_x, var_y = (sums / scale).tolist()
+    denominator = abs(var_x * var_y) ** 0.5
+    return DistanceStats(cov, var_x, var_y, cov / denominator if denominator != 0.0 else 0.0)
+
+
+def distance_stats_sqr(x, y, *, chunk: int = 1024, device=None, bias_corrected: bool = False) -> DistanceStats:
+    """Squared distance covariance, variances and correlation of samples x (n, ...) and y (n, ...)."""
+    return _stats(x, y, chunk=chunk, device=device, bias_corrected=bias_corrected)
+
+
+def distance_correlation(x, y, *, chunk: int = 1024, device=None) -> float:
+    """The biased (V-statistic) distance correlation, as ``dcor.distance_correlation``."""
+    stats = _stats(x, y, chunk=chunk, device=device, bias_corrected=False)
+    return float(max(stats.correlation_sqr, 0.0) ** 0.5)
+
+
+def u_distance_correlation_sqr(x, y, *, chunk: int = 1024, device=None) -> float:
+    """The bias-corrected estimator of dCor^2, as ``dcor.u_distance_correlation_sqr`` (may be < 0)."""
+    return float(_stats(x, y, chunk=chunk, device=device, bias_corrected=True).correlation_sqr)
+
+
+def gather_features(tensors: list[Tensor]) -> list[Tensor]:
+    """Every process's tensors when a multi-process accelerate state exists, else ``tensors``."""
+    try:
+        from accelerate.state import PartialState
+        from accelerate.utils import gather_object
+    except ImportError:  # pragma: no cover - accelerate is a dependency
+        return tensors
+    if not PartialState._shared_state or PartialState().num_processes <= 1:
+        return tensors
+    return [t for t in gather_object([t.cpu() for t in tensors])]
+
+
+class DistanceCorrelationMetric(Metric):
+    """dCor between anatomy s and modality z (and image vs s, image vs z) over the evaluated samples
+    (registry: dcor). Features are accumulated and dCor is computed once in ``compute``."""
+
+    required_inputs = ("anatomy", "z")
+
+    class Params(Params):
+        max_samples: int | None = Field(None, ge=4, description="subsample this many samples (seeded) "
+                                        "before computing; null = all")
+        seed: int = Field(0, description="seed of the subsample and of the permutation test")
+        permutations: int = Field(0, ge=0, description="permutations of dcor's independence test for a "
+                                  "p-value of s vs z (0 = no test; it runs in numpy on all n x n distances)")
+        chunk: int = Field(1024, ge=1, description="rows of the distance matrices computed at once")
+        device: str | None = Field(None, description="torch device; null = cuda when available, else cpu")
+
+    def reset(self) -> None:
+        self._s: list[Tensor] = []
+        self._z: list[Tensor] = []
+        self._x: list[Tensor] = []
+        self._modality: list[str] = []
+
+    def update(self, inputs: MetricInputs) -> None:
+        if inputs.anatomy is None or inputs.z is None:
+            raise DafnetError("dcor metric: needs MetricInputs.anatomy and .z")
+        batch = inputs.anatomy.shape[0]
+        if inputs.z.shape[0] != batch:
+            raise DafnetError(f"dcor metric: {batch} anatomies but {inputs.z.shape[0]} z vectors")
+        self._s.append(inputs.anatomy.detach().flatten(1).float().cpu())
+        self._z.append(inputs.z.detach().flatten(1).float().cpu())
+        if inputs.image is not None:
+            self._x.append(inputs.image.detach().flatten(1).float().cpu())
+        self._modality.extend(inputs.modality or ["?"] * batch)
+
+    def compute(self) -> MetricResult:
+        s, z, x = (gather_features(v) for v in (self._s, self._z, self._x))
+        if not s:
+            return MetricResult(summary={})
+        s, z = torch.cat(s), torch.cat(z)
+        x = torch.cat(x) if x and sum(t.shape[0] for t in x) == s.shape[0] else None
+        n_total = s.shape[0]
+        rng = np.random.default_rng(self.params.seed)
+        if self.params.max_samples is not None and n_total > self.params.max_samples:
+            keep = torch.from_numpy(np.sort(rng.choice(n_total, self.params.max_samples, replace=False)))
+            s, z = s[keep], z[keep]
+            x = x[keep] if x is not None else None
+        n = s.shape[0]
+        device = self.params.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kw = {"chunk": self.params.chunk, "device": device}
+        summary = {"n": float(n), "n_total": float(n_total), "seed": float(self.params.seed)}
+        pairs = {"s_z": (s, z)}
+        if x is not None:
+            pairs.update({"image_s": (x, s), "image_z": (x, z)})
+        for name, (a, b) in pairs.items():
+            summary[f"dcor_{name}"] = distance_correlation(a, b, **kw)
+            if n >= 4:
+                summary[f"dcor_u_sqr_{name}"] = u_distance_correlation_sqr(a, b, **kw)
+        if self.params.permutations > 0:
+            from dcor.independence import distance_covariance_test
+
+            test = distance_covariance_test(s.double().numpy(), z.double().numpy(),
+                                            num_resamples=self.params.permutations,
+                                            random_state=self.params.seed)
+            summary["dcor_s_z_pvalue"] = float(test.pvalue)
+        return MetricResult(summary=summary)
+
+
+__all__ = [
+    "DistanceCorrelationMetric",
+    "DistanceStats",
+    "distance_correlation",
+    "distance_stats_sqr",
+    "gather_features",
+    "u_distance_correlation_sqr",
+]

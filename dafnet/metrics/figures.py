@@ -121,9 +121,9 @@ class FiguresMetric(Metric):
             entry = self._predictions[key]
             image, _, truth = next(iter(entry.values()))
             cmap = ListedColormap([(0, 0, 0, 0)] + [(*colours[i % 10], 0.55) for i in range(9)])
-            axes[r, 0].imshow(image, cmap="gray", vmin=-1, vmax=1)
+            axes[r, 0].imshow(np.asarray(image), cmap="gray", vmin=-1, vmax=1)
             axes[r, 0].set_ylabel(f"{key[0]}:{key[1]}", fontsize=7)
-            axes[r, 1].imshow(image, cmap="gray", vmin=-1, vmax=1)
+            axes[r, 1].imshow(np.asarray(image), cmap="gray", vmin=-1, vmax=1)
             axes[r, 1].imshow(truth.numpy(), cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
             axes[0, 1].set_title("truth", fontsize=8)
             for c, kind in enumerate(kinds, start=2):
@@ -131,7 +131,7 @@ class FiguresMetric(Metric):
                     continue
                 _, probabilities, _ = entry[kind]
                 dice = paper_dice_per_slice(probabilities[None], truth[None]).item()
-                axes[r, c].imshow(image, cmap="gray", vmin=-1, vmax=1)
+                axes[r, c].imshow(np.asarray(image), cmap="gray", vmin=-1, vmax=1)
                 axes[r, c].imshow(probabilities.argmax(0).numpy(), cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
                 axes[r, c].set_title(f"{kind} {100 * dice:.0f}%", fontsize=8)
         fig.suptitle("segmentation (Fig. 5)", fontsize=9)
@@ -142,10 +142,10 @@ class FiguresMetric(Metric):
         channels = next(iter(factors.values()))[1].shape[0]
         fig, axes = _figure(len(factors), channels + 1)
         for r, (name, (image, anatomy, _)) in enumerate(factors.items()):
-            axes[r, 0].imshow(image, cmap="gray", vmin=-1, vmax=1)
+            axes[r, 0].imshow(np.asarray(image), cmap="gray", vmin=-1, vmax=1)
             axes[r, 0].set_ylabel(name, fontsize=8)
             for c in range(channels):
-                axes[r, c + 1].imshow(anatomy[c], cmap="gray", vmin=0, vmax=1)
+                axes[r, c + 1].imshow(np.asarray(anatomy[c]), cmap="gray", vmin=0, vmax=1)
                 axes[0, c + 1].set_title(f"s{c + 1}", fontsize=8)
         fig.suptitle(f"anatomy channels of {key[0]} slice {key[1]} (Fig. 4)", fontsize=9)
         return _save(fig, path)
@@ -189,7 +189,7 @@ class FiguresMetric(Metric):
         with torch.no_grad():
             for r, (key, name, (image, anatomy, z)) in enumerate(rows):
                 y = method.decoder(anatomy[None].to(device).float(), z[None].to(device).float())[0, 0].cpu()
-                axes[r, 0].imshow(image, cmap="gray", vmin=-1, vmax=1)
+                axes[r, 0].imshow(np.asarray(image), cmap="gray", vmin=-1, vmax=1)
                 axes[r, 1].imshow(y.numpy(), cmap="gray", vmin=-1, vmax=1)
                 axes[r, 2].imshow((y - image).abs().numpy(), cmap="magma", vmin=0, vmax=1)
                 axes[r, 0].set_ylabel(f"{name} {key[0]}:{key[1]}", fontsize=7)

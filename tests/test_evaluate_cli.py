@@ -1,0 +1,95 @@
+"""`dafnet evaluate` end to end on a tiny phantom run trained here, and its user errors (exit 2)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from rich.console import Console
+
+from dafnet.cli.app import main
+from dafnet.config.resolve import parse_recipe, resolve
+from dafnet.engine import train
+
+RECIPE = {
+    "name": "tiny",
+    "data": {"source": {"name": "phantom", "params": {"subjects": 6, "slices": 3, "image_size": 32,
+                                                      "modalities": ["cine", "lge"]}},
+             "annotation_fraction": 0.5, "split": {"train": 0.5, "validation": 0.17, "test": 0.33}},
+    "model": {
+        "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": 4, "depth": 2}},
+        "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
+        "segmentor": {"name": "conv_head", "params": {"filters": 8}},
+        "discriminator": {"name": "lsgan_conv", "params": {"filters": [4, 8, 8], "strides": [2, 2, 1]}},
+    },
+    "train": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 2, "swa_start": None},
+    "output": {"tensorboard": False},
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("evaluate") / "run"
+    train(resolve(parse_recipe(RECIPE)), run_dir=root, console=Console(quiet=True))
+    yield root
+    torch.set_num_threads(threads)
+
+
+def cli(args) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_evaluate_writes_metrics_csv_and_figures(run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = cli(["evaluate", str(run / "export"), "--metric", "dice", "--metric", "dcor", "--metric", "figures",
+                "--out", str(out), "--cpu"])
+    assert code == 0, capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "dice_fused_mean" in printed and "dcor_s_z" in printed
+    report = json.loads((out / "metrics.json").read_text())
+    splits = json.loads((run / "splits.json").read_text())
+    assert report["info"]["subjects"] == splits["test"] and report["info"]["splits_from"].endswith("splits.json")
+    assert report["info"]["samples"] == 3 * len(splits["test"]) and report["info"]["samples_per_second"] > 0
+    dice = report["metrics"]["dice"]
+    for kind in ("single", "deformed", "fused"):
+        assert 0.0 <= dice[f"dice_{kind}_mean"] <= 100.0
+        assert f"dice3d_{kind}_foreground_mean" in dice
+    dcor = report["metrics"]["dcor"]
+    assert dcor["n"] == 2 * 3 * len(splits["test"])  # both modalities' slices
+    assert {"dcor_s_z", "dcor_u_sqr_s_z", "dcor_image_s", "dcor_image_z"} <= set(dcor)
+    with open(out / "per_volume.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == splits["test"] and "dice_fused" in rows[0]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["alignment.png", "anatomy_channels.png", "reconstruction.png", "segmentation.png"]
+    assert all((out / p).stat().st_size > 1000 for p in pngs)
+
+
+def test_default_output_folder_all_split_and_shuffled_pairing(run, capsys):
+    code = cli(["evaluate", str(run), "--metric", "dice", "--split", "all", "--pairing", "shuffled", "--cpu"])
+    assert code == 0, capsys.readouterr()
+    report = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert len(report["info"]["subjects"]) == 6 and report["info"]["pairing"] == "shuffled"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metric", "dcorr"], "did you mean 'dcor'"),
+    (["--metric", "dice", "--data", "."], "does not read a dataset folder"),
+    (["--metric", "dice", "--split", "train"], "unknown --split"),
+])
+def test_user_errors_exit_2(run, capsys, args, message):
+    assert cli(["evaluate", str(run)] + args) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_missing_export_exits_2(tmp_path, capsys):
+    assert cli(["evaluate", str(tmp_path / "nothing"), "--metric", "dice"]) == 2
+    assert "no export" in capsys.readouterr().err

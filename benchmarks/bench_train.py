@@ -1,0 +1,326 @@
+"""Benchmark: one DAFNet training iteration and one fused inference slice against a plain 2D U-Net.
+
+A DAFNet iteration is every phase of one batch of the ``labelled`` stream at 100 % annotation
+(generator step, one mask-critic step and one image-critic step per modality), each a forward,
+a backward and an Adam step, through the method's real phases. The reference is a plain 2D
+U-Net with the anatomy encoder's widths (same ``base_filters`` and ``depth``, the same
+conv/BatchNorm blocks), one modality in, L + 1 softmax outputs, Dice + CE, Adam: its
+training step on the target modality's slices. The issue's target is
+``DAFNet iteration / (2 x U-Net step) <= 1.3`` (two modalities, two U-Nets' worth of work).
+
+Sizes: ``quickstart`` (recipes/quickstart.yaml: its widths, 64 px, batch 6) and ``paper``
+(recipes/eri.yaml: every role at its paper defaults, the phantom at 192 px, L = 4 foreground
+classes so the networks have the paper's 52,073,179 parameters; the phantom draws 3 of them,
+the fourth channel simply never occurs; batch 6).
+
+    python benchmarks/bench_train.py [--sizes quickstart paper --threads 1 2 --profile]
+
+Prints markdown tables, writes ``benchmarks/results/train.json`` and ``train.md``.
+``--device cuda`` and ``--dtype bf16`` (autocast) exist but were not run here (no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dafnet.assemble import build_data_source, build_method
+from dafnet.components.anatomy import ContractingPath, UpStage
+from dafnet.components.init import ConvBlock, conv2d, count_trainable
+from dafnet.config import load_recipe
+from dafnet.losses import SupervisedLoss
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {
+    "quickstart": {"recipe": "recipes/quickstart.yaml", "num_classes": None,
+                   "overrides": ["data.annotation_fraction=1.0", "data.source.params.subjects=2"]},
+    "paper": {"recipe": "recipes/eri.yaml", "num_classes": 4,
+              "overrides": ["data.source=phantom", "data.source.params.image_size=192",
+                            "data.source.params.subjects=1", "data.source.params.slices=6",
+                            "data.annotation_fraction=1.0"]},
+}
+
+
+class PlainUNet(nn.Module):
+    """The reference: a 2D U-Net with the anatomy encoder's blocks and widths, L + 1 softmax outputs."""
+
+    def __init__(self, in_channels: int, num_outputs: int, base_filters: int, depth: int) -> None:
+        super().__init__()
+        widths = [base_filters * 2**i for i in range(depth)]
+        self.down = ContractingPath(in_channels, widths)
+        self.bottleneck = ConvBlock(widths[-1], base_filters * 2**depth)
+        previous, stages = base_filters * 2**depth, []
+        for w in reversed(widths):
+            stages.append(UpStage(previous, w))
+            previous = w
+        self.up = nn.ModuleList(stages)
+        self.head = conv2d(widths[0], num_outputs, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, skips = self.down(x)
+        x = self.bottleneck(x)
+        for stage, skip in zip(self.up, reversed(skips)):
+            x = stage(x, skip)
+        return self.head(x)  # logits; softmax in the loss / at inference
+
+
+# --------------------------------------------------------------------------- setup
+def build(size: str, batch_size: int, device: str):
+    """(method, labelled batch on device, optimizers per group, recipe) for a size."""
+    spec = SIZES[size]
+    recipe = load_recipe(REPO / spec["recipe"], spec["overrides"] + [f"train.batch_size={batch_size}"])
+    source, facts = build_data_source(recipe)
+    if spec["num_classes"] and spec["num_classes"] != facts.num_classes:
+        names = tuple(facts.class_names) + tuple(f"unused_{i}" for i in range(spec["num_classes"] - facts.num_classes))
+        facts = facts.with_(num_classes=spec["num_classes"], class_names=names)
+    torch.manual_seed(0)
+    method = build_method(recipe, facts).to(device)
+    method.train()
+    dataset = method.train_streams(source.load())["labelled"]
+    batch = next(iter(DataLoader(dataset, batch_size=batch_size, collate_fn=method.collate)))
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    nets = method.networks()
+    t = recipe.train
+    optimizers = {g: torch.optim.Adam([p for r in roles for p in nets[r].parameters()], lr=t.lr, betas=tuple(t.betas))
+                  for g, roles in method.optimizer_groups().items()}
+    return method, batch, optimizers, recipe
+
+
+def build_unet(method, recipe, device):
+    params = method.anatomy_encoder.params
+    net = PlainUNet(method.facts.image_channels, method.num_classes + 1, params.base_filters, params.depth).to(device)
+    loss = SupervisedLoss(SupervisedLoss.Params(), method.facts)
+    opt = torch.optim.Adam(net.parameters(), lr=recipe.train.lr, betas=tuple(recipe.train.betas))
+    return net, loss, opt
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# --------------------------------------------------------------------------- one step of each
+def dafnet_iteration(method, batch, optimizers, phases, autocast, device, splits=None) -> None:
+    scratch: dict = {}
+    for phase in phases:
+        start = time.perf_counter()
+        with autocast():
+            out = phase.step(batch, scratch)
+        if out.total.requires_grad:
+            out.total.backward()
+            optimizers[phase.group].step()
+            optimizers[phase.group].zero_grad(set_to_none=True)
+        if splits is not None:
+            sync(device)
+            splits.setdefault(phase.name, []).append((time.perf_counter() - start) * 1e3)
+
+
+def unet_step(net, loss, opt, image, mask, autocast) -> None:
+    with autocast():
+        value = loss(net(image).float(), mask)
+    value.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def anatomy_only(method, batch, autocast) -> None:
+    """Forward + backward of the anatomy encoder on every modality: DAFNet's U-Net share of the work."""
+    with autocast():
+        total = sum(method.anatomy_encoder(batch["images"][:, i, 0], i).probabilities.float().mean()
+                    for i in range(batch["images"].shape[1]))
+    total.backward()
+    method.anatomy_encoder.zero_grad(set_to_none=True)
+
+
+def timed(fn, device: str, iterations: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+# --------------------------------------------------------------------------- where the time goes
+def role_forward_times(method, run) -> dict[str, dict]:
+    """Forward calls and wall time per network role during ``run()`` (CPU: synchronous)."""
+    stats: dict[str, dict] = {}
+    handles = []
+    for role, net in list(method.networks().items()):
+        def pre(_m, _i, role=role):
+            stats.setdefault(role, {"calls": 0, "forward_ms": 0.0, "_t": 0.0})["_t"] = time.perf_counter()
+
+        def post(_m, _i, _o, role=role):
+            stats[role]["calls"] += 1
+            stats[role]["forward_ms"] += (time.perf_counter() - stats[role]["_t"]) * 1e3
+        handles += [net.register_forward_pre_hook(pre), net.register_forward_hook(post)]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return {r: {"calls": s["calls"], "forward_ms": round(s["forward_ms"], 2)} for r, s in stats.items()}
+
+
+def top_ops(run, count: int = 12) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    return [{"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 2),
+             "share": round(e.self_cpu_time_total / total, 3)} for e in rows]
+
+
+# --------------------------------------------------------------------------- one size
+def bench_size(size, args, threads, autocast) -> dict:
+    device = args.device
+    method, batch, optimizers, recipe = build(size, args.batch, device)
+    net, loss, opt = build_unet(method, recipe, device)
+    phases = [p for p in method.phases() if p.stream == "labelled"]
+    t = method.target_index
+    image, mask = batch["images"][:, t, 0], batch["masks"][:, t, 0]
+    iterations = args.iterations[size]
+    load_before = os.getloadavg()
+
+    dafnet_ms, unet_ms, anatomy_ms, splits = [], [], [], {}
+    step_dafnet = lambda: dafnet_iteration(method, batch, optimizers, phases, autocast, device, splits)  # noqa: E731
+    step_unet = lambda: unet_step(net, loss, opt, image, mask, autocast)  # noqa: E731
+    step_anatomy = lambda: anatomy_only(method, batch, autocast)  # noqa: E731
+    for fn in (step_dafnet, step_unet, step_anatomy):  # warm-up (allocator, kernels)
+        timed(fn, device, 0, 1)
+    splits.clear()
+    for _ in range(args.repeats):  # interleaved, so background load hits all alike
+        dafnet_ms += timed(step_dafnet, device, iterations, 0)
+        unet_ms += timed(step_unet, device, iterations, 0)
+        anatomy_ms += timed(step_anatomy, device, iterations, 0)
+
+    images = {m: batch["images"][:, i, 0] for i, m in enumerate(method.modalities)}
+    net.eval()
+
+    def infer_unet():
+        with torch.no_grad(), autocast():
+            torch.softmax(net(image), dim=1)
+
+    def infer_dafnet():
+        with autocast():
+            method.predict(images)
+
+    infer_iterations = max(iterations, 3)
+    predict_ms = timed(infer_dafnet, device, infer_iterations, 1)
+    unet_infer_ms = timed(infer_unet, device, infer_iterations, 1)
+    net.train()
+    load_after = os.getloadavg()
+
+    med = statistics.median
+    row = {
+        "size": size, "threads": threads, "device": device, "dtype": args.dtype,
+        "image_size": list(method.facts.image_size), "batch": args.batch, "num_classes": method.num_classes,
+        "iterations_timed": len(dafnet_ms),
+        "dafnet_parameters": sum(count_trainable(n) for n in method.networks().values()),
+        "unet_parameters": count_trainable(net),
+        "dafnet_iteration_ms": med(dafnet_ms), "unet_step_ms": med(unet_ms),
+        "ratio_vs_two_unet_steps": med(dafnet_ms) / (2 * med(unet_ms)),
+        "anatomy_encoders_fwd_bwd_ms": med(anatomy_ms),
+        "phase_ms": {name: med(v) for name, v in splits.items()},
+        "fused_inference_ms_per_slice": med(predict_ms) / args.batch,
+        "unet_inference_ms_per_slice": med(unet_infer_ms) / args.batch,
+        "inference_ratio_vs_two_unets": med(predict_ms) / (2 * med(unet_infer_ms)),
+        "dafnet_iteration_ms_all": dafnet_ms, "unet_step_ms_all": unet_ms,
+        "load_average_before": load_before, "load_average_after": load_after,
+    }
+    if args.profile and threads == args.threads[-1]:
+        run_once = lambda: dafnet_iteration(method, batch, optimizers, phases, autocast, device)  # noqa: E731
+        row["role_forward_ms_one_iteration"] = role_forward_times(method, run_once)
+        if device == "cpu":
+            row["top_ops_one_iteration"] = top_ops(run_once)
+    return row
+
+
+# --------------------------------------------------------------------------- report
+def markdown(rows: list[dict], env: dict) -> str:
+    lines = [f"Machine: {env['cpu_count']} CPUs, torch {env['torch']}, device {rows[0]['device']}, "
+             f"dtype {rows[0]['dtype']}; medians over the timed iterations.", "",
+             "| size | threads | DAFNet iteration (ms) | U-Net step (ms) | ratio vs 2 U-Net steps | "
+             "anatomy encoders fwd+bwd (ms) | fused inference (ms/slice) | U-Net inference (ms/slice) | "
+             "inference ratio vs 2 U-Nets | iterations | load avg (1 min) before/after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} {r['image_size'][0]}px | {r['threads']} | {r['dafnet_iteration_ms']:.1f} | "
+            f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | "
+            f"{r['anatomy_encoders_fwd_bwd_ms']:.1f} | {r['fused_inference_ms_per_slice']:.2f} | "
+            f"{r['unet_inference_ms_per_slice']:.2f} | {r['inference_ratio_vs_two_unets']:.2f} | "
+            f"{r['iterations_timed']} | {r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f} |")
+    for r in rows:
+        lines += ["", f"Phases of one iteration, {r['size']}, {r['threads']} thread(s) (ms, forward + backward "
+                  "+ Adam): " + ", ".join(f"{k.split('/', 1)[1]} {v:.1f}" for k, v in r["phase_ms"].items())]
+        if "role_forward_ms_one_iteration" in r:
+            lines.append("Forward time per role in one iteration (calls, ms): " + ", ".join(
+                f"{k} {v['calls']}x {v['forward_ms']:.1f}" for k, v in r["role_forward_ms_one_iteration"].items()))
+        if "top_ops_one_iteration" in r:
+            lines.append("Top ops (self CPU): " + ", ".join(
+                f"{o['op']} {100 * o['share']:.0f}%" for o in r["top_ops_one_iteration"][:8]))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["quickstart", "paper"], choices=list(SIZES))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="torch CPU thread counts to run")
+    parser.add_argument("--batch", type=int, default=6)
+    parser.add_argument("--quickstart-iterations", type=int, default=10, help="timed iterations per repeat")
+    parser.add_argument("--paper-iterations", type=int, default=2, help="timed iterations per repeat (slow on CPU)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of DAFNet / U-Net timings")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: untested here (no GPU)")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast (untested on GPU)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also record forward time per role and torch.profiler's top ops (last thread count)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
+    args = parser.parse_args()
+    args.iterations = {"quickstart": args.quickstart_iterations, "paper": args.paper_iterations}
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device")
+    autocast = ((lambda: torch.autocast(args.device, dtype=torch.bfloat16)) if args.dtype == "bf16"
+                else contextlib.nullcontext)
+
+    rows = []
+    for size in args.sizes:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            started = time.perf_counter()
+            rows.append(bench_size(size, args, threads, autocast))
+            r = rows[-1]
+            print(f"{size} threads={threads}: DAFNet {r['dafnet_iteration_ms']:.1f} ms, U-Net {r['unet_step_ms']:.1f} ms, "
+                  f"ratio {r['ratio_vs_two_unet_steps']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+           "cpu_count": os.cpu_count(), "load_average_end": os.getloadavg(),
+           "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" else None}
+    table = markdown(rows, env)
+    print("\n" + table)
+    report = {"benchmark": "train_iteration", "target_ratio": 1.3, "args": {
+        k: v for k, v in vars(args).items() if k != "out"}, "results": rows, "environment": env}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("# Training iteration benchmark\n\n" + table)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

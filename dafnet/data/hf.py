@@ -113,6 +113,9 @@ class HFDatasetsDataSource(DataSource):
             elif path.exists():
                 raise DafnetError(f"{path} (data.source.params.path) is neither a save_to_disk folder nor parquet",
                                   hint="save with Dataset.save_to_disk(folder) or to_parquet(file)")
+            elif Path(p.path).is_absolute() or p.path.startswith((".", "~")) or len(Path(p.path).parts) > 2:
+                raise DafnetError(f"{path} (data.source.params.path) does not exist",
+                                  hint="give a save_to_disk folder, a parquet file, or a hub name owner/name")
             else:
                 data = datasets.load_dataset(p.path, split=p.split or "train")
         except DafnetError:

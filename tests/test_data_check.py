@@ -119,7 +119,8 @@ def test_with_a_recipe_uses_its_params_and_its_folder(good, tmp_path, capsys):
 
 
 def test_a_datalist_json_is_checked_too(good, tmp_path, capsys):
-    entries = [{"id": c, "image": {m: str(good / "imagesTr" / f"{c}_{i:04d}.nii.gz") for i, m in enumerate(["cine", "lge"])}}
+    entries = [{"id": c, "image": {m: str(good / "imagesTr" / f"{c}_{i:04d}.nii.gz")
+                                   for i, m in enumerate(["cine", "lge"])}}
                for c in ("phantom_000", "phantom_001")]
     datalist = tmp_path / "list.json"
     datalist.write_text(json.dumps({"labels": {"0": "background", "1": "lv", "2": "myo", "3": "rv"},

@@ -122,7 +122,8 @@ class HFDatasetsDataSource(DataSource):
             raise
         except Exception as exc:  # noqa: BLE001 - datasets raises many kinds (offline, missing files)
             raise DafnetError(f"cannot open Hugging Face dataset {p.path}: {type(exc).__name__}: {exc}",
-                              hint="give a local save_to_disk folder or parquet file (hub names need internet)") from exc
+                              hint="give a local save_to_disk folder or parquet file "
+                                   "(hub names need internet)") from exc
         if isinstance(data, datasets.DatasetDict):
             split = p.split or ("train" if "train" in data else next(iter(data)))
             if split not in data:

@@ -52,7 +52,17 @@ def make_progress(console: Console, enabled: bool) -> Progress:
                     console=console, disable=not enabled, transient=False, refresh_per_second=4)
 
 
-def summary_table(summary: dict[str, float], title: str) -> Table:
+def summary_table(summary: dict[str, float], title: str, method=None) -> Table:
+    """The method's own presentation of its summary when it has one, else every number."""
+    presented = method.result_table(summary) if method is not None else None
+    if presented is not None:
+        table = Table(title=f"{title}: {presented.title}", title_justify="left",
+                      caption=presented.note or None, caption_justify="left")
+        for i, column in enumerate(presented.columns):
+            table.add_column(column, style="cyan" if i == 0 else None, justify="left" if i == 0 else "right")
+        for row in presented.rows:
+            table.add_row(*row)
+        return table
     table = Table(title=title, title_justify="left")
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")

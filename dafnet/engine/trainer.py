@@ -320,7 +320,7 @@ class _Session:
                 figures = [fig] if fig else []
             if summary:
                 self.console.print(runlog.summary_table(
-                    summary, f"{self.recipe.name}: {part} split, {weights['source']} weights"))
+                    summary, f"{self.recipe.name}: {part} split, {weights['source']} weights", self.method))
             self.console.print(f"run: {self.paths.root}   export: {self.paths.export}   "
                                f"figures: {self.paths.figures if figures else '(none)'}")
         acc.wait_for_everyone()

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
@@ -559,8 +560,15 @@ TINY_BUILTIN_PARAMS: dict[tuple[str, str], dict] = {
     ("metric", "dice"): {},
     ("data_source", "phantom"): {"subjects": 2, "slices": 2, "image_size": 32},
     ("data_source", "nnunet"): {"image_size": 32},  # + root: a tiny dataset written per test
+    ("data_source", "datalist"): {"image_size": 32},  # + path: a datalist of that dataset
+    ("data_source", "hf_datasets"): {"images": {"cine": "cine", "lge": "lge"}, "labels": {"lge": "lge_label"},
+                                     "class_names": ["lv", "myocardium", "rv"], "subject_column": "subject"},
 }
-REQUIRED_PARAMS = {("data_source", "nnunet"): ("root",)}
+REQUIRED_PARAMS = {
+    ("data_source", "nnunet"): ("root",),
+    ("data_source", "datalist"): ("path",),
+    ("data_source", "hf_datasets"): ("path", "images", "class_names"),
+}
 
 
 def nnunet_root(tmp_path) -> str:
@@ -570,6 +578,36 @@ def nnunet_root(tmp_path) -> str:
 
     phantom = PhantomDataSource(PhantomDataSource.Params(subjects=2, slices=3, image_size=32))
     return str(write_nnunet_raw(phantom.load(), tmp_path / "raw", phantom.modalities, phantom.class_names))
+
+
+def datalist_path(tmp_path) -> str:
+    """A MONAI-style datalist (per-modality image and label paths) of that dataset."""
+    import json
+
+    raw = Path(nnunet_root(tmp_path))
+    entries = [{"id": case, "image": {m: f"raw/imagesTr/{case}_{i:04d}.nii.gz" for i, m in enumerate(["cine", "lge"])},
+                "label": {m: f"raw/labelsTr/{case}_{i:04d}.nii.gz" for i, m in enumerate(["cine", "lge"])}}
+               for case in ("phantom_000", "phantom_001")]
+    path = raw.parent / "datalist.json"
+    path.write_text(json.dumps({"labels": {"0": "background", "1": "lv", "2": "myocardium", "3": "rv"},
+                                "modality": {"0": "cine", "1": "lge"}, "training": entries}))
+    return str(path)
+
+
+def hf_dataset_path(tmp_path) -> str:
+    """A Hugging Face dataset saved to disk: one row per subject, (S, H, W) stacks per modality."""
+    import datasets
+    import numpy as np
+
+    from dafnet.data.phantom import PhantomDataSource
+
+    subjects = PhantomDataSource(PhantomDataSource.Params(subjects=2, slices=3, image_size=32)).load()
+    table = {"subject": [s.id for s in subjects],
+             "cine": [s.volumes["cine"].image for s in subjects],
+             "lge": [s.volumes["lge"].image for s in subjects],
+             "lge_label": [s.volumes["lge"].label.astype(np.uint8) for s in subjects]}
+    datasets.Dataset.from_dict(table).save_to_disk(str(tmp_path / "hf"))
+    return str(tmp_path / "hf")
 BUILTIN_COMPONENTS = sorted((kind, name) for kind, table in BUILTINS.items() if kind in CHECKS for name in table)
 
 
@@ -583,6 +621,10 @@ def test_builtin_component_passes_its_contract(kind, name, tmp_path):
     required = REQUIRED_PARAMS.get((kind, name), ())
     if "root" in required:
         params["root"] = nnunet_root(tmp_path)
+    if (kind, name) == ("data_source", "datalist"):
+        params["path"] = datalist_path(tmp_path)
+    if (kind, name) == ("data_source", "hf_datasets"):
+        params["path"] = hf_dataset_path(tmp_path)
     report = check_component(kind, name, params, required_params=required)
     assert report.target == BUILTINS[kind][name]
     assert report.params == report.params.__class__.model_validate(params)

@@ -121,7 +121,8 @@ def build_metrics(names: list[str], facts) -> dict[str, object]:
     from dafnet.registry import registry
 
     if not names:
-        raise DafnetError("no metric given", hint=f"add --metric NAME; installed: {', '.join(registry('metric').names())}")
+        installed = ", ".join(registry("metric").names())
+        raise DafnetError("no metric given", hint=f"add --metric NAME; installed: {installed}")
     out = {}
     for name in names:
         reg = registry("metric")

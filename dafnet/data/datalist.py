@@ -21,10 +21,10 @@ from pathlib import Path
 from pydantic import Field, create_model
 
 from dafnet.data.nifti import nifti_ending
-from dafnet.data.nnunet import NnUNetDataSource
+from dafnet.data.nnunet import NnUNetDataSource, PreprocessedSource
 from dafnet.data.preprocess import PreprocessRecord
 from dafnet.errors import DafnetError
-from dafnet.interfaces import DataSource, Facts, Params, Subject
+from dafnet.interfaces import Facts, Params, Subject
 
 PREPROCESS_KEYS = tuple(k for k in NnUNetDataSource.Params.model_fields if k not in ("root", "channels"))
 """The nnunet source's preprocessing params, shared by every source that reads NIfTI files."""
@@ -191,7 +191,7 @@ def _class_names(path: Path, labels) -> tuple[str, ...]:
     return tuple(by_value[v] for v in range(1, len(by_value)))
 
 
-class DatalistDataSource(DataSource):
+class DatalistDataSource(PreprocessedSource):
     """Subjects from a datalist JSON: per entry, one NIfTI image (and label) per modality."""
 
     Params = create_model(
@@ -234,18 +234,6 @@ class DatalistDataSource(DataSource):
     def class_names(self) -> tuple[str, ...]:
         return self._class_names
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.params.image_size
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-    def record(self, subject_id: str, modality: str) -> PreprocessRecord:
-        """How a loaded volume was made; ``record(...).restore(pred)`` maps a prediction back."""
-        self.load()
-        try:
-            return self._records[(subject_id, modality)]
-        except KeyError:
-            raise DafnetError(f"no volume {modality!r} of subject {subject_id!r} was loaded") from None
 
     def load(self) -> list[Subject]:
         if self._subjects is None:

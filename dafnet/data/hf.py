@@ -21,17 +21,22 @@ import numpy as np
 from pydantic import Field, create_model
 
 from dafnet.data.datalist import StagedCase, StagedNnUNet, preprocessing_fields, preprocessing_values
+from dafnet.data.nnunet import PreprocessedSource
 from dafnet.data.nnunet_writer import volume_to_nifti
 from dafnet.data.preprocess import PreprocessRecord
 from dafnet.errors import DafnetError
-from dafnet.interfaces import DataSource, Facts, Params, Subject
+from dafnet.interfaces import Facts, Params, Subject
 
 _ARRAY_SLICE_AXIS = 2
 """NIfTI axis of the slices of a stack written by :func:`volume_to_nifti` (col, row, slice)."""
 
 
-class HFDatasetsDataSource(DataSource):
-    """Subjects from a local Hugging Face dataset (save_to_disk folder or parquet)."""
+class HFDatasetsDataSource(PreprocessedSource):
+    """Subjects from a local Hugging Face dataset (save_to_disk folder or parquet).
+
+    For array cells, ``record(...).restore`` gives the (W, H, S) array of the temporary NIfTI
+    stack: ``.transpose(2, 1, 0)`` is the (S, H, W) of the dataset.
+    """
 
     Params = create_model(
         "Params", __base__=Params, __module__=__name__,
@@ -66,26 +71,12 @@ class HFDatasetsDataSource(DataSource):
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.params.class_names)
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.params.image_size
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
     @classmethod
     def facts_without_data(cls, params) -> dict:
         size = params.image_size
         return {"image_size": (size, size) if isinstance(size, int) else tuple(size),
                 "modalities": tuple(params.images), "num_classes": len(params.class_names),
                 "class_names": tuple(params.class_names)}
-
-    def record(self, subject_id: str, modality: str) -> PreprocessRecord:
-        """How a volume was made. For array cells ``restore`` gives the (W, H, S) array of the
-        temporary NIfTI stack: ``.transpose(2, 1, 0)`` is the (S, H, W) of the dataset."""
-        self.load()
-        try:
-            return self._records[(subject_id, modality)]
-        except KeyError:
-            raise DafnetError(f"no volume {modality!r} of subject {subject_id!r} was loaded") from None
 
     # ------------------------------------------------------------ loading
     def load(self) -> list[Subject]:

@@ -44,7 +44,28 @@ class IntensityParams(Params):
         return value
 
 
-class NnUNetDataSource(DataSource):
+class PreprocessedSource(DataSource):
+    """A data source whose volumes are preprocessed NIfTI stacks with invertible records:
+    ``image_size`` from ``params.image_size``, and ``record`` of each loaded volume."""
+
+    _records: dict[tuple[str, str], PreprocessRecord]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.params.image_size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    def record(self, subject_id: str, modality: str) -> PreprocessRecord:
+        """How a loaded volume was made; ``record(...).restore(pred)`` maps a prediction back
+        to the file's original grid."""
+        self.load()
+        try:
+            return self._records[(subject_id, modality)]
+        except KeyError:
+            raise DafnetError(f"no volume {modality!r} of subject {subject_id!r} was loaded") from None
+
+
+class NnUNetDataSource(PreprocessedSource):
     """Subjects from an nnU-Net v2 raw dataset folder (imagesTr/, labelsTr/, dataset.json)."""
 
     class Params(Params):
@@ -109,18 +130,6 @@ class NnUNetDataSource(DataSource):
     def class_names(self) -> tuple[str, ...]:
         return self.info.class_names
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.params.image_size
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-    def record(self, subject_id: str, modality: str) -> PreprocessRecord:
-        """How a loaded volume was made; ``record(...).restore(pred)`` maps a prediction back."""
-        self.load()
-        try:
-            return self._records[(subject_id, modality)]
-        except KeyError:
-            raise DafnetError(f"no volume {modality!r} of subject {subject_id!r} was loaded") from None
 
     # ------------------------------------------------------------ loading
     def load(self) -> list[Subject]:

@@ -558,6 +558,11 @@ TINY_BUILTIN_PARAMS: dict[tuple[str, str], dict] = {
     ("loss", "lsgan_discriminator"): {},
     ("loss", "z_reconstruction"): {},
     ("metric", "dice"): {},
+    ("metric", "hd95"): {},
+    ("metric", "dcor"): {},
+    ("metric", "probe"): {},
+    ("metric", "figures"): {},
+    ("metric", "traversal"): {},
     ("data_source", "phantom"): {"subjects": 2, "slices": 2, "image_size": 32},
     ("data_source", "nnunet"): {"image_size": 32},  # + root: a tiny dataset written per test
     ("data_source", "datalist"): {"image_size": 32},  # + path: a datalist of that dataset
@@ -625,9 +630,23 @@ def test_builtin_component_passes_its_contract(kind, name, tmp_path):
         params["path"] = datalist_path(tmp_path)
     if (kind, name) == ("data_source", "hf_datasets"):
         params["path"] = hf_dataset_path(tmp_path)
-    report = check_component(kind, name, params, required_params=required)
+    options = {"required_params": required}
+    if kind == "metric":
+        options["output_dir"] = str(tmp_path / "figures")
+    if (kind, name) == ("metric", "traversal"):
+        options["method"] = _MethodWithDecoder()
+    report = check_component(kind, name, params, **options)
     assert report.target == BUILTINS[kind][name]
     assert report.params == report.params.__class__.model_validate(params)
+
+
+class _MethodWithDecoder:
+    """What the traversal metric needs from a method: a decoder(anatomy, z) (the built-in FiLM one)."""
+
+    def __init__(self):
+        from dafnet.builder import build
+
+        self.decoder = build("decoder", "film", {}, DEFAULT_FACTS)
 
 
 def test_builtin_defaults_validate_and_film_runs_at_paper_width():

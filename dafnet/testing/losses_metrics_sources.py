@@ -112,12 +112,20 @@ def _metric_batches(facts: Facts) -> list[MetricInputs]:
 
 @isolated_rng
 def check_metric(name_or_class, params: dict | BaseModel | None = None, facts: Facts | None = None,
-                 batches: list[MetricInputs] | None = None, *, required_params: tuple[str, ...] = ()
-                 ) -> ContractReport:
-    """update per batch, compute -> MetricResult of finite numbers; reset really resets."""
+                 batches: list[MetricInputs] | None = None, *, required_params: tuple[str, ...] = (),
+                 method=None, output_dir: str | None = None) -> ContractReport:
+    """update per batch, compute -> MetricResult of finite numbers; reset really resets.
+
+    ``method`` is attached (``metric.attach(method)``) for metrics that need the model, e.g. a
+    decoder; ``output_dir`` is where metrics that draw figures write them.
+    """
     contract, name, cls, params, facts = start("metric", name_or_class, params, facts, required_params)
     batches = batches if batches is not None else _metric_batches(facts)
     metric = build(contract, cls, params, facts)
+    if output_dir is not None:
+        metric.output_dir = output_dir
+    if method is not None:
+        metric.attach(method)
 
     def run_all() -> MetricResult:
         for batch in batches:

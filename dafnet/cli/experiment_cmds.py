@@ -1,0 +1,45 @@
+"""``dafnet experiment SPEC.yaml``: run a grid of recipes (resumable) and write the paper's tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dafnet.cli.output import console
+
+
+def experiment(
+    spec: Path = typer.Argument(..., help="Experiment spec YAML (see recipes/experiments/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/experiments/<name>)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and their state; train nothing."),
+) -> None:
+    """Run an experiment grid (methods x fractions x folds x pairings x ablations); write Tables I-IV."""
+    from rich.table import Table
+
+    from dafnet.experiment import run_experiment
+
+    report = run_experiment(spec, out=out, dry_run=dry_run, console=console)
+    if dry_run:
+        table = Table(title=f"{len(report['cells'])} cells -> {report['out']} (reference: {report['reference']})",
+                      title_justify="left")
+        for column in ("cell", "method", "recipe", "fraction", "fold", "pairing", "ablation", "state"):
+            table.add_column(column, overflow="fold")
+        for cell in report["cells"]:
+            fraction = "any" if cell.fraction is None else f"{100 * cell.fraction:g}%"
+            table.add_row(cell.id, cell.recipe.method.name, str(cell.recipe_path), fraction, str(cell.fold),
+                          cell.pairing, cell.ablation, report["status"][cell.id])
+        console.print(table)
+        return
+    for table in report["tables"]:
+        console.print(table.markdown())
+        console.print()
+    counts: dict[str, int] = {}
+    for action in report["actions"].values():
+        counts[action] = counts.get(action, 0) + 1
+    console.print(f"cells: {', '.join(f'{n} {a}' for a, n in counts.items())}; tables: {report['out'] / 'tables.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("experiment", rich_help_panel="Run")(experiment)

@@ -1,0 +1,133 @@
+"""The cells of an experiment: one resolved recipe per method x pairing x fraction x fold x ablation.
+
+Training-free methods (``copy``, ``register``: no phases) do not depend on the annotation
+fraction, so they get one cell per fold and pairing (``fraction`` None), used in every column.
+A pairing a method cannot express (e.g. ``automated`` for a method without candidates) is left out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dafnet.config.schema import Recipe
+from dafnet.errors import DafnetError
+from dafnet.experiment.spec import FULL, ExperimentSpec
+
+
+@dataclass
+class Cell:
+    method: str
+    """The spec's row label."""
+    pairing: str
+    fraction: float | None
+    """None for training-free methods (all fractions)."""
+    fold: int
+    ablation: str
+    overrides: list[str]
+    recipe_path: Path
+    recipe: Recipe | None = None
+    trainable: bool = True
+    predictions: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        fraction = "any" if self.fraction is None else f"{100 * self.fraction:g}"
+        parts = [self.method, self.pairing, f"f{fraction}", f"fold{self.fold}", self.ablation]
+        return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-") or "x" for p in parts)
+
+
+def method_class(recipe: Recipe):
+    from dafnet.registry import registry
+
+    return registry("method").get(recipe.method.name)
+
+
+def is_trainable(cls) -> bool:
+    """False for methods that declare no loss terms and no roles (the training-free baselines)."""
+    return bool(cls.loss_weights) or bool(cls.roles)
+
+
+def pairing_overrides(cls, pairing: str, candidates: int) -> list[str] | None:
+    """Method overrides that express a pairing mode; None when the method cannot."""
+    fields = cls.Params.model_fields
+    has_pairing, has_k = "pairing" in fields, "num_candidates" in fields
+    k1 = ["method.params.num_candidates=1"] if has_k else []
+    if pairing == "expert":
+        return (["method.params.pairing=expert"] if has_pairing else []) + k1
+    if pairing == "random":
+        return ["method.params.pairing=shuffled"] + k1 if has_pairing else None
+    if has_pairing and has_k:  # automated: k shuffled candidates weighted by the pairing head
+        return ["method.params.pairing=shuffled", f"method.params.num_candidates={candidates}"]
+    return None
+
+
+def _find_recipe(text: str, base: Path) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_absolute() and (base / path).exists():
+        return base / path
+    from dafnet.cli.recipe_cmds import find_recipe
+
+    return find_recipe(text)
+
+
+def reference_label(spec: ExperimentSpec, recipes: dict[str, Recipe]) -> str:
+    if spec.reference is not None:
+        return spec.reference
+    return next((label for label, r in recipes.items() if r.method.name == "dafnet"), next(iter(spec.methods)))
+
+
+def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
+    """Every cell of the grid with its resolved recipe (all recipe problems raised together), and the
+    reference method's label."""
+    from dafnet.config.errors import RecipeError
+    from dafnet.config.resolve import load_recipe
+
+    bases: dict[str, Recipe] = {}
+    paths: dict[str, Path] = {}
+    problems: list[str] = []
+    for label, entry in spec.methods.items():
+        try:
+            paths[label] = _find_recipe(entry.recipe, base)
+            bases[label] = load_recipe(paths[label], entry.overrides + spec.overrides)
+        except DafnetError as exc:
+            problems.append(f"methods.{label}: {exc.message}")
+    if problems:
+        raise DafnetError("experiment: " + "\n".join(problems), hint="fix the recipes or overrides of these methods")
+    reference = reference_label(spec, bases)
+    cells: list[Cell] = []
+    for label, entry in spec.methods.items():
+        cls = method_class(bases[label])
+        trainable = is_trainable(cls)
+        fractions = spec.fractions if trainable else [None]
+        ablations = {FULL: []}
+        if label == reference:
+            ablations.update(spec.ablations)
+        for pairing in spec.pairings:
+            pair = pairing_overrides(cls, pairing, spec.candidates)
+            if pair is None:
+                continue
+            for fraction in fractions:
+                for fold in spec.folds:
+                    for ablation, extra in ablations.items():
+                        overrides = list(entry.overrides) + list(spec.overrides) + pair + [f"data.split.fold={fold}"]
+                        if fraction is not None:
+                            overrides.append(f"data.annotation_fraction={fraction}")
+                        overrides += list(extra)
+                        cells.append(Cell(label, pairing, fraction, fold, ablation, overrides, paths[label],
+                                          trainable=trainable, predictions=list(entry.predictions or [])))
+    for cell in cells:
+        try:
+            cell.recipe = load_recipe(cell.recipe_path, cell.overrides)
+        except RecipeError as exc:
+            problems.append(f"cell {cell.id}: {exc.message}")
+    if problems:
+        raise DafnetError("experiment: " + "\n".join(problems), hint="check the spec's overrides and ablations")
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise DafnetError("experiment: two cells map to the same folder", hint="use distinct method/ablation labels")
+    return cells, reference
+
+
+__all__ = ["Cell", "expand", "is_trainable", "pairing_overrides", "reference_label"]

@@ -1,0 +1,217 @@
+"""Runs an experiment's cells through :func:`dafnet.engine.train`, resumably, then writes the tables.
+
+Each cell is a folder ``OUT/cells/<cell id>/``: the engine's run directory (trainable methods)
+or, for the training-free baselines, recipe.yaml, splits.json and summary.json written here.
+After a cell finishes, ``per_volume.json`` holds the paper Dice of every test volume per
+prediction type (the exported weights evaluated over the test split, as the engine's final
+evaluation does), which the tables pool over folds.
+
+* a cell with summary.json and per_volume.json is done and skipped;
+* a cell with summary.json only gets its per_volume.json computed from its export;
+* a cell with a ``state/`` folder is resumed (``train(resume=...)``); a run that trained every
+  epoch but died before writing its summary, or a folder without state, starts again;
+* a cell whose training fails with a user error (e.g. a single-modality model at 0% target
+  labels: nothing to learn from) is recorded in ``failed.json`` and shown as n/a; it is retried
+  on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from dafnet.errors import DafnetError
+from dafnet.experiment.grid import Cell
+
+_SUBJECTS: dict[str, list] = {}
+
+
+def cell_status(folder: Path) -> str:
+    if (folder / "summary.json").is_file() and (folder / "per_volume.json").is_file():
+        return "done"
+    if (folder / "summary.json").is_file():
+        return "evaluate"
+    if (folder / "state").is_dir():
+        return "resume"
+    if (folder / "failed.json").is_file():
+        return "failed"
+    return "new"
+
+
+def _subjects(recipe) -> list:
+    from dafnet.assemble import build_data_source
+
+    key = json.dumps(recipe.data.source.model_dump(mode="json"), sort_keys=True) + str(recipe.data.modalities)
+    if key not in _SUBJECTS:
+        source, _ = build_data_source(recipe)
+        _SUBJECTS[key] = source.load()
+    return _SUBJECTS[key]
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def evaluation_statistics(method, subjects: list, batch_size: int) -> tuple[dict, list[str]]:
+    """The method's concatenated evaluation_step statistics over ``subjects`` and the dataset's subject ids."""
+    dataset = method.eval_dataset(subjects)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=method.collate)
+    method.eval()
+    stats: dict[str, list] = {}
+    device = next((p.device for p in method.parameters()), torch.device("cpu"))
+    for batch in loader:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        for key, value in method.evaluation_step(batch).items():
+            stats.setdefault(key, []).append(value.detach().cpu())
+    return {k: torch.cat(v) for k, v in stats.items()}, list(dataset.subject_ids)
+
+
+def per_volume_dice(stats: dict, subject_ids: list[str]) -> dict[str, dict[str, float]]:
+    """prediction type -> subject id -> paper Dice (percent; mean over the volume's labelled slices)."""
+    from dafnet.metrics.dice import mean_per_volume
+
+    keep = stats["labelled"].bool().numpy()
+    subjects = [subject_ids[i] for i in stats["subject"].numpy()[keep]]
+    out = {}
+    for key in sorted(k for k in stats if k.startswith("paper_")):
+        volumes = mean_per_volume(stats[key].float().numpy()[keep], subjects)
+        out[key[len("paper_"):]] = {str(v): 100.0 * d for v, d in volumes.items()}
+    return out
+
+
+def _test_subjects(recipe, splits: dict) -> tuple[list, str]:
+    part = "test" if splits.get("test") else "validation"
+    by_id = {str(s.id): s for s in _subjects(recipe)}
+    return [by_id[i] for i in splits.get(part, [])], part
+
+
+def evaluate_export(folder: Path) -> dict:
+    """per_volume.json of a trained cell: its exported weights over its own test split."""
+    from dafnet.engine import load_export
+
+    method = load_export(folder)
+    splits = json.loads((folder / "splits.json").read_text())
+    subjects, part = _test_subjects(method.recipe, splits)
+    stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
+    data = {"evaluated_on": part, "dice": per_volume_dice(stats, ids)}
+    _write_json(folder / "per_volume.json", data)
+    return data
+
+
+def evaluate_untrained(recipe, folder: Path) -> dict:
+    """A training-free method (no phases): evaluated on the fold's test split; writes the run files."""
+    from accelerate.utils import set_seed
+
+    from dafnet.assemble import build_data_source, build_method
+    from dafnet.data.splits import split_subjects
+    from dafnet.engine.rundir import recipe_yaml
+
+    set_seed(recipe.train.seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    _, facts = build_data_source(recipe)
+    subjects = _subjects(recipe)
+    ids = split_subjects([s.id for s in subjects], recipe.data.split)
+    splits = {"fold": recipe.data.split.fold, "folds": recipe.data.split.folds, "seed": recipe.data.split.seed,
+              **{k: [str(i) for i in v] for k, v in ids.items()}}
+    (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
+    _write_json(folder / "splits.json", splits)
+    method = build_method(recipe, facts)
+    test, part = _test_subjects(recipe, splits)
+    stats, subject_ids = evaluation_statistics(method, test, recipe.train.batch_size)
+    summary = {k: float(v) for k, v in method.evaluation_summary(stats).items()}
+    _write_json(folder / "per_volume.json", {"evaluated_on": part, "dice": per_volume_dice(stats, subject_ids)})
+    _write_json(folder / "summary.json", {"evaluated_on": part, "weights": {"source": "none"}, "summary": summary,
+                                          "best_epoch": None, "epochs_run": 0, "stopped_early": False})
+    return summary
+
+
+def run_cell(cell: Cell, folder: Path, console: Console) -> str:
+    """Bring one cell to ``done``; returns what was done (skipped/trained/resumed/evaluated/failed)."""
+    from dafnet.engine import train
+
+    status = cell_status(folder)
+    if status == "done":
+        return "skipped"
+    if status == "evaluate":
+        evaluate_export(folder) if cell.trainable else evaluate_untrained(cell.recipe, folder)
+        return "evaluated"
+    (folder / "failed.json").unlink(missing_ok=True)
+    try:
+        if not cell.trainable:
+            evaluate_untrained(cell.recipe, folder)
+            return "evaluated"
+        action = "trained"
+        if status == "resume":
+            try:
+                train(cell.recipe, resume=folder, console=console)
+                action = "resumed"
+            except DafnetError as exc:
+                if "already" not in exc.message:
+                    raise
+                console.print(f"[yellow]{cell.id}: {exc.message}; training it again[/]")
+                shutil.rmtree(folder)
+                train(cell.recipe, run_dir=folder, console=console)
+        else:
+            if folder.exists():
+                shutil.rmtree(folder)
+            train(cell.recipe, run_dir=folder, console=console)
+        evaluate_export(folder)
+        return action
+    except DafnetError as exc:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "failed.json", {"error": exc.message, "hint": exc.hint,
+                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        console.print(f"[red]{cell.id} failed:[/] {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
+        return "failed"
+
+
+def read_cell(folder: Path) -> dict | None:
+    """per_volume.json's dice (type -> subject -> percent) of a done cell, else None."""
+    path = folder / "per_volume.json"
+    if not path.is_file() or not (folder / "summary.json").is_file():
+        return None
+    return json.loads(path.read_text())["dice"]
+
+
+def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run: bool = False,
+                   console: Console | None = None) -> dict:
+    """Run (or, with ``dry_run``, list) every cell, then write the tables. Returns a report dict."""
+    from dafnet.experiment.grid import expand
+    from dafnet.experiment.spec import load_spec
+    from dafnet.experiment.tables import write_tables
+
+    console = console or Console()
+    spec, base = load_spec(spec_path)
+    cells, reference = expand(spec, base)
+    cells.sort(key=lambda c: c.fold)  # fold-major: a stopped grid has whole folds
+    out = Path(out) if out is not None else Path("runs") / "experiments" / spec.name
+    folders = {c.id: out / "cells" / c.id for c in cells}
+    if dry_run:
+        return {"cells": cells, "reference": reference, "status": {c.id: cell_status(folders[c.id]) for c in cells},
+                "out": out}
+    out.mkdir(parents=True, exist_ok=True)
+    if Path(spec_path).resolve() != (out / "spec.yaml").resolve():
+        shutil.copyfile(spec_path, out / "spec.yaml")
+    actions = {}
+    for i, cell in enumerate(cells, 1):
+        console.rule(f"[{i}/{len(cells)}] {cell.id}")
+        began = time.perf_counter()
+        actions[cell.id] = run_cell(cell, folders[cell.id], console)
+        console.print(f"{cell.id}: {actions[cell.id]} in {time.perf_counter() - began:.0f} s")
+    results = {c.id: read_cell(folders[c.id]) for c in cells}
+    tables = write_tables(spec, cells, reference, results, out)
+    return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
+
+
+__all__ = ["cell_status", "evaluate_export", "evaluate_untrained", "per_volume_dice", "read_cell",
+           "run_cell", "run_experiment"]

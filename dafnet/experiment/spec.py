@@ -1,0 +1,108 @@
+"""The experiment spec (YAML): a grid of recipes x annotation fractions x folds x pairings x ablations.
+
+```yaml
+name: phantom_quick
+methods:                       # row label -> a base recipe (path relative to this file, or a built-in name)
+  DAFNet: {recipe: ../quickstart.yaml, predictions: [fused, single]}
+  UNet-multi: {recipe: ../baselines/unet_multi.yaml}
+  copy: {recipe: ../baselines/copy.yaml}
+reference: DAFNet              # compared against (Wilcoxon signed-rank over matched volumes)
+fractions: [1.0, 0.0]          # data.annotation_fraction of the target
+folds: [0, 1, 2]               # data.split.fold
+pairings: [expert]             # expert | automated | random
+ablations: {no_rec: [losses.rec=0]}   # label -> overrides, applied to the reference method only
+overrides: [train.epochs=5]    # applied to every cell
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dafnet.config.errors import RecipeError, RecipeIssue, issues_from_validation
+from dafnet.errors import DafnetError
+
+Pairing = Literal["expert", "automated", "random"]
+PAIRINGS: tuple[str, ...] = ("expert", "automated", "random")
+FULL = "all terms"
+"""The ablation label of the un-ablated reference method."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MethodEntry(_Strict):
+    recipe: str = Field(description="base recipe: a path (relative to the spec file) or a built-in recipe name")
+    overrides: list[str] = Field(default_factory=list, description="dotted overrides of this method's recipe")
+    predictions: list[str] | None = Field(
+        None, description="prediction types to tabulate (e.g. [fused, single]); default: weighted with "
+        "automated pairing, else fused if the method has it, else single")
+
+
+class ExperimentSpec(_Strict):
+    name: str = Field(description="experiment name (the default output folder)")
+    description: str = ""
+    methods: dict[str, MethodEntry] = Field(min_length=1, description="row label -> base recipe")
+    reference: str | None = Field(None, description="the method the others are tested against "
+                                  "(default: the first whose recipe uses method dafnet, else the first)")
+    fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1,
+                                   description="target annotation fractions")
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="cross-validation folds")
+    pairings: list[Pairing] = Field(default_factory=lambda: ["expert"], min_length=1)
+    candidates: int = Field(3, ge=2, le=9, description="k candidates of automated pairing")
+    ablations: dict[str, list[str]] = Field(default_factory=dict,
+                                            description="label -> overrides of the reference method (Table IV)")
+    overrides: list[str] = Field(default_factory=list, description="overrides of every cell (after the method's)")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the Wilcoxon test (asterisk)")
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        bad = [f for f in value if not 0.0 <= f <= 1.0]
+        if bad:
+            raise ValueError(f"fractions must lie in [0, 1], got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"fractions repeat: {value}")
+        return value
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, value: list[int]) -> list[int]:
+        if any(f < 0 for f in value) or len(set(value)) != len(value):
+            raise ValueError(f"folds must be distinct indices >= 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExperimentSpec":
+        if self.reference is not None and self.reference not in self.methods:
+            raise ValueError(f"reference {self.reference!r} is not one of the methods {list(self.methods)}")
+        if FULL in self.ablations:
+            raise ValueError(f"ablation label {FULL!r} is reserved for the un-ablated method")
+        if len(set(self.pairings)) != len(self.pairings):
+            raise ValueError(f"pairings repeat: {self.pairings}")
+        return self
+
+
+def load_spec(path: str | Path) -> tuple[ExperimentSpec, Path]:
+    """The validated spec and the folder its relative recipe paths start from."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DafnetError(f"experiment spec not found: {path}", hint="give the path of a spec YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DafnetError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecipeError([RecipeIssue("<spec>", "the spec must be a mapping", "see docs/results.md")], str(path))
+    try:
+        return ExperimentSpec.model_validate(data), path.parent
+    except ValidationError as exc:
+        raise RecipeError(issues_from_validation(exc), f"experiment spec {path}") from None
+
+
+__all__ = ["FULL", "PAIRINGS", "ExperimentSpec", "MethodEntry", "load_spec"]

@@ -1,0 +1,168 @@
+"""SDNet (Chartsias et al., MedIA 2019) from DAFNet's components (registry: sdnet).
+
+The paper's SDNet-single and SDNet-multi benchmarks (Sec. IV-C): one anatomy encoder, modality
+encoder, segmentor, decoder and mask critic, trained on single slices with DAFNet's own graph
+and steps (:mod:`dafnet.methods.dafnet_graph`, :mod:`dafnet.methods.dafnet_steps`) on
+one-modality batches, so there are no cross pairs: no aligner, no fuser, no image critics. The
+terms are L_sup, L_adv^M, L_rec, KL and L_rec^z with DAFNet's weights.
+
+* ``mode: single``: target slices (annotated subjects ``labelled``, the others ``unlabelled``);
+* ``mode: multi``: slices of every modality mixed into one dataset, with one shared anatomy
+  encoder (one contracting path: the modalities are not told apart, as in SDNet).
+
+DAFNet itself cannot be given one modality (it needs n >= 2, and the recipe schema asks for two
+modalities), hence this method: the recipe lists every modality, ``mode`` picks what it trains on.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from dafnet.builder import build_and_declare
+from dafnet.components.init import count_trainable
+from dafnet.config.schema import ComponentSpec
+from dafnet.interfaces import Facts, Method, Params, Phase, ResultTable, Role, RoleSummary
+from dafnet.losses import KLDivergenceLoss, L1ReconstructionLoss, LSGANDiscriminatorLoss, SupervisedLoss, \
+    ZReconstructionLoss
+from dafnet.methods import dafnet_steps as steps
+from dafnet.methods import target_dice as td
+
+
+class SDNet(Method):
+    """Spatial decomposition network: anatomy + modality factors, segmentation of one input (registry: sdnet)."""
+
+    roles = {
+        "anatomy_encoder": Role("anatomy_encoder", "unet_shared_decoder", "x -> binary anatomy s"),
+        "modality_encoder": Role("modality_encoder", "vae", "(x, s) -> q(z | x, s)"),
+        "segmentor": Role("segmentor", "conv_head", "anatomy -> mask over L + 1 channels"),
+        "decoder": Role("decoder", "film", "(anatomy, z) -> image"),
+        "discriminator": Role("discriminator", "lsgan_conv", "the mask critic"),
+    }
+    loss_weights = {"sup": 10.0, "adv_mask": 1.0, "rec": 1.0, "kl": 0.1, "z_rec": 1.0}
+
+    class Params(Params):
+        mode: Literal["single", "multi"] = Field(
+            "single", description="single: target slices only; multi: every modality's slices mixed")
+        ce_weight: float = Field(0.01, ge=0, description="cross-entropy weight inside L_sup = (1 - Dice) + w CE")
+        dice_smooth: float = Field(1e-12, gt=0, description="smoothing of the soft Dice in L_sup")
+
+    # attributes the shared DAFNet steps read
+    num_candidates = 1
+    target_index = 0
+    aligner = None
+    pairing_head = None
+    image_discriminators = None
+
+    def __init__(self, params: "SDNet.Params", facts: Facts, recipe=None) -> None:
+        super().__init__(params, facts, recipe)
+        self.modalities = tuple(facts.require("modalities"))
+        self.target = td.recipe_target(recipe, self.modalities)
+        self.eval_index = self.modalities.index(self.target)
+        self.train_modalities = self.modalities if params.mode == "multi" else (self.target,)
+        self.num_classes = facts.require("num_classes")
+        self.weights = dict(self.loss_weights)
+        self.weights.update(getattr(recipe, "losses", None) or {})
+        self.weights["adv_image"] = 0.0  # SDNet has no image critic
+        # one input stream: the anatomy encoder gets one contracting path
+        f = facts.with_(modalities=("+".join(self.train_modalities),))
+        self.anatomy_encoder, f = self._component("anatomy_encoder", f)
+        self.modality_encoder, f = self._component("modality_encoder", f)
+        self.z_dim = f.require("z_dim")
+        self.segmentor, f = self._component("segmentor", f)
+        self.decoder, f = self._component("decoder", f)
+        self.mask_discriminator = None
+        if self.weights["adv_mask"] > 0:
+            self.mask_discriminator, _ = self._component("discriminator",
+                                                         f.with_(critic_channels=self.num_classes))
+        self.built_facts = f
+        self.supervised = SupervisedLoss(SupervisedLoss.Params(ce_weight=params.ce_weight,
+                                                               smooth=params.dice_smooth), f)
+        self.kl = KLDivergenceLoss(KLDivergenceLoss.Params(), f)
+        self.l1 = L1ReconstructionLoss(L1ReconstructionLoss.Params(), f)
+        self.z_reconstruction = ZReconstructionLoss(ZReconstructionLoss.Params(), f)
+        self.lsgan_discriminator = LSGANDiscriminatorLoss(LSGANDiscriminatorLoss.Params(), f)
+
+    def _component(self, role: str, facts: Facts):
+        model = getattr(self.recipe, "model", None) or {}
+        spec = model.get(role) or ComponentSpec(name=self.roles[role].default)
+        return build_and_declare(self.roles[role].kind, spec.name, spec.params, facts, f"model.{role}")
+
+    def critics(self) -> list[nn.Module]:
+        return [self.mask_discriminator] if self.mask_discriminator is not None else []
+
+    # ------------------------------------------------------------------ engine contract
+    def networks(self) -> dict[str, nn.Module]:
+        nets = {"anatomy_encoder": self.anatomy_encoder, "modality_encoder": self.modality_encoder,
+                "segmentor": self.segmentor, "decoder": self.decoder}
+        if self.mask_discriminator is not None:
+            nets["mask_discriminator"] = self.mask_discriminator
+        return nets
+
+    def optimizer_groups(self) -> dict[str, list[str]]:
+        groups = {"generator": ["anatomy_encoder", "modality_encoder", "segmentor", "decoder"]}
+        if self.mask_discriminator is not None:
+            groups["mask_discriminator"] = ["mask_discriminator"]
+        return groups
+
+    def phases(self) -> list[Phase]:
+        out = []
+        for stream in ("labelled", "unlabelled"):
+            out.append(Phase(f"{stream}/generator", "generator", stream, partial(steps.generator_step, self)))
+            if self.mask_discriminator is not None:
+                out.append(Phase(f"{stream}/mask_discriminator", "mask_discriminator", stream,
+                                 partial(steps.mask_critic_step, self, 0)))
+        return out
+
+    def summary(self) -> list[RoleSummary]:
+        h, w = self.facts.require("image_size")
+        p = next(self.parameters())
+        x = torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype)
+        shape = lambda t: "x".join(str(d) for d in t.shape)  # noqa: E731
+        model = getattr(self.recipe, "model", None) or {}
+        name = lambda role: (model.get(role) or ComponentSpec(name=self.roles[role].default)).name  # noqa: E731
+        with td.evaluating(self):
+            s = self.anatomy_encoder(x, 0).anatomy
+            z = self.modality_encoder(x, s).z
+            outputs = {"anatomy_encoder": s, "modality_encoder": z, "segmentor": self.segmentor(s).probabilities,
+                       "decoder": self.decoder(s, z)}
+            if self.mask_discriminator is not None:
+                masks = torch.zeros(1, self.num_classes, h, w, device=p.device, dtype=p.dtype)
+                outputs["mask_discriminator"] = self.mask_discriminator(masks)
+        return [RoleSummary(role, name("discriminator" if role == "mask_discriminator" else role), shape(out),
+                            count_trainable(self.networks()[role])) for role, out in outputs.items()]
+
+    # ------------------------------------------------------------------ data
+    def train_streams(self, subjects: list) -> dict:
+        streams = td.single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
+        td.require_labelled("sdnet", streams, self.train_modalities, self.target)
+        return streams
+
+    def eval_dataset(self, subjects: list):
+        return td.evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
+
+    # ------------------------------------------------------------------ evaluation
+    def predict_slices(self, images: Tensor) -> Tensor:
+        """(B, 1, H, W) -> class probabilities (B, L + 1, H, W): Seg(Enc(x))."""
+        return self.segmentor(self.anatomy_encoder(images, 0).anatomy).probabilities
+
+    def evaluation_step(self, batch) -> dict[str, Tensor]:
+        with td.evaluating(self):
+            prediction = self.predict_slices(batch["images"][:, self.eval_index, 0])
+        return td.dice_statistics({"single": prediction}, batch, self.eval_index)
+
+    def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
+        return td.dice_summary(stats, "single")
+
+    def result_table(self, summary: dict[str, float]) -> ResultTable | None:
+        return td.dice_table(summary, self.target, ("single",),
+                             f"single: Seg(s_{self.target}), trained on {', '.join(self.train_modalities)}")
+
+    def evaluation_inputs(self, batch) -> list:
+        with td.evaluating(self):
+            prediction = self.predict_slices(batch["images"][:, self.eval_index, 0])
+        return td.metric_inputs({"single": prediction}, batch, self.eval_index, self.target)

@@ -1,0 +1,159 @@
+"""Shared by the baseline methods (unet, sdnet, copy, register): data and the target-Dice evaluation.
+
+Training data for single-input models: one :class:`~dafnet.data.slices.PairedSliceDataset` per
+modality the model trains on (each sample one slice of one modality, ``images`` (1, 1, 1, H, W)),
+mixed into one dataset (``mode: multi``). Target masks are kept only for annotated subjects
+(``data.annotation_fraction``); the other modalities always keep theirs.
+
+Evaluation follows DAFNet's (docs/method.md, Evaluation): per sample the paper Dice of each
+prediction type of the target and the per-class overlap counts; the summary has the same keys
+(``dice_<type>``, ``dice_<type>_std``, ``dice3d_<type>``, ``monitor``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import ConcatDataset, Dataset
+
+from dafnet.data.slices import PairedSliceDataset, SampleConfig
+from dafnet.data.splits import annotated_subjects
+from dafnet.errors import DafnetError
+from dafnet.interfaces import MetricInputs, ResultTable
+from dafnet.metrics.dice import class_overlaps_per_slice, dice_3d_per_volume, mean_per_volume, \
+    paper_dice_per_slice, summarise_percent
+
+
+@contextmanager
+def evaluating(module):
+    """Eval mode and no_grad inside the block; the training flag is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+def recipe_target(recipe, modalities: tuple[str, ...]) -> str:
+    target = getattr(getattr(recipe, "data", None), "target", None) or modalities[-1]
+    if target not in modalities:
+        raise DafnetError(f"target {target!r} is not one of the modalities {modalities}")
+    return target
+
+
+def _recipe_value(recipe, section: str, key: str, default):
+    part = getattr(recipe, section, None)
+    return getattr(part, key, default) if part is not None else default
+
+
+def rotation_and_seed(recipe) -> tuple[float, int]:
+    data = getattr(recipe, "data", None)
+    rotation = data.augment.rotation_degrees if data is not None else 0.0
+    return rotation, _recipe_value(recipe, "train", "seed", 0)
+
+
+def single_modality_streams(subjects: list, recipe, train_modalities: tuple[str, ...],
+                            target: str) -> dict[str, Dataset]:
+    """``labelled``: slices with masks of every training modality (target masks only of annotated
+    subjects); ``unlabelled``: the target slices of the other subjects (masks hidden)."""
+    fraction = _recipe_value(recipe, "data", "annotation_fraction", 1.0)
+    seed = _recipe_value(recipe, "data", "annotation_seed", 0)
+    annotated = {str(i) for i in annotated_subjects([s.id for s in subjects], fraction, seed)}
+    rotation, train_seed = rotation_and_seed(recipe)
+    labelled, unlabelled = [], []
+    for modality in train_modalities:
+        config = SampleConfig((modality,), modality, rotation_degrees=rotation, seed=train_seed)
+        with_labels = [s for s in subjects if modality in s.volumes and s.volumes[modality].label is not None
+                       and (modality != target or str(s.id) in annotated)]
+        labelled.append(PairedSliceDataset(with_labels, config, training=True))
+        if modality == target:
+            ids = {s.id for s in with_labels}
+            rest = [s for s in subjects if s.id not in ids and modality in s.volumes]
+            unlabelled.append(PairedSliceDataset(rest, config, training=True, hide_target_labels=True))
+    return {"labelled": ConcatDataset(labelled), "unlabelled": ConcatDataset(unlabelled or [_empty()])}
+
+
+def _empty() -> Dataset:
+    return torch.utils.data.TensorDataset(torch.zeros(0))
+
+
+def require_labelled(name: str, streams: dict[str, Dataset], train_modalities, target: str) -> None:
+    if len(streams["labelled"]) == 0:
+        raise DafnetError(f"{name}: no annotated slices to train on (modalities {list(train_modalities)}, "
+                          f"target {target!r})",
+                          hint="raise data.annotation_fraction, or use mode: multi / train_on: <source> so "
+                               "the source masks are used (a single-modality model cannot learn at 0%)")
+
+
+def evaluation_dataset(subjects: list, recipe, modalities: tuple[str, ...], target: str,
+                       pairing: str = "expert", radius: int = 2) -> PairedSliceDataset:
+    """Every target slice with its paired slice of every other modality (no augmentation)."""
+    _, seed = rotation_and_seed(recipe)
+    config = SampleConfig(modalities, target, 1, radius, pairing, 0.0, seed)
+    return PairedSliceDataset(subjects, config, training=False)
+
+
+def dice_statistics(predictions: dict[str, Tensor], batch: dict, target_index: int) -> dict[str, Tensor]:
+    """Per-sample paper Dice and class overlaps of each prediction type (as DAFNet's)."""
+    truth = batch["masks"][:, target_index, 0]
+    stats = {"subject": batch["subject"], "labelled": batch["labelled"][:, target_index, 0]}
+    for kind, probabilities in predictions.items():
+        stats[f"paper_{kind}"] = paper_dice_per_slice(probabilities, truth)
+        stats[f"overlap_{kind}"] = torch.stack(class_overlaps_per_slice(probabilities, truth), dim=1)
+    return stats
+
+
+def dice_summary(stats: dict[str, Tensor], monitor_kind: str) -> dict[str, float]:
+    """dice_<type>, dice_<type>_std, dice3d_<type> (percent) and monitor = 1 - Dice of ``monitor_kind``."""
+    keep = stats["labelled"].bool().cpu().numpy()
+    subjects = stats["subject"].cpu().numpy()[keep]
+    out: dict[str, float] = {}
+    for key in sorted(k for k in stats if k.startswith("paper_")):
+        kind = key[len("paper_"):]
+        per_volume = mean_per_volume(stats[key].float().cpu().numpy()[keep], subjects)
+        out[f"dice_{kind}"], out[f"dice_{kind}_std"] = summarise_percent(per_volume)
+        overlap = stats[f"overlap_{kind}"].float().cpu().numpy()[keep]
+        dice3d = dice_3d_per_volume(overlap[:, 0], overlap[:, 1], overlap[:, 2], subjects)
+        if dice3d:
+            table = 100 * np.stack(list(dice3d.values()))
+            out[f"dice3d_{kind}"] = float(np.nanmean(table)) if np.isfinite(table).any() else float("nan")
+    out["monitor"] = 1.0 - out.get(f"dice_{monitor_kind}", float("nan")) / 100.0
+    return out
+
+
+def dice_table(summary: dict[str, float], target: str, kinds: tuple[str, ...], note: str) -> ResultTable | None:
+    kinds = tuple(k for k in kinds if f"dice_{k}" in summary)
+    if not kinds:
+        return None
+    rows = [[k, f"{summary[f'dice_{k}']:.1f} ± {summary.get(f'dice_{k}_std', float('nan')):.1f}",
+             f"{summary.get(f'dice3d_{k}', float('nan')):.1f}"] for k in kinds]
+    return ResultTable(title=f"{target} Dice (%) per prediction type",
+                       columns=["prediction", "paper Dice (mean ± std over volumes)", "3D Dice (per class, mean)"],
+                       rows=rows, note=note)
+
+
+def metric_inputs(predictions: dict[str, Tensor], batch: dict, target_index: int, target: str) -> list:
+    """MetricInputs per prediction type for the samples whose target slice has ground truth."""
+    images = batch["images"]
+    labelled = batch["labelled"][:, target_index, 0].bool()
+    rows = labelled.nonzero().flatten().tolist()
+    if not rows:
+        return []
+    case_ids = [str(c) for c in batch.get("case_ids", batch["subject"].tolist())]
+    index = torch.tensor(rows, device=images.device)
+    slices = batch["slice"]
+    truth = batch["masks"][:, target_index, 0]
+    return [MetricInputs(case_ids=[case_ids[i] for i in rows], prediction_type=kind,
+                         prediction=p[index], target=truth[index], image=images[:, target_index, 0][index],
+                         modality=[target] * len(rows), slice_index=slices[index.to(slices.device)],
+                         spacing=batch.get("spacing"), slice_spacing=batch.get("slice_spacing"))
+            for kind, p in predictions.items()]
+
+
+__all__ = ["evaluating", "dice_statistics", "dice_summary", "dice_table", "evaluation_dataset", "metric_inputs",
+           "recipe_target", "require_labelled", "single_modality_streams"]

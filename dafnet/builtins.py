@@ -59,5 +59,9 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "method": {
         "dafnet": "dafnet.methods.dafnet:DAFNet",
+        "unet": "dafnet.methods.unet:UNet",
+        "copy": "dafnet.methods.baselines:CopyBaseline",
+        "register": "dafnet.methods.baselines:RegisterBaseline",
+        "sdnet": "dafnet.methods.sdnet:SDNet",
     },
 }

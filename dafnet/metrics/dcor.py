@@ -11,6 +11,8 @@ n (n - 3). It can be negative.
 Both make two passes over row chunks of the distance matrices (row sums first, then the
 centred products), accumulating in float64, so no more than a few ``chunk x n`` blocks of
 distances exist at once; the features themselves are held once in float64 on the device.
+When both n x n distance matrices fit in ``keep_bytes`` (default 256 MiB: n <= ~4000), the
+blocks of the first pass are kept for the second instead of being computed again.
 Distances use the Gram identity on column-centred features (exact zeros on the diagonal).
 """
 
@@ -55,7 +57,10 @@ def _distances(x: Tensor, norms: Tensor, start: int, stop: int) -> Tensor:
     return d
 
 
-def _stats(x, y, *, chunk: int, device, bias_corrected: bool) -> DistanceStats:
+KEEP_BYTES = 256 * 2**20
+
+
+def _stats(x, y, *, chunk: int, device, bias_corrected: bool, keep_bytes: int = KEEP_BYTES) -> DistanceStats:
     device = torch.device(device) if device is not None else torch.device("cpu")
     x, y = _prepare(x, device, "x"), _prepare(y, device, "y")
     n = x.shape[0]
@@ -68,10 +73,15 @@ def _stats(x, y, *, chunk: int, device, bias_corrected: bool) -> DistanceStats:
     nx, ny = (x * x).sum(1), (y * y).sum(1)
     row_x = torch.empty(n, dtype=torch.float64, device=device)
     row_y = torch.empty_like(row_x)
+    keep = 2 * n * n * 8 <= keep_bytes
+    kept: list[tuple[Tensor, Tensor]] = []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        row_x[start:stop] = _distances(x, nx, start, stop).sum(1)
-        row_y[start:stop] = _distances(y, ny, start, stop).sum(1)
+        da, db = _distances(x, nx, start, stop), _distances(y, ny, start, stop)
+        row_x[start:stop] = da.sum(1)
+        row_y[start:stop] = db.sum(1)
+        if keep:
+            kept.append((da, db))
     total_x, total_y = row_x.sum(), row_y.sum()
     if bias_corrected:
         cx, cy = row_x / (n - 2), row_y / (n - 2)
@@ -80,10 +90,11 @@ def _stats(x, y, *, chunk: int, device, bias_corrected: bool) -> DistanceStats:
         cx, cy = row_x / n, row_y / n
         gx, gy = total_x / n ** 2, total_y / n ** 2
     sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for start in range(0, n, chunk):
+    for i, start in enumerate(range(0, n, chunk)):
         stop = min(n, start + chunk)
-        a = _distances(x, nx, start, stop).sub_(cx[start:stop, None]).sub_(cx[None, :]).add_(gx)
-        b = _distances(y, ny, start, stop).sub_(cy[start:stop, None]).sub_(cy[None, :]).add_(gy)
+        da, db = kept[i] if keep else (_distances(x, nx, start, stop), _distances(y, ny, start, stop))
+        a = da.sub_(cx[start:stop, None]).sub_(cx[None, :]).add_(gx)
+        b = db.sub_(cy[start:stop, None]).sub_(cy[None, :]).add_(gy)
         if bias_corrected:
             rows = torch.arange(stop - start, device=device)
             a[rows, rows + start] = 0.0

@@ -1,0 +1,186 @@
+"""dafnet experiment: grid expansion, running, resuming, skipping, tables, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from rich.console import Console
+
+from dafnet.errors import DafnetError
+from dafnet.experiment import load_spec, run_experiment
+from dafnet.experiment.grid import expand
+from dafnet.experiment.tables import wilcoxon_p
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = Console(quiet=True)
+
+TINY = {
+    "name": "tiny",
+    "method": {"name": "unet", "params": {"mode": "multi", "base_filters": 4, "depth": 2}},
+    "data": {"source": {"name": "phantom", "params": {"subjects": 8, "slices": 2, "image_size": 32}},
+             "modalities": ["cine", "lge"], "target": "lge",
+             "split": {"folds": 2, "train": 0.5, "validation": 0.25, "test": 0.25}},
+    "train": {"epochs": 1, "batch_size": 4, "iterations_per_epoch": 2, "swa_start": None},
+    "output": {"tensorboard": False, "figures": False},
+}
+
+
+def write_spec(tmp_path: Path, **changes) -> Path:
+    recipe = tmp_path / "unet.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    copy = dict(TINY, method={"name": "copy", "params": {}})
+    copy.pop("train")
+    (tmp_path / "copy.yaml").write_text(yaml.safe_dump(copy))
+    spec = {"name": "tiny_grid",
+            "methods": {"UNet-multi": {"recipe": "unet.yaml"},
+                        "UNet-single": {"recipe": "unet.yaml", "overrides": ["method.params.mode=single"]},
+                        "copy": {"recipe": "copy.yaml"}},
+            "reference": "UNet-multi", "fractions": [1.0, 0.0], "folds": [0, 1]}
+    spec.update(changes)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    spec = write_spec(tmp)
+    report = run_experiment(spec, out=tmp / "out", console=QUIET)
+    return spec, tmp / "out", report
+
+
+def test_grid_runs_every_cell_and_records_failures(grid):
+    _, out, report = grid
+    actions = report["actions"]
+    assert len(actions) == 2 * 2 * 2 + 2  # two trained methods x 2 fractions x 2 folds + copy per fold
+    failed = {c for c, a in actions.items() if a == "failed"}
+    assert failed == {"UNet-single__expert__f0__fold0__all-terms", "UNet-single__expert__f0__fold1__all-terms"}
+    assert "no annotated slices" in json.loads((out / "cells" / sorted(failed)[0] / "failed.json").read_text())["error"]
+    assert {a for c, a in actions.items() if c not in failed} == {"trained", "evaluated"}
+
+
+def test_per_volume_values_match_the_engine_summary(grid):
+    _, out, _ = grid
+    for folder in (out / "cells").iterdir():
+        if not (folder / "summary.json").exists():
+            continue
+        summary = json.loads((folder / "summary.json").read_text())["summary"]
+        volumes = json.loads((folder / "per_volume.json").read_text())["dice"]["single"]
+        test_ids = json.loads((folder / "splits.json").read_text())["test"]
+        assert set(volumes) == set(test_ids)
+        assert np.mean(list(volumes.values())) == pytest.approx(summary["dice_single"], abs=1e-6)
+
+
+def test_tables_in_the_paper_shapes(grid):
+    _, out, report = grid
+    text = (out / "tables.md").read_text()
+    assert "Table I" in text and "Table II" not in text and "Table IV" not in text
+    rows = list(csv.DictReader((out / "table_I.csv").open()))
+    by = {(r["row"], r["column"]): r for r in rows}
+    assert set(by) == {(m, c) for m in ("UNet-multi", "UNet-single", "copy") for c in ("100%", "0%")}
+    assert by[("UNet-single", "0%")]["mean"] == "" and by[("UNet-single", "0%")]["volumes"] == "0"
+    assert "n/a" in text
+    # pooled over both folds: every test volume of fold 0 and fold 1
+    n = sum(len(json.loads((out / "cells" / f"copy__expert__fany__fold{k}__all-terms" / "splits.json")
+                           .read_text())["test"]) for k in (0, 1))
+    assert int(by[("copy", "0%")]["volumes"]) == n and by[("copy", "0%")]["mean"] == by[("copy", "100%")]["mean"]
+    copy_cells = [out / "cells" / f"copy__expert__fany__fold{k}__all-terms" / "per_volume.json" for k in (0, 1)]
+    values = [v for p in copy_cells for v in json.loads(p.read_text())["dice"]["single"].values()]
+    assert float(by[("copy", "0%")]["mean"]) == pytest.approx(np.mean(values), abs=1e-3)
+    assert float(by[("copy", "0%")]["std"]) == pytest.approx(np.std(values), abs=1e-3)
+
+
+def test_rerun_skips_finished_cells(grid):
+    spec, out, first = grid
+    before = (out / "tables.md").read_text()
+    report = run_experiment(spec, out=out, console=QUIET)
+    done = {c: a for c, a in report["actions"].items() if a != "failed"}
+    assert set(done.values()) == {"skipped"} and len(done) == 8
+    assert (out / "tables.md").read_text() == before
+
+
+def test_interrupted_cell_is_resumed(tmp_path):
+    spec = write_spec(tmp_path, methods={"UNet-multi": {"recipe": "unet.yaml"}}, fractions=[1.0], folds=[0])
+    out = tmp_path / "out"
+    run_experiment(spec, out=out, console=QUIET)
+    cell = out / "cells" / "UNet-multi__expert__f100__fold0__all-terms"
+    for name in ("summary.json", "per_volume.json"):  # as if stopped after epoch 1 of 2
+        (cell / name).unlink()
+    shutil.rmtree(cell / "export")
+    longer = write_spec(tmp_path, methods={"UNet-multi": {"recipe": "unet.yaml"}}, fractions=[1.0], folds=[0],
+                        overrides=["train.epochs=2"])
+    report = run_experiment(longer, out=out, console=QUIET)
+    assert report["actions"] == {cell.name: "resumed"}
+    assert len((cell / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert json.loads((cell / "metadata.json").read_text())["resumed"][0]["after_epoch"] == 1
+
+
+def test_dry_run_lists_cells_without_running(tmp_path, capsys):
+    from dafnet.cli import main
+
+    spec = write_spec(tmp_path, ablations={"no_ce": ["method.params.ce_weight=0"]})
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", str(spec), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "UNet-multi__expert__f100__fold0__no_ce" in text and "14 cells" in text  # 10 + 2 x 2 ablated
+    assert not (tmp_path / "out").exists()
+    cells, reference = expand(*load_spec(spec))
+    assert reference == "UNet-multi"
+    assert {c.ablation for c in cells if c.method == "UNet-single"} == {"all terms"}
+    ablated = next(c for c in cells if c.ablation == "no_ce")
+    assert ablated.recipe.method.params["ce_weight"] == 0
+
+
+def test_pairing_modes_become_method_overrides(tmp_path):
+    spec = write_spec(tmp_path, pairings=["expert", "random", "automated"], fractions=[1.0], folds=[0])
+    cells, _ = expand(*load_spec(spec))
+    got = {(c.method, c.pairing) for c in cells}
+    # unet has no pairing; copy has expert and random (shuffled) but no candidates
+    assert got == {("UNet-multi", "expert"), ("UNet-single", "expert"), ("copy", "expert"), ("copy", "random")}
+    random = next(c for c in cells if c.pairing == "random")
+    assert random.recipe.method.params["pairing"] == "shuffled"
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"folds_typo": [0]}, "folds_typo"),
+    ({"fractions": [1.5]}, "fractions"),
+    ({"reference": "nobody"}, "reference"),
+    ({"pairings": ["sideways"]}, "pairings"),
+    ({"overrides": ["train.epochz=1"]}, "epochz"),
+])
+def test_bad_specs_exit_2_with_the_key(tmp_path, capsys, change, needle):
+    from dafnet.cli import main
+
+    spec = write_spec(tmp_path, **change)
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", str(spec), "--dry-run"])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert needle in captured.out + captured.err
+
+
+def test_wilcoxon_marks_clear_differences_only():
+    a = {f"0:s{i}": 80.0 + i for i in range(10)}
+    b = {k: v - 5.0 - 0.1 * i for i, (k, v) in enumerate(a.items())}
+    assert wilcoxon_p(a, b) < 0.01
+    assert np.isnan(wilcoxon_p(a, a))
+    assert np.isnan(wilcoxon_p(a, {"0:other": 1.0}))
+
+
+def test_shipped_specs_validate():
+    for path in sorted((REPO / "recipes" / "experiments").glob("*.yaml")):
+        spec, base = load_spec(path)
+        assert spec.methods, path
+    with pytest.raises(DafnetError, match="not found"):
+        load_spec(REPO / "recipes" / "experiments" / "missing.yaml")

@@ -44,6 +44,19 @@ class IntensityParams(Params):
         return value
 
 
+def _preparing(items, total: int, description: str):
+    """A transient rich progress bar on stderr while volumes are decoded (terminals only)."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import track
+
+    console = Console(stderr=True)
+    if not sys.stderr.isatty() or total < 2:
+        return items
+    return track(items, total=total, description=description, console=console, transient=True)
+
+
 class PreprocessedSource(DataSource):
     """A data source whose volumes are preprocessed NIfTI stacks with invertible records:
     ``image_size`` from ``params.image_size``, and ``record`` of each loaded volume."""
@@ -137,7 +150,7 @@ class NnUNetDataSource(PreprocessedSource):
             cases = discover_cases(self.root, self.info)
             self._check_channels_present(cases)
             subjects = []
-            for case, files in cases.items():
+            for case, files in _preparing(cases.items(), len(cases), f"preparing {self.root.name}"):
                 self._shared_labels = {}
                 volumes = {name: self._load_volume(case, name, channel, files)
                            for name, channel in self._channels.items() if channel in files.images}

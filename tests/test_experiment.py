@@ -109,6 +109,13 @@ def test_rerun_skips_finished_cells(grid):
     assert (out / "tables.md").read_text() == before
 
 
+def test_tables_only_runs_nothing(tmp_path):
+    spec = write_spec(tmp_path, methods={"copy": {"recipe": "copy.yaml"}}, reference="copy", folds=[0])
+    report = run_experiment(spec, out=tmp_path / "out", console=QUIET, tables_only=True)
+    assert report["actions"] == {} and not (tmp_path / "out" / "cells").exists()
+    assert "n/a" in (tmp_path / "out" / "tables.md").read_text()
+
+
 def test_interrupted_cell_is_resumed(tmp_path):
     spec = write_spec(tmp_path, methods={"UNet-multi": {"recipe": "unet.yaml"}}, fractions=[1.0], folds=[0])
     out = tmp_path / "out"

@@ -14,13 +14,15 @@ def experiment(
     spec: Path = typer.Argument(..., help="Experiment spec YAML (see recipes/experiments/)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/experiments/<name>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and their state; train nothing."),
+    tables_only: bool = typer.Option(False, "--tables-only",
+                                     help="Write the tables of the cells finished so far; train nothing."),
 ) -> None:
     """Run an experiment grid (methods x fractions x folds x pairings x ablations); write Tables I-IV."""
     from rich.table import Table
 
     from dafnet.experiment import run_experiment
 
-    report = run_experiment(spec, out=out, dry_run=dry_run, console=console)
+    report = run_experiment(spec, out=out, dry_run=dry_run, console=console, tables_only=tables_only)
     if dry_run:
         table = Table(title=f"{len(report['cells'])} cells -> {report['out']} (reference: {report['reference']})",
                       title_justify="left")
@@ -38,7 +40,8 @@ def experiment(
     counts: dict[str, int] = {}
     for action in report["actions"].values():
         counts[action] = counts.get(action, 0) + 1
-    console.print(f"cells: {', '.join(f'{n} {a}' for a, n in counts.items())}; tables: {report['out'] / 'tables.md'}")
+    done = ", ".join(f"{n} {a}" for a, n in counts.items()) or "none run"
+    console.print(f"cells: {done}; tables: {report['out'] / 'tables.md'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -184,8 +184,9 @@ def read_cell(folder: Path) -> dict | None:
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run: bool = False,
-                   console: Console | None = None) -> dict:
-    """Run (or, with ``dry_run``, list) every cell, then write the tables. Returns a report dict."""
+                   console: Console | None = None, tables_only: bool = False) -> dict:
+    """Run (or, with ``dry_run``, list) every cell, then write the tables. Returns a report dict.
+    ``tables_only`` writes the tables of the cells finished so far and runs nothing."""
     from dafnet.experiment.grid import expand
     from dafnet.experiment.spec import load_spec
     from dafnet.experiment.tables import write_tables
@@ -203,7 +204,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     if Path(spec_path).resolve() != (out / "spec.yaml").resolve():
         shutil.copyfile(spec_path, out / "spec.yaml")
     actions = {}
-    for i, cell in enumerate(cells, 1):
+    for i, cell in enumerate([] if tables_only else cells, 1):
         console.rule(f"[{i}/{len(cells)}] {cell.id}")
         began = time.perf_counter()
         actions[cell.id] = run_cell(cell, folders[cell.id], console)

@@ -244,7 +244,7 @@ def bench_size(size, args, threads, autocast) -> dict:
         "dafnet_iteration_ms_all": dafnet_ms, "unet_step_ms_all": unet_ms,
         "load_average_before": load_before, "load_average_after": load_after,
     }
-    if args.profile and threads == args.threads[-1]:
+    if args.profile and threads == args.threads[0]:
         run_once = lambda: dafnet_iteration(method, batch, optimizers, phases, autocast, device)  # noqa: E731
         row["role_forward_ms_one_iteration"] = role_forward_times(method, run_once)
         if device == "cpu":
@@ -253,16 +253,17 @@ def bench_size(size, args, threads, autocast) -> dict:
 
 
 # --------------------------------------------------------------------------- report
-def markdown(rows: list[dict], env: dict) -> str:
-    lines = [f"Machine: {env['cpu_count']} CPUs, torch {env['torch']}, device {rows[0]['device']}, "
-             f"dtype {rows[0]['dtype']}; medians over the timed iterations.", "",
+def markdown(rows: list[dict]) -> str:
+    env = environment("cpu")
+    lines = [f"Machine: {env['cpu_count']} CPUs, torch {env['torch']}; medians over the timed iterations; "
+             "load average = 1-minute load before / after the row (other jobs share the machine).", "",
              "| size | threads | DAFNet iteration (ms) | U-Net step (ms) | ratio vs 2 U-Net steps | "
              "anatomy encoders fwd+bwd (ms) | fused inference (ms/slice) | U-Net inference (ms/slice) | "
              "inference ratio vs 2 U-Nets | iterations | load avg (1 min) before/after |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
-            f"| {r['size']} {r['image_size'][0]}px | {r['threads']} | {r['dafnet_iteration_ms']:.1f} | "
+            f"| {r['size']} {r['image_size'][0]}px {r['device']} {r['dtype']} | {r['threads']} | {r['dafnet_iteration_ms']:.1f} | "
             f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | "
             f"{r['anatomy_encoders_fwd_bwd_ms']:.1f} | {r['fused_inference_ms_per_slice']:.2f} | "
             f"{r['unet_inference_ms_per_slice']:.2f} | {r['inference_ratio_vs_two_unets']:.2f} | "
@@ -279,6 +280,21 @@ def markdown(rows: list[dict], env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def environment(device: str) -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "load_average_end": os.getloadavg(),
+            "cuda_device": torch.cuda.get_device_name() if device == "cuda" else None}
+
+
+def write(rows: list[dict], args) -> None:
+    report = {"benchmark": "train_iteration", "target_ratio": 1.3,
+              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
+              "results": rows, "environment": environment(args.device)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("# Training iteration benchmark\n\n" + markdown(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["quickstart", "paper"], choices=list(SIZES))
@@ -290,7 +306,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: untested here (no GPU)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast (untested on GPU)")
     parser.add_argument("--profile", action="store_true",
-                        help="also record forward time per role and torch.profiler's top ops (last thread count)")
+                        help="also record forward time per role and torch.profiler's top ops (first thread count)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows already in --out (a row of the same size/threads/device/dtype is replaced)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
     args = parser.parse_args()
     args.iterations = {"quickstart": args.quickstart_iterations, "paper": args.paper_iterations}
@@ -300,25 +318,20 @@ def main() -> None:
                 else contextlib.nullcontext)
 
     rows = []
+    if args.append and args.out.exists():
+        rows = json.loads(args.out.read_text())["results"]
     for size in args.sizes:
         for threads in args.threads:
             torch.set_num_threads(threads)
             started = time.perf_counter()
+            rows = [r for r in rows if (r["size"], r["threads"], r["device"], r["dtype"])
+                    != (size, threads, args.device, args.dtype)]
             rows.append(bench_size(size, args, threads, autocast))
             r = rows[-1]
             print(f"{size} threads={threads}: DAFNet {r['dafnet_iteration_ms']:.1f} ms, U-Net {r['unet_step_ms']:.1f} ms, "
                   f"ratio {r['ratio_vs_two_unet_steps']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
-
-    env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-           "cpu_count": os.cpu_count(), "load_average_end": os.getloadavg(),
-           "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" else None}
-    table = markdown(rows, env)
-    print("\n" + table)
-    report = {"benchmark": "train_iteration", "target_ratio": 1.3, "args": {
-        k: v for k, v in vars(args).items() if k != "out"}, "results": rows, "environment": env}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("# Training iteration benchmark\n\n" + table)
+            write(rows, args)  # after every row: a long paper-size run keeps what it has
+    print("\n" + markdown(rows))
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
 

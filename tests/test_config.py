@@ -165,6 +165,10 @@ def test_override_switches_component_by_name(tmp_path, toys):
     assert recipe.model["decoder"].params == {"depth": 5}
     recipe = load_recipe(path, ["model.decoder.name=other_decoder"])
     assert recipe.model["decoder"].params == {"depth": 2}
+    recipe = load_recipe(path, ["model.decoder={name: other_decoder, params: {depth: 3}}"])
+    assert recipe.model["decoder"].params == {"depth": 3}
+    recipe = load_recipe(path, ["model.decoder={params: {channels: 2}}"])
+    assert recipe.model["decoder"] .params == {"channels": 2}
 
 
 def test_bad_overrides(tmp_path, toys):

@@ -129,7 +129,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         old = node.get(last)
         if isinstance(old, dict) and "name" in old and isinstance(value, str):
             node[last] = {"name": value} if value != old["name"] else old
-        elif isinstance(old, dict) and isinstance(value, dict):
+        elif isinstance(old, dict) and isinstance(value, dict) and not _renames_component(old, value):
             node[last] = deep_merge(old, value)
         else:
             if last == "name" and isinstance(old, str) and old != value and "params" in node:

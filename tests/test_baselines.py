@@ -118,9 +118,14 @@ def test_sdnet_needs_annotated_slices(tmp_path):
 
 
 # --------------------------------------------------------------------------- copy / register
-def test_engine_refuses_training_free_methods(tmp_path):
-    with pytest.raises(DafnetError, match="declares no phases"):
-        train(tiny("copy"), run_dir=tmp_path / "run")
+def test_engine_exports_and_evaluates_training_free_methods(tmp_path):
+    from dafnet.engine import load_export
+
+    result = train(tiny("copy"), run_dir=tmp_path / "run")
+    assert result.epochs_run == 0 and result.evaluated_on == "test"
+    assert 0.0 <= result.summary["dice_single"] <= 100.0
+    assert (result.export_dir / "dafnet_index.json").exists()
+    assert type(load_export(result.export_dir)).__name__ == type(assemble(tiny("copy"))[2]).__name__
 
 
 def test_copy_predicts_the_paired_source_mask():

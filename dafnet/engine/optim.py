@@ -38,8 +38,8 @@ def check_contract(method_name: str, networks: dict[str, nn.Module], groups: dic
                 hint=f"networks() returns: {', '.join(networks)}")
         if not roles:
             raise DafnetError(f"method {method_name!r}: optimizer group {group!r} has no roles")
-    if not phases:
-        raise DafnetError(f"method {method_name!r} declares no phases")
+    if not phases:  # a method without training (a baseline such as copy): evaluated only
+        return
     names = [p.name for p in phases]
     if len(set(names)) != len(names):
         raise DafnetError(f"method {method_name!r}: phase names repeat: {names}")

@@ -105,12 +105,14 @@ class _Session:
         self.phases = method.phases()
         self.groups = method.optimizer_groups()
         check_contract(recipe.method.name, self.networks, self.groups, self.phases, datasets)
-        self.streams = TrainStreams(acc, datasets, batch_size=t.batch_size, collate=method.collate,
-                                    num_workers=recipe.data.num_workers, seed=t.seed,
-                                    iterations_per_epoch=t.iterations_per_epoch)
-        self.active = [p for p in self.phases if p.stream in self.streams.loaders]
-        self.skipped = [p for p in self.phases if p.stream not in self.streams.loaders]
-        if not self.active:
+        self.evaluation_only = not self.phases
+        self.streams = None if self.evaluation_only else TrainStreams(
+            acc, datasets, batch_size=t.batch_size, collate=method.collate,
+            num_workers=recipe.data.num_workers, seed=t.seed, iterations_per_epoch=t.iterations_per_epoch)
+        loaders = self.streams.loaders if self.streams is not None else {}
+        self.active = [p for p in self.phases if p.stream in loaders]
+        self.skipped = [p for p in self.phases if p.stream not in loaders]
+        if not self.active and not self.evaluation_only:
             raise DafnetError(f"every training stream of method {recipe.method.name!r} is empty "
                               f"({', '.join(datasets)})", hint="check the data source and data.annotation_fraction")
 
@@ -257,6 +259,10 @@ class _Session:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         acc, t = self.accelerator, self.recipe.train
+        if self.evaluation_only:
+            self.console.print(f"method {self.recipe.method.name!r} has no training phases: "
+                               "exporting and evaluating it as it is")
+            return
         start = self.progress.epochs_done + 1
         with runlog.make_progress(self.console, acc.is_main_process) as progress:
             epochs_task = progress.add_task("epochs", total=t.epochs, completed=start - 1, info="")

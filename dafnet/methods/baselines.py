@@ -9,8 +9,10 @@ paper's baselines assume source masks at inference time):
   multi-resolution, seeded random sampling (deterministic). The paper used SyN with
   cross-correlation after the affine step; B-spline + mutual information is the named deviation.
 
-They have no networks and no phases, so the engine cannot train them; ``dafnet experiment``
-evaluates them directly (:func:`dafnet.experiment.runner.evaluate_untrained`). A sample whose
+They have no networks and no phases: ``dafnet train`` skips training, writes an export (an index
+without weights) and evaluates them on the test split, so ``dafnet evaluate`` reports them like
+any model; ``dafnet experiment`` evaluates them directly
+(:func:`dafnet.experiment.runner.evaluate_untrained`). A sample whose
 source slice has no mask (or whose subject lacks the source) predicts background only.
 """
 

@@ -36,3 +36,10 @@ def test_readme_has_exactly_the_two_commands_and_ci_runs_the_test_one():
     assert "test-command" in ci
     block = readme.split("<!-- test-command -->")[1].split("<!-- /test-command -->")[0]
     assert "pytest" in block
+
+
+def test_recipe_reference_is_current():
+    from dafnet.config.reference import render
+
+    assert (REPO / "docs" / "recipes.md").read_text() == render(), (
+        "docs/recipes.md is stale: python -m dafnet.config.reference > docs/recipes.md")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does: no spinning OpenMP threads
 os.environ.setdefault("COLUMNS", "200")  # rich tables unwrapped in captured output
 os.environ.setdefault("MPLBACKEND", "Agg")
 

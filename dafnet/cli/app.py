@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     from dafnet.errors import DafnetError
 
     args = sys.argv[1:] if argv is None else argv
+    # OpenMP threads that sleep instead of spinning while they wait: on a shared or busy CPU,
+    # spinning threads slow every torch op down several times (see benchmarks/README.md).
+    # Must be set before torch loads its OpenMP runtime; a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app(args=args, prog_name="dafnet")
     except DafnetError as exc:

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -34,7 +33,7 @@ from dafnet.losses import (
 )
 from dafnet.methods import dafnet_steps as steps
 from dafnet.methods.dafnet_inference import evaluation_statistics, predict_target
-from dafnet.metrics.dice import dice_3d_per_volume, mean_per_volume, summarise_percent
+from dafnet.methods.target_dice import dice_summary, dice_table
 
 
 class DAFNet(Method):
@@ -216,33 +215,14 @@ class DAFNet(Method):
             return evaluation_statistics(self, batch)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        keep = stats["labelled"].bool().cpu().numpy()
-        subjects = stats["subject"].cpu().numpy()[keep]
-        out: dict[str, float] = {}
-        for key in sorted(k for k in stats if k.startswith("paper_")):
-            kind = key[len("paper_"):]
-            per_volume = mean_per_volume(stats[key].float().cpu().numpy()[keep], subjects)
-            out[f"dice_{kind}"], out[f"dice_{kind}_std"] = summarise_percent(per_volume)
-            overlap = stats[f"overlap_{kind}"].float().cpu().numpy()[keep]
-            dice3d = dice_3d_per_volume(overlap[:, 0], overlap[:, 1], overlap[:, 2], subjects)
-            if dice3d:
-                table = 100 * np.stack(list(dice3d.values()))
-                out[f"dice3d_{kind}"] = float(np.nanmean(table)) if np.isfinite(table).any() else float("nan")
-        out["monitor"] = 1.0 - out.get("dice_fused", float("nan")) / 100.0
-        return out
+        """Paper Dice per volume (mean, std) and 3D Dice per prediction type; monitor = 1 - fused Dice."""
+        return dice_summary(stats, "fused")
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
-        kinds = [k for k in ("single", "deformed", "fused", "weighted") if f"dice_{k}" in summary]
-        if not kinds:
-            return None
         target = self.recipe.data.target if self.recipe is not None else "target"
-        rows = [[k, f"{summary[f'dice_{k}']:.1f} ± {summary.get(f'dice_{k}_std', float('nan')):.1f}",
-                 f"{summary.get(f'dice3d_{k}', float('nan')):.1f}"] for k in kinds]
-        return ResultTable(title=f"{target} Dice (%) per prediction type",
-                           columns=["prediction", "paper Dice (mean ± std over volumes)", "3D Dice (per class, mean)"],
-                           rows=rows,
-                           note="single: Seg(s_target); deformed: Seg(Align(s_other -> s_target)); "
-                                "fused: Seg(max(s_target, aligned others))")
+        return dice_table(summary, target, ("single", "deformed", "fused", "weighted"),
+                          note="single: Seg(s_target); deformed: Seg(Align(s_other -> s_target)); "
+                               "fused: Seg(max(s_target, aligned others))")
 
     def evaluation_inputs(self, batch) -> list:
         """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; dafnet_evaluation)."""

@@ -22,6 +22,7 @@ from pydantic import Field, create_model
 
 from dafnet.data.nifti import nifti_ending
 from dafnet.data.nnunet import NnUNetDataSource, PreprocessedSource
+from dafnet.data.nnunet_layout import read_json_object
 from dafnet.data.preprocess import PreprocessRecord
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Params, Subject
@@ -162,16 +163,8 @@ class StagedNnUNet:
 
 # ---------------------------------------------------------------- the datalist source
 def _read_json(path: Path) -> dict:
-    hint = "see docs/data.md for the datalist format"
-    if not path.is_file():
-        raise DafnetError(f"datalist {path} (data.source.params.path) does not exist", hint=hint)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DafnetError(f"{path} is not valid JSON: {exc}", hint=hint) from exc
-    if not isinstance(raw, dict):
-        raise DafnetError(f"{path} must hold a JSON object", hint=hint)
-    return raw
+    return read_json_object(path, f"datalist {path} (data.source.params.path) does not exist",
+                            "see docs/data.md for the datalist format")
 
 
 def _class_names(path: Path, labels) -> tuple[str, ...]:

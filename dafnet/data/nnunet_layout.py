@@ -32,18 +32,24 @@ class DatasetJson:
     num_training: int | None
 
 
-def read_dataset_json(root: Path) -> DatasetJson:
-    """Parse and check ``root/dataset.json``."""
-    path = root / "dataset.json"
-    hint = "write dataset.json with 'channel_names' and 'labels' (see docs/data.md)"
+def read_json_object(path: Path, missing: str, hint: str) -> dict:
+    """A JSON file holding an object, or a DafnetError saying what is wrong with it."""
     if not path.is_file():
-        raise DafnetError(f"{path} does not exist; the nnU-Net dataset folder needs one", hint=hint)
+        raise DafnetError(missing, hint=hint)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DafnetError(f"{path} is not valid JSON: {exc}", hint=hint) from exc
     if not isinstance(raw, dict):
         raise DafnetError(f"{path} must hold a JSON object", hint=hint)
+    return raw
+
+
+def read_dataset_json(root: Path) -> DatasetJson:
+    """Parse and check ``root/dataset.json``."""
+    path = root / "dataset.json"
+    hint = "write dataset.json with 'channel_names' and 'labels' (see docs/data.md)"
+    raw = read_json_object(path, f"{path} does not exist; the nnU-Net dataset folder needs one", hint)
     missing = [k for k in ("channel_names", "labels") if k not in raw]
     if missing:
         raise DafnetError(f"{path} lacks the key(s) {missing}", hint=hint)

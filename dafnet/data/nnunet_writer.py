@@ -15,7 +15,6 @@ reader) hands the arrays back as (slice, row, col).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import uuid
@@ -26,6 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from dafnet.errors import DafnetError
+from dafnet.fsutil import replace_directory
 from dafnet.interfaces import Subject
 
 FILE_ENDING = ".nii.gz"
@@ -69,7 +69,7 @@ def write_nnunet_raw(subjects: Sequence[Subject], out_dir: str | Path,
         tmp.mkdir()
         _write_tree(tmp, subjects, list(modalities), list(class_names), dataset_name,
                     dict(metadata or {}))
-        _swap_into_place(tmp, out_dir)
+        replace_directory(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -153,18 +153,3 @@ def _write_tree(root: Path, subjects, modalities, class_names, dataset_name, met
         },
     }
     (root / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``, replacing an existing folder only at the last moment."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -10,10 +10,11 @@ temporary folder that then replaces ``state/``, so a crash never leaves half a s
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dafnet.fsutil import replace_directory
 
 
 @dataclass
@@ -47,13 +48,7 @@ def save_checkpoint(accelerator, state_dir: Path) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        old = None
-        if state_dir.exists():
-            old = state_dir.parent / f".{state_dir.name}.old-{token[0]}"
-            state_dir.rename(old)
-        tmp.rename(state_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, state_dir)
     accelerator.wait_for_everyone()
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from dafnet.config.schema import Recipe
 from dafnet.errors import DafnetError
+from dafnet.fsutil import replace_directory
 from dafnet.interfaces.facts import Facts
 
 INDEX_FILE = "dafnet_index.json"
@@ -107,13 +108,7 @@ def write_export(export_dir: str | Path, *, networks: dict[str, nn.Module], reci
             "recipe": recipe.model_dump(mode="json"),
         }
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-        old = None
-        if export_dir.exists():
-            old = export_dir.parent / f".{export_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            export_dir.rename(old)
-        tmp.rename(export_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_directory(tmp, export_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -155,7 +155,8 @@ class RegisterBaseline(MaskTransferBaseline):
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(p.histogram_bins)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(p.sampling_percentage, p.seed)
+        # SimpleITK reads seed 0 as "seed from the wall clock": shift ours by one to stay reproducible.
+        reg.SetMetricSamplingPercentage(p.sampling_percentage, p.seed + 1)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetShrinkFactorsPerLevel(list(p.shrink_factors))
         reg.SetSmoothingSigmasPerLevel(list(p.smoothing_sigmas))
@@ -191,16 +192,23 @@ class RegisterBaseline(MaskTransferBaseline):
     def transfer(self, source_images, target_images, source_masks):
         import SimpleITK as sitk
 
-        out = np.empty_like(source_masks)
-        for i, (moving, fixed, mask) in enumerate(zip(source_images, target_images, source_masks)):
-            try:
-                transform = self.transform(fixed, moving)
-            except RuntimeError as exc:  # e.g. a constant slice: nothing to register
-                warnings.warn(f"register: registration failed, the mask is copied ({exc})", stacklevel=2)
-                out[i] = mask
-                continue
-            reference = sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32))
-            moved = sitk.Resample(sitk.GetImageFromArray(mask.astype(np.int32)), reference, transform,
-                                  sitk.sitkNearestNeighbor, 0, sitk.sitkInt32)
-            out[i] = sitk.GetArrayFromImage(moved)
-        return out
+        # Every SimpleITK filter (initialiser, B-spline setup, resampling) on params.threads threads,
+        # not only the registration's metric: multi-threaded runs are not reproducible.
+        previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self.params.threads)
+        try:
+            out = np.empty_like(source_masks)
+            for i, (moving, fixed, mask) in enumerate(zip(source_images, target_images, source_masks)):
+                try:
+                    transform = self.transform(fixed, moving)
+                except RuntimeError as exc:  # e.g. a constant slice: nothing to register
+                    warnings.warn(f"register: registration failed, the mask is copied ({exc})", stacklevel=2)
+                    out[i] = mask
+                    continue
+                reference = sitk.GetImageFromArray(np.ascontiguousarray(fixed, dtype=np.float32))
+                moved = sitk.Resample(sitk.GetImageFromArray(mask.astype(np.int32)), reference, transform,
+                                      sitk.sitkNearestNeighbor, 0, sitk.sitkInt32)
+                out[i] = sitk.GetArrayFromImage(moved)
+            return out
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)

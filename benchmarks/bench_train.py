@@ -176,6 +176,29 @@ def role_forward_times(method, run) -> dict[str, dict]:
     return {r: {"calls": s["calls"], "forward_ms": round(s["forward_ms"], 2)} for r, s in stats.items()}
 
 
+def flops(run) -> int:
+    """Floating-point operations of ``run()`` (torch.utils.flop_counter: matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def forward_flops_per_module(method, batch, phases) -> dict[str, float]:
+    """Forward GFLOPs of one iteration's phases per top-level module class (the backward's
+    attribution to modules is unreliable, so only the forward is split)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    scratch: dict = {}
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        for phase in phases:
+            phase.step(batch, scratch)
+    per_module = {name: sum(ops.values()) / 1e9 for name, ops in counter.get_flop_counts().items()
+                  if name != "Global" and "." not in name}
+    return dict(sorted(per_module.items(), key=lambda kv: -kv[1]))
+
+
 def top_ops(run, count: int = 12) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -227,6 +250,9 @@ def bench_size(size, args, threads, autocast) -> dict:
     net.train()
     load_after = os.getloadavg()
 
+    dafnet_flops = flops(lambda: dafnet_iteration(method, batch, optimizers, phases, autocast, device))
+    unet_flops = flops(step_unet)
+
     med = statistics.median
     row = {
         "size": size, "threads": threads, "device": device, "dtype": args.dtype,
@@ -237,6 +263,9 @@ def bench_size(size, args, threads, autocast) -> dict:
         "dafnet_iteration_ms": med(dafnet_ms), "unet_step_ms": med(unet_ms),
         "ratio_vs_two_unet_steps": med(dafnet_ms) / (2 * med(unet_ms)),
         "anatomy_encoders_fwd_bwd_ms": med(anatomy_ms),
+        "dafnet_iteration_gflop": dafnet_flops / 1e9, "unet_step_gflop": unet_flops / 1e9,
+        "flop_ratio_vs_two_unet_steps": dafnet_flops / (2 * unet_flops),
+        "dafnet_forward_gflop_per_module_class": forward_flops_per_module(method, batch, phases),
         "phase_ms": {name: med(v) for name, v in splits.items()},
         "fused_inference_ms_per_slice": med(predict_ms) / args.batch,
         "unet_inference_ms_per_slice": med(unet_infer_ms) / args.batch,
@@ -257,20 +286,25 @@ def markdown(rows: list[dict]) -> str:
     env = environment("cpu")
     lines = [f"Machine: {env['cpu_count']} CPUs, torch {env['torch']}; medians over the timed iterations; "
              "load average = 1-minute load before / after the row (other jobs share the machine).", "",
-             "| size | threads | DAFNet iteration (ms) | U-Net step (ms) | ratio vs 2 U-Net steps | "
+             "FLOP ratio: DAFNet iteration FLOPs / (2 x U-Net step FLOPs), forward + backward, counted by "
+             "torch.utils.flop_counter; a faithful implementation cannot beat it on compute-bound hardware.", "",
+             "| size | threads | DAFNet iteration (ms) | U-Net step (ms) | ratio vs 2 U-Net steps | FLOP ratio | "
              "anatomy encoders fwd+bwd (ms) | fused inference (ms/slice) | U-Net inference (ms/slice) | "
              "inference ratio vs 2 U-Nets | iterations | load avg (1 min) before/after |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
             f"| {r['size']} {r['image_size'][0]}px {r['device']} {r['dtype']} | {r['threads']} | {r['dafnet_iteration_ms']:.1f} | "
-            f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | "
+            f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | {r['flop_ratio_vs_two_unet_steps']:.2f} | "
             f"{r['anatomy_encoders_fwd_bwd_ms']:.1f} | {r['fused_inference_ms_per_slice']:.2f} | "
             f"{r['unet_inference_ms_per_slice']:.2f} | {r['inference_ratio_vs_two_unets']:.2f} | "
             f"{r['iterations_timed']} | {r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f} |")
     for r in rows:
         lines += ["", f"Phases of one iteration, {r['size']}, {r['threads']} thread(s) (ms, forward + backward "
                   "+ Adam): " + ", ".join(f"{k.split('/', 1)[1]} {v:.1f}" for k, v in r["phase_ms"].items())]
+        lines.append(f"FLOPs of one iteration: DAFNet {r['dafnet_iteration_gflop']:.1f} GFLOP, U-Net step "
+                     f"{r['unet_step_gflop']:.1f} GFLOP (forward + backward); DAFNet forward by module class (GFLOP): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in r["dafnet_forward_gflop_per_module_class"].items()))
         if "role_forward_ms_one_iteration" in r:
             lines.append("Forward time per role in one iteration (calls, ms): " + ", ".join(
                 f"{k} {v['calls']}x {v['forward_ms']:.1f}" for k, v in r["role_forward_ms_one_iteration"].items()))

@@ -75,7 +75,7 @@ class PlainUNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- setup
-def build(size: str, batch_size: int, device: str):
+def build(size: str, batch_size: int, device: str, memory_format: str = "contiguous"):
     """(method, labelled batch on device, optimizers per group, recipe) for a size."""
     spec = SIZES[size]
     recipe = load_recipe(REPO / spec["recipe"], spec["overrides"] + [f"train.batch_size={batch_size}"])
@@ -85,6 +85,8 @@ def build(size: str, batch_size: int, device: str):
         facts = facts.with_(num_classes=spec["num_classes"], class_names=names)
     torch.manual_seed(0)
     method = build_method(recipe, facts).to(device)
+    if memory_format == "channels_last":
+        method.to(memory_format=torch.channels_last)
     method.train()
     dataset = method.train_streams(source.load())["labelled"]
     batch = next(iter(DataLoader(dataset, batch_size=batch_size, collate_fn=method.collate)))
@@ -96,9 +98,11 @@ def build(size: str, batch_size: int, device: str):
     return method, batch, optimizers, recipe
 
 
-def build_unet(method, recipe, device):
+def build_unet(method, recipe, device, memory_format: str = "contiguous"):
     params = method.anatomy_encoder.params
     net = PlainUNet(method.facts.image_channels, method.num_classes + 1, params.base_filters, params.depth).to(device)
+    if memory_format == "channels_last":
+        net.to(memory_format=torch.channels_last)
     loss = SupervisedLoss(SupervisedLoss.Params(), method.facts)
     opt = torch.optim.Adam(net.parameters(), lr=recipe.train.lr, betas=tuple(recipe.train.betas))
     return net, loss, opt
@@ -213,8 +217,8 @@ def top_ops(run, count: int = 12) -> list[dict]:
 # --------------------------------------------------------------------------- one size
 def bench_size(size, args, threads, autocast) -> dict:
     device = args.device
-    method, batch, optimizers, recipe = build(size, args.batch, device)
-    net, loss, opt = build_unet(method, recipe, device)
+    method, batch, optimizers, recipe = build(size, args.batch, device, args.memory_format)
+    net, loss, opt = build_unet(method, recipe, device, args.memory_format)
     phases = [p for p in method.phases() if p.stream == "labelled"]
     t = method.target_index
     image, mask = batch["images"][:, t, 0], batch["masks"][:, t, 0]
@@ -255,7 +259,7 @@ def bench_size(size, args, threads, autocast) -> dict:
 
     med = statistics.median
     row = {
-        "size": size, "threads": threads, "device": device, "dtype": args.dtype,
+        "size": size, "threads": threads, "device": device, "dtype": args.dtype, "memory_format": args.memory_format,
         "image_size": list(method.facts.image_size), "batch": args.batch, "num_classes": method.num_classes,
         "iterations_timed": len(dafnet_ms),
         "dafnet_parameters": sum(count_trainable(n) for n in method.networks().values()),
@@ -294,7 +298,7 @@ def markdown(rows: list[dict]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
-            f"| {r['size']} {r['image_size'][0]}px {r['device']} {r['dtype']} | {r['threads']} | {r['dafnet_iteration_ms']:.1f} | "
+            f"| {r['size']} {r['image_size'][0]}px {r['device']} {r['dtype']} {r.get('memory_format', 'contiguous')} | {r['threads']} | {r['dafnet_iteration_ms']:.1f} | "
             f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | {r['flop_ratio_vs_two_unet_steps']:.2f} | "
             f"{r['anatomy_encoders_fwd_bwd_ms']:.1f} | {r['fused_inference_ms_per_slice']:.2f} | "
             f"{r['unet_inference_ms_per_slice']:.2f} | {r['inference_ratio_vs_two_unets']:.2f} | "
@@ -339,6 +343,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of DAFNet / U-Net timings")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: untested here (no GPU)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast (untested on GPU)")
+    parser.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"],
+                        help="layout of both models' weights (train.memory_format)")
     parser.add_argument("--profile", action="store_true",
                         help="also record forward time per role and torch.profiler's top ops (first thread count)")
     parser.add_argument("--append", action="store_true",
@@ -358,8 +364,9 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             started = time.perf_counter()
-            rows = [r for r in rows if (r["size"], r["threads"], r["device"], r["dtype"])
-                    != (size, threads, args.device, args.dtype)]
+            key = (size, threads, args.device, args.dtype, args.memory_format)
+            rows = [r for r in rows if (r["size"], r["threads"], r["device"], r["dtype"],
+                                        r.get("memory_format", "contiguous")) != key]
             rows.append(bench_size(size, args, threads, autocast))
             r = rows[-1]
             print(f"{size} threads={threads}: DAFNet {r['dafnet_iteration_ms']:.1f} ms, U-Net {r['unet_step_ms']:.1f} ms, "

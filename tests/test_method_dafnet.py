@@ -417,3 +417,28 @@ def test_paper_configuration_has_the_papers_parameter_count():
     assert counts["mask_discriminator"] == 2_942_401 - 1_024  # 4 x 4 x 64 input weights of one channel
     assert counts["image_discriminator_cine"] == counts["image_discriminator_lge"] == 2_939_329
     assert sum(counts.values()) == 52_073_179 - 65 - 1_024
+
+
+def test_channels_last_trains_the_same_and_exports_contiguous_weights(tmp_path, one_thread):
+    """train.memory_format=channels_last changes the layout, not the arithmetic: the same run
+    logs the same losses (float summation order aside), and its export loads like any other."""
+    from dafnet.engine import train
+    from dafnet.engine.export import load_export
+
+    histories = {}
+    for layout in ("contiguous", "channels_last"):
+        recipe = tiny_recipe(subjects=4, slices=2, fraction=1.0, rotation=0.0)
+        recipe["train"].update({"epochs": 2, "swa_start": None, "patience": None, "memory_format": layout})
+        recipe["output"] = {"tensorboard": False, "figures": False}
+        result = train(resolve(parse_recipe(recipe)), run_dir=tmp_path / layout)
+        histories[layout] = result.history
+        method = load_export(result.export_dir)
+        assert all(p.is_contiguous() for p in method.parameters())
+    checked = 0
+    assert len(histories["contiguous"]) == len(histories["channels_last"]) == 2
+    for a, b in zip(histories["contiguous"], histories["channels_last"]):
+        for key, value in a.items():
+            if key.startswith(("labelled/", "validation/")):
+                assert b[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
+                checked += 1
+    assert checked >= 20

@@ -97,6 +97,9 @@ class TrainConfig(Strict):
     gradient_accumulation_steps: int = Field(1, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     cpu: bool = Field(False, description="force the CPU even when a GPU is present")
+    memory_format: Literal["contiguous", "channels_last"] = Field(
+        "contiguous", description="layout of the networks' 4-D weights (and so of their activations); "
+        "channels_last is the same arithmetic, faster for narrow convolutions on CPU (benchmarks/README.md)")
     swa_start: int | None = Field(
         40, ge=0, description="epoch from which weights are averaged (SWA); null disables"
     )

@@ -117,6 +117,8 @@ class _Session:
                               f"({', '.join(datasets)})", hint="check the data source and data.annotation_fraction")
 
         method.to(acc.device)
+        if t.memory_format == "channels_last":
+            method.to(memory_format=torch.channels_last)
         self.prepared = {role: acc.prepare_model(net) for role, net in self.networks.items()}
         self.freezer = Freezer(self.networks, self.groups)
         self.optimizers = {g: acc.prepare_optimizer(o)

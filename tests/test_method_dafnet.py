@@ -442,3 +442,42 @@ def test_channels_last_trains_the_same_and_exports_contiguous_weights(tmp_path, 
                 assert b[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
                 checked += 1
     assert checked >= 20
+
+
+def test_adversarial_warmup_scales_only_the_generators_adversarial_terms():
+    """adversarial_warmup_epochs = N: scale min(1, (epoch - 1) / N) on adv_mask and adv_image; the
+    paper default (0) never scales; the terms are still computed and logged unweighted."""
+    method, subjects = build(fraction=1.0)
+    assert method.params.adversarial_warmup_epochs == 0 and method.weight_now("adv_mask") == 1.0
+    recipe = tiny_recipe(fraction=1.0)
+    recipe["method"]["params"]["adversarial_warmup_epochs"] = 4
+    torch.manual_seed(0)
+    warm = assemble(resolve(parse_recipe(recipe)))[2]
+    scales = []
+    for epoch in range(1, 7):
+        warm.start_epoch(epoch)
+        scales.append(warm.weight_now("adv_image") / warm.weights["adv_image"])
+    assert scales == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    warm.start_epoch(1)
+    assert warm.weight_now("sup") == warm.weights["sup"] and warm.weight_now("adv_mask") == 0.0
+    batch = first_batch(warm.train_streams(subjects)["labelled"], warm)
+    torch.manual_seed(1)
+    out = warm.phases()[0].step(batch, {})
+    assert {"adv_mask", "adv_image"} <= set(out.terms) and out.terms["adv_mask"] > 0
+    expected = sum(warm.weights[k] * v for k, v in out.terms.items() if k not in ("adv_mask", "adv_image"))
+    assert out.total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_engine_starts_every_epoch_of_a_run_and_of_its_resumption(tmp_path, one_thread, monkeypatch):
+    from dafnet.engine import train
+
+    started = []
+    monkeypatch.setattr(DAFNet, "start_epoch", lambda self, epoch: started.append(epoch))
+    recipe = tiny_recipe(subjects=4, slices=2, fraction=1.0, rotation=0.0)
+    recipe["train"].update({"epochs": 2, "swa_start": None, "patience": None})
+    recipe["output"] = {"tensorboard": False, "figures": False}
+    train(resolve(parse_recipe(recipe)), run_dir=tmp_path / "run")
+    assert started == [1, 2]
+    recipe["train"]["epochs"] = 3
+    train(resolve(parse_recipe(recipe)), resume=tmp_path / "run")
+    assert started == [1, 2, 3]

@@ -271,6 +271,7 @@ class _Session:
             iter_task = progress.add_task("iterations", total=self.streams.iterations, info="")
             for epoch in range(start, t.epochs + 1):
                 began = time.perf_counter()
+                self.method.start_epoch(epoch)
                 row = {"epoch": epoch, **self.run_epoch(epoch, progress, iter_task)}
                 distributed.broadcast_buffers(acc, self.networks.values())
                 if self.averager.update(epoch):

@@ -94,6 +94,11 @@ class Method(Component, nn.Module, ABC):
     def phases(self) -> list[Phase]:
         """The phases of one training iteration, in order."""
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the engine before each training epoch (1-based), the first epoch of a resumed
+        run included; a method with epoch-dependent behaviour (a loss-weight schedule) sets it here.
+        The default does nothing."""
+
     @abstractmethod
     def summary(self) -> list[RoleSummary]:
         """Per role: component, output shape, trainable parameter count (no training)."""

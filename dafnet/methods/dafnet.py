@@ -62,6 +62,11 @@ class DAFNet(Method):
             "candidates in random order (k > 1), as in the paper's pairing experiment")
         ce_weight: float = Field(0.01, ge=0, description="cross-entropy weight inside L_sup = (1 - Dice) + w CE")
         dice_smooth: float = Field(1e-12, gt=0, description="smoothing of the soft Dice in L_sup")
+        adversarial_warmup_epochs: int = Field(
+            0, ge=0, description="named deviation, not in the paper (0): the generator's adversarial weights "
+            "(adv_mask, adv_image) are scaled by min(1, (epoch - 1) / N), so they are off in epoch 1 and at "
+            "their recipe value from epoch N + 1; the critics train throughout. Shortens the slow start of "
+            "short runs (docs/method.md)")
 
     def __init__(self, params: "DAFNet.Params", facts: Facts, recipe=None) -> None:
         super().__init__(params, facts, recipe)
@@ -79,6 +84,7 @@ class DAFNet(Method):
         self.num_classes = facts.require("num_classes")
         self.weights = dict(self.loss_weights)
         self.weights.update(getattr(recipe, "losses", None) or {})
+        self.adversarial_scale = 1.0 if params.adversarial_warmup_epochs == 0 else 0.0
         self._build(facts.with_(num_candidates=self.num_candidates))
         f = self.facts
         self.supervised = SupervisedLoss(
@@ -116,6 +122,18 @@ class DAFNet(Method):
                 for _ in self.modalities)
         self.pairing_head = self._component("pairing_head", facts)[0] if self.num_candidates > 1 else None
         self.facts = facts
+
+    ADVERSARIAL_TERMS = ("adv_mask", "adv_image")
+
+    def start_epoch(self, epoch: int) -> None:
+        warmup = self.params.adversarial_warmup_epochs
+        self.adversarial_scale = 1.0 if warmup == 0 else min(1.0, (epoch - 1) / warmup)
+
+    def weight_now(self, term: str) -> float:
+        """The weight of a generator term in the current epoch (the recipe's, scaled during the
+        adversarial warm-up)."""
+        scale = self.adversarial_scale if term in self.ADVERSARIAL_TERMS else 1.0
+        return self.weights[term] * scale
 
     def critics(self) -> list[nn.Module]:
         out = [self.mask_discriminator] if self.mask_discriminator is not None else []

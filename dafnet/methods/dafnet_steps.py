@@ -119,7 +119,7 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
             terms["z_rec"] = sum(_z_reconstruction(method, s) for s in graph.anatomy)
     if not terms:
         raise RuntimeError("every DAFNet loss weight is 0: nothing to train")
-    total = sum(w[name] * value for name, value in terms.items())
+    total = sum(method.weight_now(name) * value for name, value in terms.items())
     _store(method, graph, batch, scratch)
     return LossOutput(total=total, terms={k: v.detach() for k, v in terms.items()})
 

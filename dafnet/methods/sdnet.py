@@ -95,6 +95,10 @@ class SDNet(Method):
     def critics(self) -> list[nn.Module]:
         return [self.mask_discriminator] if self.mask_discriminator is not None else []
 
+    def weight_now(self, term: str) -> float:
+        """The weight of a generator term (constant: SDNet has no schedule)."""
+        return self.weights[term]
+
     # ------------------------------------------------------------------ engine contract
     def networks(self) -> dict[str, nn.Module]:
         nets = {"anatomy_encoder": self.anatomy_encoder, "modality_encoder": self.modality_encoder,

@@ -84,7 +84,7 @@ class DAFNet(Method):
         self.num_classes = facts.require("num_classes")
         self.weights = dict(self.loss_weights)
         self.weights.update(getattr(recipe, "losses", None) or {})
-        self.adversarial_scale = 1.0 if params.adversarial_warmup_epochs == 0 else 0.0
+        self.start_epoch(1)  # sets adversarial_scale
         self._build(facts.with_(num_candidates=self.num_candidates))
         f = self.facts
         self.supervised = SupervisedLoss(

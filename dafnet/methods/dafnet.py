@@ -84,7 +84,7 @@ class DAFNet(Method):
         self.num_classes = facts.require("num_classes")
         self.weights = dict(self.loss_weights)
         self.weights.update(getattr(recipe, "losses", None) or {})
-        self.start_epoch(1)  # sets adversarial_scale
+        self.adversarial_scale = self._adversarial_scale(epoch=1)
         self._build(facts.with_(num_candidates=self.num_candidates))
         f = self.facts
         self.supervised = SupervisedLoss(
@@ -125,9 +125,12 @@ class DAFNet(Method):
 
     ADVERSARIAL_TERMS = ("adv_mask", "adv_image")
 
-    def start_epoch(self, epoch: int) -> None:
+    def _adversarial_scale(self, epoch: int) -> float:
         warmup = self.params.adversarial_warmup_epochs
-        self.adversarial_scale = 1.0 if warmup == 0 else min(1.0, (epoch - 1) / warmup)
+        return 1.0 if warmup == 0 else min(1.0, (epoch - 1) / warmup)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.adversarial_scale = self._adversarial_scale(epoch)
 
     def weight_now(self, term: str) -> float:
         """The weight of a generator term in the current epoch (the recipe's, scaled during the

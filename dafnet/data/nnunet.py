@@ -156,7 +156,7 @@ class NnUNetDataSource(PreprocessedSource):
                            for name, channel in self._channels.items() if channel in files.images}
                 self._shared_labels = {}
                 if volumes:
-                    _warn_if_normals_differ(case, volumes)
+                    warn_if_normals_differ(case, volumes)
                     subjects.append(Subject(id=case, volumes=volumes))
             if not subjects:
                 raise DafnetError(f"{self.root / 'imagesTr'} holds no images of the channels "
@@ -334,7 +334,10 @@ def _usable_slices(stack: np.ndarray, path: Path) -> tuple[int, int]:
     return start, stop
 
 
-def _warn_if_normals_differ(case: str, volumes: dict[str, Volume]) -> None:
+def warn_if_normals_differ(case: str, volumes: dict[str, Volume]) -> None:
+    """Warn when the slice normals of a case's sequences differ by more than
+    NORMAL_ANGLE_WARNING_DEGREES (pairing by slice position then means little); used when
+    loading a dataset and by ``dafnet data check``."""
     normals = {n: v.affine[:3, 0] / np.linalg.norm(v.affine[:3, 0]) for n, v in volumes.items()}
     names = list(normals)
     for other in names[1:]:

@@ -65,9 +65,9 @@ def check_cases(cases: dict[str, StagedCase], modalities, class_names, params: d
                 else:
                     loaded[modality] = volume
             if len(loaded) > 1:
-                from dafnet.data.nnunet import _warn_if_normals_differ
+                from dafnet.data.nnunet import warn_if_normals_differ
 
-                _warn_if_normals_differ(case, loaded)
+                warn_if_normals_differ(case, loaded)
         report.warnings += list(dict.fromkeys(str(w.message) for w in caught))
         _pairing(report, loaded, target)
         missing = [m for m in modalities if m not in files.images]

@@ -180,5 +180,5 @@ def test_quickstart_validates_and_summarises(capsys):
     counts = table_counts(out)
     assert "64x64" in out and counts["total"] == sum(c for r, c in counts.items() if r != "total") > 0
     for role in ("anatomy_encoder", "modality_encoder", "segmentor", "aligner", "decoder",
-                 "mask_discriminator", "image_discriminator_cine", "image_discriminator_lge"):
+                 "mask_discriminator", "image_discriminator_cine", "image_discriminator_t2"):
         assert counts[role] > 0, role

@@ -26,6 +26,17 @@ def _fresh_registry():
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny convolutions run faster single-threaded; the setting is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     path = SHARED / "data"
     if not path.exists():

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from _cli import run_cli as run
 from dafnet.cli import main
 
 
@@ -17,16 +18,6 @@ def toys():
 
     _toys.register_toys()
     return _toys
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_help_lists_commands_in_panels(capsys):

@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from dafnet.cli import main
+from _cli import run_cli
 from dafnet.data.nnunet_writer import write_nnunet_raw
 from dafnet.data.phantom import PhantomDataSource
 from dafnet.inference.check import check_cases, nnunet_cases
 
 
 def run(capsys, *args) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, *args)
     return code, " ".join((out + err).split())
 
 

@@ -362,15 +362,6 @@ def train_iterations(method, batch, optimizers, iterations):
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run faster single-threaded; the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_optimizers(method, lr):
     nets = method.networks()
     return {g: torch.optim.Adam([p for r in roles for p in nets[r].parameters()], lr=lr)

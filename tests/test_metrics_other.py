@@ -24,11 +24,9 @@ from dafnet.registry import registry
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):
+    """Every test here runs single-threaded (conftest's one_thread)."""
     yield
-    torch.set_num_threads(threads)
 
 
 def probs_of(labels: torch.Tensor, channels: int = 3) -> torch.Tensor:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from _cli import run_cli
 from dafnet.cli import main
 from dafnet.data.nnunet_writer import nifti_to_volume
 from dafnet.data.phantom import PhantomDataSource
@@ -32,12 +33,7 @@ TINY_MODEL = {
 
 
 def run(capsys, *args) -> tuple[int, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, *args)
     return code, out + err
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from _cli import run_cli as cli
 from dafnet.assemble import assemble
 from dafnet.builder import build_and_declare
-from dafnet.cli import main
 from dafnet.config import load_recipe
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.interfaces.facts import Facts
@@ -34,16 +34,6 @@ IMAGE_CRITIC = 2_939_329
 PAPER_TOTAL = 52_073_179
 
 
-def cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def table_counts(out: str) -> dict[str, int]:
     """role -> parameters from the rich table ``dafnet summary`` prints (the last column)."""
     rows = {}
@@ -52,14 +42,6 @@ def table_counts(out: str) -> dict[str, int]:
         if len(cells) == 4 and re.fullmatch(r"[\d,]+", cells[3]):
             rows[cells[0]] = int(cells[3].replace(",", ""))
     return rows
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- a) training lowers the terms

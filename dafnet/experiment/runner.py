@@ -22,7 +22,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from torch.utils.data import DataLoader

@@ -31,14 +31,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from dafnet.assemble import build_data_source, build_method
-from dafnet.components.anatomy import ContractingPath, UpStage
-from dafnet.components.init import ConvBlock, conv2d, count_trainable
+from dafnet.components.init import count_trainable
 from dafnet.config import load_recipe
 from dafnet.losses import SupervisedLoss
+from dafnet.methods.unet import UNet2D
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {
@@ -49,29 +48,6 @@ SIZES = {
                             "data.source.params.subjects=1", "data.source.params.slices=6",
                             "data.annotation_fraction=1.0"]},
 }
-
-
-class PlainUNet(nn.Module):
-    """The reference: a 2D U-Net with the anatomy encoder's blocks and widths, L + 1 softmax outputs."""
-
-    def __init__(self, in_channels: int, num_outputs: int, base_filters: int, depth: int) -> None:
-        super().__init__()
-        widths = [base_filters * 2**i for i in range(depth)]
-        self.down = ContractingPath(in_channels, widths)
-        self.bottleneck = ConvBlock(widths[-1], base_filters * 2**depth)
-        previous, stages = base_filters * 2**depth, []
-        for w in reversed(widths):
-            stages.append(UpStage(previous, w))
-            previous = w
-        self.up = nn.ModuleList(stages)
-        self.head = conv2d(widths[0], num_outputs, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, skips = self.down(x)
-        x = self.bottleneck(x)
-        for stage, skip in zip(self.up, reversed(skips)):
-            x = stage(x, skip)
-        return self.head(x)  # logits; softmax in the loss / at inference
 
 
 # --------------------------------------------------------------------------- setup
@@ -100,7 +76,7 @@ def build(size: str, batch_size: int, device: str, memory_format: str = "contigu
 
 def build_unet(method, recipe, device, memory_format: str = "contiguous"):
     params = method.anatomy_encoder.params
-    net = PlainUNet(method.facts.image_channels, method.num_classes + 1, params.base_filters, params.depth).to(device)
+    net = UNet2D(method.facts.image_channels, method.num_classes + 1, params.base_filters, params.depth).to(device)
     if memory_format == "channels_last":
         net.to(memory_format=torch.channels_last)
     loss = SupervisedLoss(SupervisedLoss.Params(), method.facts)

@@ -437,6 +437,22 @@ def test_swa_recomputes_batchnorm_statistics(tmp_path):
     assert int(w["1.num_batches_tracked"]) == 4
 
 
+def test_swa_skips_a_network_without_parameters():
+    """An identity aligner has no parameters: AveragedModel cannot update an empty list, so the
+    averager leaves such a network alone and averages the others."""
+    from dafnet.engine.swa import WeightAverager
+
+    nets = {"linear": nn.Linear(2, 1), "identity": nn.Identity()}
+    averager = WeightAverager(nets, start=1)
+    for epoch, value in ((1, 1.0), (2, 3.0)):
+        with torch.no_grad():
+            nets["linear"].weight.fill_(value)
+        assert averager.update(epoch)
+    averager.copy_to_networks()
+    assert set(averager.averages) == {"linear"} and averager.snapshots == 2
+    assert torch.all(nets["linear"].weight == 2.0)
+
+
 def test_non_finite_loss_is_a_clear_error(tmp_path):
     from dafnet.engine import train
 

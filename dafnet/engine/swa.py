@@ -22,7 +22,9 @@ class WeightAverager:
     """The running uniform average of each network; checkpointable (``state_dict``)."""
 
     def __init__(self, networks: dict[str, nn.Module], start: int | None) -> None:
-        self.networks = networks
+        # a network without parameters (an identity aligner, say) has nothing to average, and
+        # AveragedModel cannot update an empty parameter list
+        self.networks = {role: net for role, net in networks.items() if any(True for _ in net.parameters())}
         self.start = start
         self.averages: dict[str, AveragedModel] = {}
 

@@ -472,3 +472,48 @@ def test_the_engine_starts_every_epoch_of_a_run_and_of_its_resumption(tmp_path, 
     recipe["train"]["epochs"] = 3
     train(resolve(parse_recipe(recipe)), resume=tmp_path / "run")
     assert started == [1, 2, 3]
+
+
+def test_aligner_warmup_leaves_the_aligner_at_the_identity_then_trains_it():
+    """aligner_warmup_epochs = N: in epochs 1..N the cross terms use the unaligned anatomy and the
+    aligner gets exactly zero gradients; from epoch N + 1 it gets real ones."""
+    recipe = tiny_recipe(fraction=1.0)
+    recipe["method"]["params"]["aligner_warmup_epochs"] = 2
+    torch.manual_seed(0)
+    method = assemble(resolve(parse_recipe(recipe)))[2]
+    _, subjects = build(fraction=1.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    generator = method.phases()[0]
+
+    def aligner_gradients(epoch):
+        method.start_epoch(epoch)
+        method.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        generator.step(batch, {}).total.backward()
+        return [p.grad for p in method.aligner.parameters()]
+
+    assert not method.aligning
+    during = aligner_gradients(2)
+    assert all(g is not None and torch.count_nonzero(g) == 0 for g in during)
+    with torch.no_grad():
+        graph = training_graph(method, batch)
+    assert graph.crosses[0].source == 0 and graph.crosses[0].dest == method.target_index
+    torch.testing.assert_close(graph.crosses[0].seg.probabilities, graph.segmentation[0].probabilities)
+    after = aligner_gradients(3)
+    assert method.aligning and any(torch.count_nonzero(g) > 0 for g in after)
+
+
+def test_identity_aligner_trains_with_swa_and_exports(tmp_path, one_thread):
+    """The "no STN" ablation (model.aligner=identity) has a network without parameters; SWA and
+    the export handle it."""
+    from dafnet.engine import train
+    from dafnet.engine.export import load_export
+
+    recipe = tiny_recipe(subjects=4, slices=2, fraction=0.5, rotation=0.0)
+    recipe["model"]["aligner"] = {"name": "identity"}
+    recipe["train"].update({"epochs": 2, "swa_start": 1, "patience": None})
+    recipe["output"] = {"tensorboard": False, "figures": False}
+    result = train(resolve(parse_recipe(recipe)), run_dir=tmp_path / "run")
+    assert result.epochs_run == 2
+    method = load_export(result.export_dir)
+    assert sum(p.numel() for p in method.aligner.parameters()) == 0

@@ -67,6 +67,11 @@ class DAFNet(Method):
             "(adv_mask, adv_image) are scaled by min(1, (epoch - 1) / N), so they are off in epoch 1 and at "
             "their recipe value from epoch N + 1; the critics train throughout. Shortens the slow start of "
             "short runs (docs/method.md)")
+        aligner_warmup_epochs: int = Field(
+            0, ge=0, description="named deviation, not in the paper (0): in training epochs 1..N the cross terms "
+            "use the unaligned anatomy (the aligner's output is multiplied by 0, so it gets zero gradients and "
+            "stays at its initial identity); from epoch N + 1 the aligner trains as usual. Lets the anatomies "
+            "form before the aligner learns to match them. Evaluation always uses the aligner (docs/method.md)")
 
     def __init__(self, params: "DAFNet.Params", facts: Facts, recipe=None) -> None:
         super().__init__(params, facts, recipe)
@@ -85,6 +90,7 @@ class DAFNet(Method):
         self.weights = dict(self.loss_weights)
         self.weights.update(getattr(recipe, "losses", None) or {})
         self.adversarial_scale = self._adversarial_scale(epoch=1)
+        self.aligning = self.params.aligner_warmup_epochs == 0
         self._build(facts.with_(num_candidates=self.num_candidates))
         f = self.facts
         self.supervised = SupervisedLoss(
@@ -131,6 +137,7 @@ class DAFNet(Method):
 
     def start_epoch(self, epoch: int) -> None:
         self.adversarial_scale = self._adversarial_scale(epoch)
+        self.aligning = epoch > self.params.aligner_warmup_epochs
 
     def weight_now(self, term: str) -> float:
         """The weight of a generator term in the current epoch (the recipe's, scaled during the

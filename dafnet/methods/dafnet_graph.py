@@ -83,6 +83,8 @@ def training_graph(method, batch: dict, with_images: bool = True) -> Graph:
     def cross(i, j, moving, fixed, z, truth, weights):
         kk = moving.shape[1]
         warped = method.aligner(flat(moving), flat(fixed)).warped
+        if not getattr(method, "aligning", True):  # aligner warm-up: unaligned, zero gradients to the aligner
+            warped = flat(moving) + 0.0 * warped
         if weights is None and kk > 1:
             weights = method.pairing_head(cand_s[t][:, 0], rows(warped, kk)).weights
         image = method.decoder(warped, flat(z)) if with_images else None

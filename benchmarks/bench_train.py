@@ -16,7 +16,8 @@ the fourth channel simply never occurs; batch 6).
     python benchmarks/bench_train.py [--sizes quickstart paper --threads 1 2 --profile]
 
 Prints markdown tables, writes ``benchmarks/results/train.json`` and ``train.md``.
-``--device cuda`` and ``--dtype bf16`` (autocast) exist but were not run here (no GPU).
+``--device cuda --dtype fp32|bf16`` (bf16: autocast) time it on a GPU (``benchmarks/gpu.sh`` runs
+both); TF32 stays at PyTorch's defaults, as in training.
 """
 
 from __future__ import annotations
@@ -136,15 +137,17 @@ def timed(fn, device: str, iterations: int, warmup: int) -> list[float]:
 
 
 # --------------------------------------------------------------------------- where the time goes
-def role_forward_times(method, run) -> dict[str, dict]:
-    """Forward calls and wall time per network role during ``run()`` (CPU: synchronous)."""
+def role_forward_times(method, run, device: str) -> dict[str, dict]:
+    """Forward calls and wall time per network role during ``run()`` (CUDA: synchronised around each)."""
     stats: dict[str, dict] = {}
     handles = []
     for role, net in list(method.networks().items()):
         def pre(_m, _i, role=role):
+            sync(device)
             stats.setdefault(role, {"calls": 0, "forward_ms": 0.0, "_t": 0.0})["_t"] = time.perf_counter()
 
         def post(_m, _i, _o, role=role):
+            sync(device)
             stats[role]["calls"] += 1
             stats[role]["forward_ms"] += (time.perf_counter() - stats[role]["_t"]) * 1e3
         handles += [net.register_forward_pre_hook(pre), net.register_forward_hook(post)]
@@ -179,15 +182,31 @@ def forward_flops_per_module(method, batch, phases) -> dict[str, float]:
     return dict(sorted(per_module.items(), key=lambda kv: -kv[1]))
 
 
-def top_ops(run, count: int = 12) -> list[dict]:
+def top_ops(run, device: str, count: int = 12) -> list[dict]:
+    """The ops with the most self CPU time in ``run()``; with CUDA also their self GPU time, and a
+    last row with the kernel launches and the total GPU time of the kernels."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
         run()
-    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    return [{"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 2),
-             "share": round(e.self_cpu_time_total / total, 3)} for e in rows]
+        sync(device)
+    events = prof.key_averages()
+    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:count]
+    total = sum(e.self_cpu_time_total for e in events)
+    out = [{"op": e.key, "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 2),
+            "share": round(e.self_cpu_time_total / total, 3)} for e in rows]
+    if device == "cuda":
+        gpu_ms = {e.key: getattr(e, "self_device_time_total", 0) / 1e3 for e in events}
+        for row in out:
+            row["self_gpu_ms"] = round(gpu_ms[row["op"]], 2)
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]  # kernel events only: no double count
+        out.append({"op": "(all kernels)", "calls": sum(e.count for e in kernels),
+                    "launches": sum(e.count for e in events if e.key.startswith("cudaLaunchKernel")),
+                    "self_cpu_ms": round(total / 1e3, 2), "share": 1.0,
+                    "self_gpu_ms": round(sum(e.self_device_time_total for e in kernels) / 1e3, 2)})
+    return out
 
 
 # --------------------------------------------------------------------------- one size
@@ -255,16 +274,17 @@ def bench_size(size, args, threads, autocast) -> dict:
     }
     if args.profile and threads == args.threads[0]:
         run_once = lambda: dafnet_iteration(method, batch, optimizers, phases, autocast, device)  # noqa: E731
-        row["role_forward_ms_one_iteration"] = role_forward_times(method, run_once)
-        if device == "cpu":
-            row["top_ops_one_iteration"] = top_ops(run_once)
+        row["role_forward_ms_one_iteration"] = role_forward_times(method, run_once, device)
+        run_once()  # the profiler's first call pays for its own warm-up
+        row["top_ops_one_iteration"] = top_ops(run_once, device)
     return row
 
 
 # --------------------------------------------------------------------------- report
 def markdown(rows: list[dict]) -> str:
-    env = environment("cpu")
-    lines = [f"Machine: {env['cpu_count']} CPUs, torch {env['torch']}; medians over the timed iterations; "
+    env = environment("cuda" if any(r["device"] == "cuda" for r in rows) else "cpu")
+    gpu = f", GPU {env['cuda_device']}" if env["cuda_device"] else ""
+    lines = [f"Machine: {env['cpu_count']} CPUs{gpu}, torch {env['torch']}; medians over the timed iterations; "
              "load average = 1-minute load before / after the row (other jobs share the machine).", "",
              "FLOP ratio: DAFNet iteration FLOPs / (2 x U-Net step FLOPs), forward + backward, counted by "
              "torch.utils.flop_counter; a faithful implementation cannot beat it on compute-bound hardware.", "",
@@ -289,8 +309,14 @@ def markdown(rows: list[dict]) -> str:
             lines.append("Forward time per role in one iteration (calls, ms): " + ", ".join(
                 f"{k} {v['calls']}x {v['forward_ms']:.1f}" for k, v in r["role_forward_ms_one_iteration"].items()))
         if "top_ops_one_iteration" in r:
+            ops = r["top_ops_one_iteration"]
             lines.append("Top ops (self CPU): " + ", ".join(
-                f"{o['op']} {100 * o['share']:.0f}%" for o in r["top_ops_one_iteration"][:8]))
+                f"{o['op']} {100 * o['share']:.0f}%" + (f" (GPU {o['self_gpu_ms']:.1f} ms)" if "self_gpu_ms" in o else "")
+                for o in ops[:8] if o["op"] != "(all kernels)"))
+            if ops[-1]["op"] == "(all kernels)":
+                lines.append(f"One profiled iteration: {ops[-1]['self_cpu_ms']:.1f} ms of CPU time in ops, "
+                             f"{ops[-1]['launches']} kernel launches, {ops[-1]['calls']} kernels taking "
+                             f"{ops[-1]['self_gpu_ms']:.1f} ms of GPU time")
     return "\n".join(lines) + "\n"
 
 
@@ -317,8 +343,8 @@ def main() -> None:
     parser.add_argument("--quickstart-iterations", type=int, default=10, help="timed iterations per repeat")
     parser.add_argument("--paper-iterations", type=int, default=2, help="timed iterations per repeat (slow on CPU)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of DAFNet / U-Net timings")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: untested here (no GPU)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast (untested on GPU)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu or cuda")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast")
     parser.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"],
                         help="layout of both models' weights (train.memory_format)")
     parser.add_argument("--profile", action="store_true",

@@ -1,0 +1,112 @@
+"""On one CUDA device (skipped without one, see conftest): the engine trains DAFNet through
+Accelerate in fp32 and bf16, the export predicts on the GPU as on the CPU, and the TPS warp
+and the torch distance correlation give the CPU's numbers.
+
+TF32 is switched off where numbers are compared, so the GPU computes in true fp32.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.gpu
+
+TINY = {
+    "name": "gpu",
+    "data": {"source": {"name": "phantom", "params": {"subjects": 4, "slices": 4, "image_size": 32,
+                                                        "modalities": ["cine", "t2"]}},
+             "modalities": ["cine", "t2"], "target": "t2", "annotation_fraction": 0.5},
+    "model": {
+        "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": 4, "depth": 2}},
+        "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
+        "segmentor": {"name": "conv_head", "params": {"filters": 8}},
+        "discriminator": {"name": "lsgan_conv", "params": {"filters": [4, 8, 8], "strides": [2, 2, 1]}},
+    },
+    "train": {"epochs": 2, "batch_size": 2, "swa_start": 2},
+    "output": {"tensorboard": False, "figures": False},
+}
+
+
+@pytest.fixture
+def true_fp32():
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def recipe(**train):
+    from dafnet.config.resolve import parse_recipe, resolve
+
+    spec = json.loads(json.dumps(TINY))
+    spec["train"].update(train)
+    return resolve(parse_recipe(spec))
+
+
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_dafnet_trains_on_the_gpu_through_accelerate(tmp_path, mixed_precision):
+    from dafnet.engine import train
+
+    result = train(recipe(mixed_precision=mixed_precision), run_dir=tmp_path / "run",
+                   console=Console(file=io.StringIO()))
+    meta = json.loads((result.run_dir / "metadata.json").read_text())
+    assert meta["device"].startswith("cuda") and meta["mixed_precision"] == mixed_precision
+    assert result.epochs_run == 2
+    assert all(np.isfinite(v) for row in result.history for v in row.values() if isinstance(v, float))
+    weights = load_file(str(result.export_dir / "anatomy_encoder.safetensors"))
+    assert all(t.device.type == "cpu" and torch.isfinite(t.float()).all() for t in weights.values())
+    assert 0.0 <= result.summary["monitor"] <= 1.0, result.summary
+
+
+def test_the_export_predicts_the_same_on_gpu_and_cpu(tmp_path, true_fp32):
+    from dafnet.engine import train
+    from dafnet.engine.export import load_export
+
+    result = train(recipe(epochs=1, swa_start=None), run_dir=tmp_path / "run", console=Console(file=io.StringIO()))
+    generator = torch.Generator().manual_seed(0)
+    images = {m: torch.rand(3, 1, 32, 32, generator=generator) * 2 - 1 for m in ("cine", "t2")}
+    on_cpu = load_export(result.export_dir, device="cpu").predict(images, "t2")
+    on_gpu = load_export(result.export_dir, device="cuda").predict({m: x.cuda() for m, x in images.items()}, "t2")
+    assert set(on_cpu) == set(on_gpu)
+    for kind in on_cpu:
+        # the binary anatomy may flip a pixel that sits at a rounding tie; everything else agrees
+        close = torch.isclose(on_gpu[kind].cpu(), on_cpu[kind], atol=1e-4)
+        assert close.float().mean() > 0.999, kind
+
+
+def test_tps_warp_on_the_gpu_equals_the_cpu(true_fp32):
+    from dafnet.builder import build
+    from dafnet.interfaces import Facts
+
+    torch.manual_seed(0)
+    facts = Facts(image_size=(48, 40), anatomy_channels=3, modalities=("a", "b"), num_classes=2)
+    aligner = build("aligner", "tps", {}, facts)
+    generator = torch.Generator().manual_seed(1)
+    fixed = torch.rand(2, 3, 48, 40, generator=generator)
+    moving = torch.rand(2, 3, 48, 40, generator=generator)
+    with torch.no_grad():
+        for p in aligner.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    aligner.eval()
+    on_cpu = aligner(moving, fixed)
+    on_gpu = aligner.cuda()(moving.cuda(), fixed.cuda())
+    torch.testing.assert_close(on_gpu.warped.cpu(), on_cpu.warped, atol=1e-5, rtol=1e-5)
+
+
+def test_distance_correlation_on_the_gpu_equals_the_dcor_package():
+    import dcor
+
+    from dafnet.metrics.dcor import distance_correlation, u_distance_correlation_sqr
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((300, 512)) > 0.7).astype(np.float64)
+    y = x[:, :3] @ rng.normal(size=(3, 8)) + 0.1 * rng.normal(size=(300, 8))
+    assert distance_correlation(x, y, chunk=64, device="cuda") == pytest.approx(dcor.distance_correlation(x, y), abs=1e-6)
+    assert u_distance_correlation_sqr(x, y, device="cuda") == pytest.approx(dcor.u_distance_correlation_sqr(x, y), abs=1e-6)

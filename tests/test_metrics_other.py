@@ -234,11 +234,15 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
     batch = next(iter(DataLoader(method.eval_dataset(subjects), batch_size=3, collate_fn=method.collate)))
     inputs = method.evaluation_inputs(batch)
     kinds = [i.prediction_type for i in inputs]
-    assert kinds == ["single", "deformed", "fused", "factors", "factors"]
-    for item in inputs[:3]:
+    assert kinds == ["single", "deformed", "fused", "copy_cine", "aligned_copy_cine", "factors", "factors"]
+    for item in inputs[:5]:
         assert item.prediction.shape == (3, facts.num_classes + 1, 32, 32) and item.target.shape == (3, 32, 32)
         assert item.modality == ["lge"] * 3 and item.anatomy is None
-    factors = {i.modality[0]: i for i in inputs[3:]}
+        torch.testing.assert_close(item.prediction.sum(1), torch.ones(3, 32, 32), atol=1e-5, rtol=0)
+    copy, aligned = inputs[3].prediction, inputs[4].prediction
+    assert torch.equal(copy.argmax(1), batch["masks"][:, 0, 0]) and torch.equal(inputs[3].target, batch["masks"][:, 1, 0])
+    torch.testing.assert_close(aligned, copy, atol=1e-4, rtol=0)  # the TPS starts at the identity
+    factors = {i.modality[0]: i for i in inputs[5:]}
     assert set(factors) == {"cine", "lge"}
     assert factors["cine"].z.shape == factors["cine"].logvar.shape == (3, method.z_dim)
     assert factors["cine"].anatomy.shape[1] == method.facts.anatomy_channels

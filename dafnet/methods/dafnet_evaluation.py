@@ -6,6 +6,11 @@ For a batch of :class:`~dafnet.data.slices.PairedSliceDataset` samples it return
   ``weighted`` with k > 1, and ``deformed_<m>`` per other modality when there are several):
   ``prediction`` (class probabilities), ``target`` (the target masks), ``image`` (the target
   images), only for the samples whose target slice has ground truth;
+* per other modality m, two references that read m's ground truth (for the samples where both
+  slices have it): ``copy_<m>``, m's mask as the target's prediction (the ``copy`` baseline),
+  and ``aligned_copy_<m>``, m's mask moved by the learned aligner (the sampling grid of
+  Align(s_m -> s_target), bilinear). Their difference measures the alignment alone, whatever
+  the segmentor does (paper Fig. 7 in numbers);
 * one ``MetricInputs`` per modality with ``prediction_type = "factors"``: ``image``, its
   ``anatomy`` s, ``z`` (the mean of q(z | x, s)) and ``logvar``, for the samples that have the
   modality (anchors only: candidate 0).
@@ -18,7 +23,9 @@ The evaluation driver may add ``case_ids`` (subject ids), ``spacing`` (row, col 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from dafnet.components.aligners.thin_plate import sample
 from dafnet.interfaces import MetricInputs
 from dafnet.methods.dafnet_inference import predict_target
 
@@ -47,6 +54,7 @@ def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
                 case_ids=[case_ids[i] for i in rows], prediction_type=kind,
                 prediction=probabilities[index], target=truth[index], image=anchors[t][index],
                 modality=[names[t]] * len(rows), slice_index=slices[index.to(slices.device)], **common))
+    out += _copies(method, batch, anchors, present, case_ids, slices, common)
     for m in range(n):
         rows = present[m].nonzero().flatten().tolist()
         if not rows:
@@ -59,6 +67,33 @@ def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
             case_ids=[case_ids[i] for i in rows], prediction_type="factors", anatomy=s, z=q.mu,
             logvar=q.logvar, image=x, modality=[names[m]] * len(rows),
             slice_index=slices[index.to(slices.device)], **common))
+    return out
+
+
+def _copies(method, batch, anchors, present, case_ids, slices, common) -> list[MetricInputs]:
+    """``copy_<m>`` and ``aligned_copy_<m>`` for every other modality m (module docstring)."""
+    t, names, masks = method.target_index, method.modalities, batch["masks"]
+    labelled = batch["labelled"][:, :, 0].bool()
+    out = []
+    s_t = None
+    for m in range(len(names)):
+        if m == t:
+            continue
+        rows = (labelled[:, t] & labelled[:, m] & present[m].to(labelled.device)).nonzero().flatten().tolist()
+        if not rows:
+            continue
+        index = torch.tensor(rows, device=anchors[t].device)
+        if s_t is None:
+            s_t = method.anatomy_encoder(anchors[t], t).anatomy
+        s_m = method.anatomy_encoder(anchors[m][index], m).anatomy
+        grid = method.aligner(s_m, s_t[index]).grid
+        source = F.one_hot(masks[:, m, 0][index].long(), method.num_classes + 1).permute(0, 3, 1, 2)
+        source = source.to(s_m.dtype)
+        for kind, prediction in ((f"copy_{names[m]}", source), (f"aligned_copy_{names[m]}", sample(source, grid))):
+            out.append(MetricInputs(
+                case_ids=[case_ids[i] for i in rows], prediction_type=kind, prediction=prediction,
+                target=masks[:, t, 0][index], image=anchors[t][index], modality=[names[t]] * len(rows),
+                slice_index=slices[index.to(slices.device)], **common))
     return out
 
 

@@ -165,6 +165,7 @@ def test_pairing_modes_become_method_overrides(tmp_path):
     ({"reference": "nobody"}, "reference"),
     ({"pairings": ["sideways"]}, "pairings"),
     ({"overrides": ["train.epochz=1"]}, "epochz"),
+    ({"seeds": [1, 1]}, "seeds"),
 ])
 def test_bad_specs_exit_2_with_the_key(tmp_path, capsys, change, needle):
     from dafnet.cli import main
@@ -175,6 +176,29 @@ def test_bad_specs_exit_2_with_the_key(tmp_path, capsys, change, needle):
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert needle in captured.out + captured.err
+
+
+def test_seeds_multiply_trainable_cells_and_tables_average_each_volume_over_them(tmp_path):
+    from dafnet.experiment.tables import build_tables
+
+    spec_path = write_spec(tmp_path, seeds=[0, 1], fractions=[1.0], folds=[0],
+                           methods={"UNet-multi": {"recipe": "unet.yaml"},
+                                    "UNet-single": {"recipe": "unet.yaml", "seeds": [5],
+                                                    "overrides": ["method.params.mode=single"]},
+                                    "copy": {"recipe": "copy.yaml"}})
+    spec, base = load_spec(spec_path)
+    cells, reference = expand(spec, base)
+    ids = sorted(c.id for c in cells)
+    assert ids == ["UNet-multi__expert__f100__fold0__all-terms__seed0", "UNet-multi__expert__f100__fold0__all-terms__seed1",
+                   "UNet-single__expert__f100__fold0__all-terms__seed5", "copy__expert__fany__fold0__all-terms"]
+    assert {c.seed: c.recipe.train.seed for c in cells if c.method == "UNet-multi"} == {0: 0, 1: 1}
+    results = {c.id: {"single": {"s1": 40.0 + 10 * (c.seed or 0), "s2": 60.0}} for c in cells}
+    table = build_tables(spec, cells, reference, results)[0]
+    rows = dict(table.rows)
+    assert rows["UNet-multi"][0].values == {"0:s1": 45.0, "0:s2": 60.0}  # mean of seeds 0 and 1
+    assert rows["UNet-single"][0].values == {"0:s1": 90.0, "0:s2": 60.0}
+    assert rows["copy"][0].values == {"0:s1": 40.0, "0:s2": 60.0}
+    assert "averaged over its seeds: trainable methods [0, 1]; UNet-single [5]" in table.note
 
 
 def test_wilcoxon_marks_clear_differences_only():

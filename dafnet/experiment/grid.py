@@ -1,4 +1,5 @@
-"""The cells of an experiment: one resolved recipe per method x pairing x fraction x fold x ablation.
+"""The cells of an experiment: one resolved recipe per method x pairing x fraction x fold x ablation
+(x seed, when the spec or the method lists seeds).
 
 Training-free methods (``copy``, ``register``: no phases) do not depend on the annotation
 fraction, so they get one cell per fold and pairing (``fraction`` None), used in every column.
@@ -30,11 +31,15 @@ class Cell:
     recipe: Recipe | None = None
     trainable: bool = True
     predictions: list[str] = field(default_factory=list)
+    seed: int | None = None
+    """``train.seed`` of the cell; None: the recipe's own (and no ``__seed<k>`` in the id)."""
 
     @property
     def id(self) -> str:
         fraction = "any" if self.fraction is None else f"{100 * self.fraction:g}"
         parts = [self.method, self.pairing, f"f{fraction}", f"fold{self.fold}", self.ablation]
+        if self.seed is not None:
+            parts.append(f"seed{self.seed}")
         return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-") or "x" for p in parts)
 
 
@@ -101,6 +106,7 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
         cls = method_class(bases[label])
         trainable = is_trainable(cls)
         fractions = spec.fractions if trainable else [None]
+        seeds = (entry.seeds or spec.seeds or [None]) if trainable else [None]
         ablations = {FULL: []}
         if label == reference:
             ablations.update(spec.ablations)
@@ -111,12 +117,17 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
             for fraction in fractions:
                 for fold in spec.folds:
                     for ablation, extra in ablations.items():
-                        overrides = list(entry.overrides) + list(spec.overrides) + pair + [f"data.split.fold={fold}"]
-                        if fraction is not None:
-                            overrides.append(f"data.annotation_fraction={fraction}")
-                        overrides += list(extra)
-                        cells.append(Cell(label, pairing, fraction, fold, ablation, overrides, paths[label],
-                                          trainable=trainable, predictions=list(entry.predictions or [])))
+                        for seed in seeds:
+                            overrides = (list(entry.overrides) + list(spec.overrides) + pair
+                                         + [f"data.split.fold={fold}"])
+                            if fraction is not None:
+                                overrides.append(f"data.annotation_fraction={fraction}")
+                            if seed is not None:
+                                overrides.append(f"train.seed={seed}")
+                            overrides += list(extra)
+                            cells.append(Cell(label, pairing, fraction, fold, ablation, overrides, paths[label],
+                                              trainable=trainable, predictions=list(entry.predictions or []),
+                                              seed=seed))
     for cell in cells:
         try:
             cell.recipe = load_recipe(cell.recipe_path, cell.overrides)

@@ -9,6 +9,7 @@ methods:                       # row label -> a base recipe (path relative to th
 reference: DAFNet              # compared against (Wilcoxon signed-rank over matched volumes)
 fractions: [1.0, 0.0]          # data.annotation_fraction of the target
 folds: [0, 1, 2]               # data.split.fold
+seeds: [0, 1, 2]               # train.seed of trainable methods (default: each recipe's own)
 pairings: [expert]             # expert | automated | random
 ablations: {no_rec: [losses.rec=0]}   # label -> overrides, applied to the reference method only
 overrides: [train.epochs=5]    # applied to every cell
@@ -42,6 +43,19 @@ class MethodEntry(_Strict):
     predictions: list[str] | None = Field(
         None, description="prediction types to tabulate (e.g. [fused, single]); default: weighted with "
         "automated pairing, else fused if the method has it, else single")
+    seeds: list[int] | None = Field(None, min_length=1, description="train.seed values of this method's cells "
+                                    "(default: the spec's seeds)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        return _distinct_seeds(value)
+
+
+def _distinct_seeds(value: list[int] | None) -> list[int] | None:
+    if value is not None and (len(set(value)) != len(value) or any(s < 0 for s in value)):
+        raise ValueError(f"seeds must be distinct integers >= 0, got {value}")
+    return value
 
 
 class ExperimentSpec(_Strict):
@@ -53,6 +67,9 @@ class ExperimentSpec(_Strict):
     fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1,
                                    description="target annotation fractions")
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="cross-validation folds")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="train.seed values: every trainable method runs once per seed and a "
+        "volume's Dice is averaged over its seeds before the tables pool volumes (default: each recipe's seed)")
     pairings: list[Pairing] = Field(default_factory=lambda: ["expert"], min_length=1)
     candidates: int = Field(3, ge=2, le=9, description="k candidates of automated pairing")
     ablations: dict[str, list[str]] = Field(default_factory=dict,
@@ -69,6 +86,11 @@ class ExperimentSpec(_Strict):
         if len(set(value)) != len(value):
             raise ValueError(f"fractions repeat: {value}")
         return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _spec_seeds(cls, value: list[int] | None) -> list[int] | None:
+        return _distinct_seeds(value)
 
     @field_validator("folds")
     @classmethod

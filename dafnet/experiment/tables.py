@@ -1,7 +1,8 @@
 """The paper's tables from an experiment's cells, as markdown and CSV.
 
 Each entry is the paper Dice (percent) of the test volumes of every fold of that setting,
-pooled: mean and population std over volumes. An asterisk marks a Wilcoxon signed-rank test
+pooled: mean and population std over volumes. With several seeds, a volume's Dice is first
+averaged over the seeds of its setting, so every volume counts once. An asterisk marks a Wilcoxon signed-rank test
 (``scipy.stats.wilcoxon``, two-sided) with p < alpha over the volumes both settings share
 (same fold and subject), against:
 
@@ -99,15 +100,16 @@ class _Results:
 
     def values(self, method: str, kind: str, fraction: float | None, pairing: str = "expert",
                ablation: str = FULL) -> dict[str, float]:
-        out: dict[str, float] = {}
+        seen: dict[str, list[float]] = {}
         for c in self.cells:
             if (c.method, c.pairing, c.ablation) != (method, pairing, ablation):
                 continue
             if c.fraction is not None and (fraction is None or not math.isclose(c.fraction, fraction)):
                 continue
             per_kind = (self.results.get(c.id) or {}).get(kind, {})
-            out.update({f"{c.fold}:{subject}": v for subject, v in per_kind.items()})
-        return out
+            for subject, v in per_kind.items():  # one list per volume: its Dice under each seed
+                seen.setdefault(f"{c.fold}:{subject}", []).append(v)
+        return {volume: float(np.mean(v)) for volume, v in seen.items()}
 
 
 def row_kinds(spec: ExperimentSpec, results: _Results, method: str, pairing: str = "expert") -> list[str]:
@@ -117,6 +119,12 @@ def row_kinds(spec: ExperimentSpec, results: _Results, method: str, pairing: str
     have = results.kinds(method)
     order = ("weighted", "fused", "single") if pairing == "automated" else ("fused", "single")
     return [next((k for k in order if k in have), "single")]
+
+
+def _seeds_note(spec: ExperimentSpec) -> str:
+    parts = [f"trainable methods {spec.seeds}"] if spec.seeds else []
+    parts += [f"{label} {m.seeds}" for label, m in spec.methods.items() if m.seeds]
+    return " (each volume's Dice averaged over its seeds: " + "; ".join(parts) + ")" if parts else ""
 
 
 def _pct(f: float) -> str:
@@ -131,8 +139,8 @@ def _mark(entry: Entry, against: dict[str, float], alpha: float) -> Entry:
 
 def fraction_table(spec, results: _Results, reference: str, fractions: list[float], key: str, title: str) -> Table:
     table = Table(key, title, [_pct(f) for f in fractions],
-                  note=f"paper Dice (%) of the target, mean ± std over the test volumes of folds {spec.folds}; "
-                       f"* Wilcoxon signed-rank p < {spec.alpha} against {reference}.")
+                  note=f"paper Dice (%) of the target, mean ± std over the test volumes of folds {spec.folds}"
+                       f"{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} against {reference}.")
     ref_kind = row_kinds(spec, results, reference)[0]
     for method in spec.methods:
         kinds = row_kinds(spec, results, method)

@@ -109,6 +109,23 @@ def test_rerun_skips_finished_cells(grid):
     assert (out / "tables.md").read_text() == before
 
 
+def test_jobs_run_cells_side_by_side_with_one_log_each(tmp_path):
+    spec = write_spec(tmp_path, methods={"UNet-multi": {"recipe": "unet.yaml"}, "copy": {"recipe": "copy.yaml"}},
+                      reference="UNet-multi", fractions=[1.0])
+    out = tmp_path / "out"
+    report = run_experiment(spec, out=out, console=QUIET, jobs=2)
+    assert sorted(report["actions"].values()) == ["evaluated", "evaluated", "trained", "trained"]
+    for cell_id in report["actions"]:
+        assert (out / "cells" / cell_id / "per_volume.json").is_file()
+        assert (out / "logs" / f"{cell_id}.log").is_file()
+    rows = list(csv.DictReader((out / "table_I.csv").open()))
+    assert {r["row"] for r in rows} == {"UNet-multi", "copy"} and all(r["mean"] for r in rows)
+    again = run_experiment(spec, out=out, console=QUIET, jobs=2)
+    assert set(again["actions"].values()) == {"skipped"}
+    with pytest.raises(DafnetError, match="jobs"):
+        run_experiment(spec, out=out, console=QUIET, jobs=0)
+
+
 def test_tables_only_runs_nothing(tmp_path):
     spec = write_spec(tmp_path, methods={"copy": {"recipe": "copy.yaml"}}, reference="copy", folds=[0])
     report = run_experiment(spec, out=tmp_path / "out", console=QUIET, tables_only=True)

@@ -16,13 +16,17 @@ def experiment(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and their state; train nothing."),
     tables_only: bool = typer.Option(False, "--tables-only",
                                      help="Write the tables of the cells finished so far; train nothing."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                             help="Cells run side by side in this many processes, each with cpu_count/jobs "
+                                  "torch threads unless OMP_NUM_THREADS is set; on a GPU one DAFNet run "
+                                  "leaves it mostly idle. Cell output goes to OUT/logs/<cell>.log."),
 ) -> None:
     """Run an experiment grid (methods x fractions x folds x pairings x ablations); write Tables I-IV."""
     from rich.table import Table
 
     from dafnet.experiment import run_experiment
 
-    report = run_experiment(spec, out=out, dry_run=dry_run, console=console, tables_only=tables_only)
+    report = run_experiment(spec, out=out, dry_run=dry_run, console=console, tables_only=tables_only, jobs=jobs)
     if dry_run:
         table = Table(title=f"{len(report['cells'])} cells -> {report['out']} (reference: {report['reference']})",
                       title_justify="left")

@@ -13,13 +13,18 @@ evaluation does), which the tables pool over folds.
 * a cell whose training fails with a user error (e.g. a single-modality model at 0% target
   labels: nothing to learn from) is recorded in ``failed.json`` and shown as n/a; it is retried
   on the next run.
+
+With ``jobs > 1`` the cells run side by side in that many spawned processes (each cell is its
+own folder, so they do not interfere); each cell's console output goes to ``OUT/logs/<cell>.log``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -174,6 +179,35 @@ def run_cell(cell: Cell, folder: Path, console: Console) -> str:
         return "failed"
 
 
+def _run_cell_logged(cell: Cell, folder: Path, log: Path, threads: int | None) -> tuple[str, str, float]:
+    """run_cell in a worker process, its console output in ``log``: (cell id, action, seconds)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    with log.open("w", encoding="utf-8") as handle:
+        action = run_cell(cell, folder, Console(file=handle, width=100, force_terminal=False))
+    return cell.id, action, time.perf_counter() - began
+
+
+def _run_side_by_side(cells: list[Cell], folders: dict[str, Path], logs: Path, jobs: int,
+                      console: Console) -> dict[str, str]:
+    import multiprocessing
+
+    # split the CPU between the workers unless the user set the thread count for every process
+    threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // jobs)
+    actions: dict[str, str] = {}
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch/accelerate state
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_run_cell_logged, c, folders[c.id], logs / f"{c.id}.log", threads) for c in cells]
+        console.print(f"{len(cells)} cells in {jobs} processes; each cell's output: {logs}/<cell>.log")
+        for done, future in enumerate(as_completed(futures), 1):
+            cell_id, action, seconds = future.result()
+            actions[cell_id] = action
+            console.print(f"[{done}/{len(cells)}] {cell_id}: {action} in {seconds:.0f} s")
+    return actions
+
+
 def read_cell(folder: Path) -> dict | None:
     """per_volume.json's dice (type -> subject -> percent) of a done cell, else None."""
     path = folder / "per_volume.json"
@@ -183,9 +217,10 @@ def read_cell(folder: Path) -> dict | None:
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run: bool = False,
-                   console: Console | None = None, tables_only: bool = False) -> dict:
+                   console: Console | None = None, tables_only: bool = False, jobs: int = 1) -> dict:
     """Run (or, with ``dry_run``, list) every cell, then write the tables. Returns a report dict.
-    ``tables_only`` writes the tables of the cells finished so far and runs nothing."""
+    ``tables_only`` writes the tables of the cells finished so far and runs nothing; ``jobs`` runs
+    that many cells at once in separate processes."""
     from dafnet.experiment.grid import expand
     from dafnet.experiment.spec import load_spec
     from dafnet.experiment.tables import write_tables
@@ -202,8 +237,15 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     out.mkdir(parents=True, exist_ok=True)
     if Path(spec_path).resolve() != (out / "spec.yaml").resolve():
         shutil.copyfile(spec_path, out / "spec.yaml")
+    if jobs < 1:
+        raise DafnetError(f"--jobs must be >= 1, got {jobs}")
     actions = {}
-    for i, cell in enumerate([] if tables_only else cells, 1):
+    todo = [] if tables_only else [c for c in cells if cell_status(folders[c.id]) != "done"]
+    if jobs > 1 and len(todo) > 1:
+        running = {c.id for c in todo}
+        actions = {c.id: "skipped" for c in cells if c.id not in running}
+        actions.update(_run_side_by_side(todo, folders, out / "logs", jobs, console))
+    for i, cell in enumerate([] if tables_only or actions else cells, 1):
         console.rule(f"[{i}/{len(cells)}] {cell.id}")
         began = time.perf_counter()
         actions[cell.id] = run_cell(cell, folders[cell.id], console)

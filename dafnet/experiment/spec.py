@@ -19,10 +19,10 @@ overrides: [train.epochs=5]    # applied to every cell
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dafnet.config.errors import RecipeError, RecipeIssue, issues_from_validation
 from dafnet.errors import DafnetError
@@ -37,25 +37,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _distinct_seeds(value: list[int]) -> list[int]:
+    if len(set(value)) != len(value) or any(s < 0 for s in value):
+        raise ValueError(f"seeds must be distinct integers >= 0, got {value}")
+    return value
+
+
+Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct_seeds)]
+"""``train.seed`` values of an experiment's cells."""
+
+
 class MethodEntry(_Strict):
     recipe: str = Field(description="base recipe: a path (relative to the spec file) or a built-in recipe name")
     overrides: list[str] = Field(default_factory=list, description="dotted overrides of this method's recipe")
     predictions: list[str] | None = Field(
         None, description="prediction types to tabulate (e.g. [fused, single]); default: weighted with "
         "automated pairing, else fused if the method has it, else single")
-    seeds: list[int] | None = Field(None, min_length=1, description="train.seed values of this method's cells "
-                                    "(default: the spec's seeds)")
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, value: list[int] | None) -> list[int] | None:
-        return _distinct_seeds(value)
-
-
-def _distinct_seeds(value: list[int] | None) -> list[int] | None:
-    if value is not None and (len(set(value)) != len(value) or any(s < 0 for s in value)):
-        raise ValueError(f"seeds must be distinct integers >= 0, got {value}")
-    return value
+    seeds: Seeds | None = Field(None, description="train.seed values of this method's cells "
+                                "(default: the spec's seeds)")
 
 
 class ExperimentSpec(_Strict):
@@ -67,8 +66,8 @@ class ExperimentSpec(_Strict):
     fractions: list[float] = Field(default_factory=lambda: [1.0], min_length=1,
                                    description="target annotation fractions")
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="cross-validation folds")
-    seeds: list[int] | None = Field(
-        None, min_length=1, description="train.seed values: every trainable method runs once per seed and a "
+    seeds: Seeds | None = Field(
+        None, description="train.seed values: every trainable method runs once per seed and a "
         "volume's Dice is averaged over its seeds before the tables pool volumes (default: each recipe's seed)")
     pairings: list[Pairing] = Field(default_factory=lambda: ["expert"], min_length=1)
     candidates: int = Field(3, ge=2, le=9, description="k candidates of automated pairing")
@@ -86,11 +85,6 @@ class ExperimentSpec(_Strict):
         if len(set(value)) != len(value):
             raise ValueError(f"fractions repeat: {value}")
         return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _spec_seeds(cls, value: list[int] | None) -> list[int] | None:
-        return _distinct_seeds(value)
 
     @field_validator("folds")
     @classmethod

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dafnet.assemble import assemble
+from dafnet.components.aligners.thin_plate import sample
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Method, MetricInputs
@@ -247,6 +248,20 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
     assert factors["cine"].z.shape == factors["cine"].logvar.shape == (3, method.z_dim)
     assert factors["cine"].anatomy.shape[1] == method.facts.anatomy_channels
     assert torch.equal(factors["lge"].slice_index, batch["slice"])
+    # Away from the identity, aligned_copy is the cine mask moved by Align(s_cine -> s_lge) and the
+    # factors are those of each modality's own images (all computed once, in predict_target).
+    method.eval()  # as evaluation_inputs runs
+    with torch.no_grad():
+        method.aligner.localisation.head.weight.normal_(0, 0.05)
+        method.aligner.localisation.head.bias.normal_(0, 0.05)
+        moved = method.evaluation_inputs(batch)
+        images = batch["images"][:, :, 0]
+        s_cine, s_lge = (method.anatomy_encoder(images[:, m], m).anatomy for m in (0, 1))
+        expected = sample(copy, method.aligner(s_cine, s_lge).grid)
+    assert (moved[4].prediction - copy).abs().max() > 0.1
+    torch.testing.assert_close(moved[4].prediction, expected)
+    torch.testing.assert_close(moved[5].anatomy, s_cine)
+    torch.testing.assert_close(moved[6].z, method.modality_encoder(images[:, 1], s_lge).mu)
     metric = FiguresMetric(FiguresMetric.Params(samples=2), facts)
     metric.attach(method)
     metric.output_dir = tmp_path

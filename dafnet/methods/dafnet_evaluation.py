@@ -37,7 +37,8 @@ def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
     anchors = {m: images[:, m, 0] for m in range(n)}
     present = {m: batch["present"][:, m].bool() for m in range(n)}
     candidates = {m: images[:, m] for m in range(n) if m != t} if method.num_candidates > 1 else None
-    predictions = predict_target(method, t, anchors, present, candidates)
+    encoded = {}
+    predictions = predict_target(method, t, anchors, present, candidates, encoded)
     if n == 2:  # deformed_<source> is deformed itself
         predictions = {k: v for k, v in predictions.items() if not k.startswith("deformed_")}
     case_ids = [str(c) for c in batch.get("case_ids", batch["subject"].tolist())]
@@ -54,14 +55,13 @@ def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
                 case_ids=[case_ids[i] for i in rows], prediction_type=kind,
                 prediction=probabilities[index], target=truth[index], image=anchors[t][index],
                 modality=[names[t]] * len(rows), slice_index=slices[index.to(slices.device)], **common))
-    out += _copies(method, batch, anchors, present, case_ids, slices, common)
+    out += _copies(method, batch, anchors, present, encoded, case_ids, slices, common)
     for m in range(n):
         rows = present[m].nonzero().flatten().tolist()
         if not rows:
             continue
         index = torch.tensor(rows, device=images.device)
-        x = anchors[m][index]
-        s = method.anatomy_encoder(x, m).anatomy
+        x, s = anchors[m][index], encoded["anatomy"][m][index]
         q = method.modality_encoder(x, s)
         out.append(MetricInputs(
             case_ids=[case_ids[i] for i in rows], prediction_type="factors", anatomy=s, z=q.mu,
@@ -70,12 +70,12 @@ def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
     return out
 
 
-def _copies(method, batch, anchors, present, case_ids, slices, common) -> list[MetricInputs]:
-    """``copy_<m>`` and ``aligned_copy_<m>`` for every other modality m (module docstring)."""
+def _copies(method, batch, anchors, present, encoded, case_ids, slices, common) -> list[MetricInputs]:
+    """``copy_<m>`` and ``aligned_copy_<m>`` for every other modality m (module docstring);
+    the sampling grids are those ``predict_target`` computed (``encoded``)."""
     t, names, masks = method.target_index, method.modalities, batch["masks"]
     labelled = batch["labelled"][:, :, 0].bool()
     out = []
-    s_t = None
     for m in range(len(names)):
         if m == t:
             continue
@@ -83,12 +83,9 @@ def _copies(method, batch, anchors, present, case_ids, slices, common) -> list[M
         if not rows:
             continue
         index = torch.tensor(rows, device=anchors[t].device)
-        if s_t is None:
-            s_t = method.anatomy_encoder(anchors[t], t).anatomy
-        s_m = method.anatomy_encoder(anchors[m][index], m).anatomy
-        grid = method.aligner(s_m, s_t[index]).grid
+        grid = encoded["alignment"][m].grid[index]
         source = F.one_hot(masks[:, m, 0][index].long(), method.num_classes + 1).permute(0, 3, 1, 2)
-        source = source.to(s_m.dtype)
+        source = source.to(grid.dtype)
         for kind, prediction in ((f"copy_{names[m]}", source), (f"aligned_copy_{names[m]}", sample(source, grid))):
             out.append(MetricInputs(
                 case_ids=[case_ids[i] for i in rows], prediction_type=kind, prediction=prediction,

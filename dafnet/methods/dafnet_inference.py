@@ -22,15 +22,21 @@ def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 
 def predict_target(method, target: int, anchors: dict[int, Tensor], present: dict[int, Tensor] | None = None,
-                   candidates: dict[int, Tensor] | None = None) -> dict[str, Tensor]:
+                   candidates: dict[int, Tensor] | None = None,
+                   encoded: dict[str, dict[int, object]] | None = None) -> dict[str, Tensor]:
     """Class probabilities (B, L + 1, H, W) per prediction type.
 
     ``anchors``: modality index -> (B, 1, H, W) images (the target's and the paired slices);
     ``present``: modality index -> (B,) bool (default all true); ``candidates``: other
     modality index -> (B, k, 1, H, W) candidates (nearest first) for the ``weighted`` type.
+    ``encoded``, if given, receives what was computed on the way, for callers that need it
+    too (evaluation): ``"anatomy"``: modality index -> s of its anchors; ``"alignment"``:
+    other modality index -> the AlignmentOutput of Align(s_m -> s_target).
     """
     names = method.modalities
-    s_t = method.anatomy_encoder(anchors[target], target).anatomy
+    encoded = {} if encoded is None else encoded
+    anatomy, alignment = encoded.setdefault("anatomy", {}), encoded.setdefault("alignment", {})
+    s_t = anatomy[target] = method.anatomy_encoder(anchors[target], target).anatomy
     single = method.segmentor(s_t).probabilities
     out = {"single": single}
     ones = torch.ones(s_t.shape[0], dtype=torch.bool, device=s_t.device)
@@ -39,8 +45,9 @@ def predict_target(method, target: int, anchors: dict[int, Tensor], present: dic
         if m == target:
             continue
         here = present.get(m, ones) if present is not None else ones
-        s_m = method.anatomy_encoder(anchors[m], m).anatomy
-        w = method.aligner(s_m, s_t).warped
+        s_m = anatomy[m] = method.anatomy_encoder(anchors[m], m).anatomy
+        alignment[m] = method.aligner(s_m, s_t)
+        w = alignment[m].warped
         warped.append(_where(here, w, s_t))
         deformed = _where(here, method.segmentor(w).probabilities, single)
         out[f"deformed_{names[m]}"] = deformed

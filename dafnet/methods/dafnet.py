@@ -89,8 +89,7 @@ class DAFNet(Method):
         self.num_classes = facts.require("num_classes")
         self.weights = dict(self.loss_weights)
         self.weights.update(getattr(recipe, "losses", None) or {})
-        self.adversarial_scale = self._adversarial_scale(epoch=1)
-        self.aligning = self.params.aligner_warmup_epochs == 0
+        self.epoch = 1  # the epoch being trained (start_epoch); the warm-ups derive from it
         self._build(facts.with_(num_candidates=self.num_candidates))
         f = self.facts
         self.supervised = SupervisedLoss(
@@ -131,13 +130,19 @@ class DAFNet(Method):
 
     ADVERSARIAL_TERMS = ("adv_mask", "adv_image")
 
-    def _adversarial_scale(self, epoch: int) -> float:
+    @property
+    def adversarial_scale(self) -> float:
+        """Factor of the generator's adversarial weights: ramps 0 -> 1 over the adversarial warm-up."""
         warmup = self.params.adversarial_warmup_epochs
-        return 1.0 if warmup == 0 else min(1.0, (epoch - 1) / warmup)
+        return 1.0 if warmup == 0 else min(1.0, (self.epoch - 1) / warmup)
+
+    @property
+    def aligning(self) -> bool:
+        """False during the aligner warm-up: the cross terms use the unaligned anatomy."""
+        return self.epoch > self.params.aligner_warmup_epochs
 
     def start_epoch(self, epoch: int) -> None:
-        self.adversarial_scale = self._adversarial_scale(epoch)
-        self.aligning = epoch > self.params.aligner_warmup_epochs
+        self.epoch = epoch
 
     def weight_now(self, term: str) -> float:
         """The weight of a generator term in the current epoch (the recipe's, scaled during the

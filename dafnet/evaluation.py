@@ -2,7 +2,8 @@
 
 :func:`evaluate` loads the export (a run folder or its ``export/``), rebuilds the data source
 from the export's recipe (or another recipe's ``data`` section, or the recipe's source with
-another dataset folder), takes the run's ``splits.json`` when there is one (else recomputes
+another dataset folder; ``overrides`` change that recipe first, e.g. ``model.fuser.name=mean``
+to evaluate the same weights with another fuser), takes the run's ``splits.json`` when there is one (else recomputes
 ``split_subjects`` with the recipe's split config), runs the method in eval mode over the chosen
 split one subject at a time and feeds every metric the method's
 :meth:`~dafnet.interfaces.Method.evaluation_inputs`. It writes ``metrics.json``,
@@ -138,13 +139,12 @@ def _wants(metric, inputs) -> bool:
 
 def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None, split: str = "test",
              out_dir: str | Path | None = None, pairing: str | None = None, batch_size: int | None = None,
-             device: str | None = None, progress=None) -> EvaluationResult:
+             device: str | None = None, progress=None, overrides: list[str] | tuple[str, ...] = ()) -> EvaluationResult:
     """Evaluate an export with the named metrics; see the module docstring."""
     from torch.utils.data import DataLoader
 
     from dafnet.assemble import build_data_source
-    from dafnet.config.schema import Recipe
-    from dafnet.engine.export import facts_from_json, load_export, read_index
+    from dafnet.engine.export import exported_recipe, facts_from_json, load_export, read_index
 
     if split not in SPLITS:
         raise DafnetError(f"unknown split {split!r}", hint=f"one of {', '.join(SPLITS)}")
@@ -154,9 +154,9 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
                           hint="give a run folder or its export/ folder written by `dafnet train`")
     index = read_index(export)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    method = load_export(export, device=device)
+    method = load_export(export, device=device, overrides=overrides)
     exported_facts = facts_from_json(index["facts"])
-    recipe, other_data = _recipe_with_data(Recipe.model_validate(index["recipe"]), data)
+    recipe, other_data = _recipe_with_data(exported_recipe(index, export, overrides), data)
     if pairing is not None:
         if "pairing" not in type(method.params).model_fields:
             raise DafnetError(f"--pairing: method {recipe.method.name!r} has no pairing option")
@@ -211,7 +211,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     info = {"export": str(export), "split": split, "splits_from": split_source, "subjects": evaluated,
             "samples": slices, "seconds": seconds, "samples_per_second": slices / seconds if seconds else math.nan,
             "device": str(device), "pairing": getattr(method.params, "pairing", None),
-            "data": data, "weights": index.get("weights")}
+            "data": data, "overrides": list(overrides), "weights": index.get("weights")}
     per_volume = _merge_rows(results)
     files = [f for r in results.values() for f in r.files]
     summaries = {name: r.summary for name, r in results.items()}

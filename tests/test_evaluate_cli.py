@@ -93,3 +93,31 @@ def test_user_errors_exit_2(run, capsys, args, message):
 def test_missing_export_exits_2(tmp_path, capsys):
     assert cli(["evaluate", str(tmp_path / "nothing"), "--metric", "dice"]) == 2
     assert "no export" in capsys.readouterr().err
+
+
+def test_overrides_change_choices_without_weights(run, tmp_path, capsys):
+    from dafnet.components.fusers import MaxFuser, MeanFuser
+    from dafnet.engine import load_export
+
+    out = tmp_path / "mean"
+    code = cli(["evaluate", str(run), "model.fuser.name=mean", "--metric", "dice", "--out", str(out), "--cpu"])
+    assert code == 0, capsys.readouterr()
+    assert json.loads((out / "metrics.json").read_text())["info"]["overrides"] == ["model.fuser.name=mean"]
+    plain, mean = load_export(run), load_export(run, overrides=["model.fuser.name=mean"])
+    assert isinstance(plain.fuser, MaxFuser) and isinstance(mean.fuser, MeanFuser)
+    assert mean.recipe.model["fuser"].name == "mean"
+    for role, net in plain.networks().items():  # the same weights, only the fuser differs
+        theirs = mean.networks()[role].state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.aligner.name=affine", "only choices without weights"),
+    ("model.fuser.name=nope", "unknown fuser 'nope'"),
+    ("modelfuser", "is not key=value"),
+])
+def test_override_errors_exit_2(run, tmp_path, capsys, override, message):
+    out = tmp_path / "never"
+    assert cli(["evaluate", str(run), override, "--metric", "dice", "--out", str(out), "--cpu"]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()

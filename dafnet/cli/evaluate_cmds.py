@@ -20,6 +20,9 @@ def _format(value) -> str:
 
 def evaluate(
     export: Path = typer.Argument(..., help="A run folder or its export/ folder."),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, show_default=False, help="Dotted overrides of the export's recipe for choices without weights, "
+        "e.g. model.fuser.name=mean (the same weights, fused by the mean)."),
     metric: List[str] = typer.Option(..., "--metric", "-m", help="A metric name (repeat for several): "
                                      "dice, hd95, dcor, probe, traversal, figures or a plugin's."),
     data: Optional[str] = typer.Option(None, "--data", help="A recipe (its data section is used) or a dataset "
@@ -44,6 +47,7 @@ def evaluate(
     with console.status("evaluating...") as status:
         result = run_evaluation(export, metric, data=data, split=split, out_dir=out, pairing=pairing,
                                 batch_size=batch_size, device="cpu" if cpu else None,
+                                overrides=overrides or [],
                                 progress=lambda case, n: status.update(f"evaluating {case} ({n} samples)"))
     info = result.info
     table = Table(title=f"{len(info['subjects'])} subjects, {info['samples']} samples of the {info['split']} "

@@ -146,24 +146,48 @@ def read_index(path: str | Path) -> dict:
     return index
 
 
-def load_export(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the exported method (in eval mode) and load its weights."""
+def exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The stored recipe of ``index`` (read from the export at ``path``), with dotted ``overrides``
+    applied and resolved again."""
+    export_dir = _export_dir(path)
+    if not overrides:
+        try:
+            return Recipe.model_validate(index["recipe"])
+        except ValidationError as exc:
+            raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
+    from dafnet.config.errors import RecipeError
+    from dafnet.config.loading import apply_overrides
+    from dafnet.config.resolve import parse_recipe, resolve
+
+    try:
+        return resolve(parse_recipe(apply_overrides(index["recipe"], list(overrides))))
+    except RecipeError as exc:
+        raise exc.with_source(f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}") from None
+
+
+def load_export(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] | tuple[str, ...] = ()):
+    """Rebuild the exported method (in eval mode) and load its weights.
+
+    ``overrides`` (``model.fuser.name=mean``) change the stored recipe before the method is
+    rebuilt: choices without weights (the fuser, an inference option of the method) can change
+    after training; the weights must still fit every network exactly.
+    """
     from dafnet.assemble import build_method
 
     export_dir = _export_dir(path)
     index = read_index(export_dir)
-    try:
-        recipe = Recipe.model_validate(index["recipe"])
-    except ValidationError as exc:
-        raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
+    recipe = exported_recipe(index, export_dir, overrides)
     facts = facts_from_json(index["facts"])
     method = build_method(recipe, facts)
     networks = method.networks()
     expected = index["networks"]
+    changed = (f"; the overrides {' '.join(overrides)} change the networks, and only choices without "
+               "weights (e.g. model.fuser.name) can change after training") if overrides else ""
     if set(networks) != set(expected):
         raise DafnetError(f"export {export_dir} holds networks {sorted(expected)} but method "
-                          f"{recipe.method.name!r} builds {sorted(networks)}",
-                          hint="load it with the dafnet / plugin versions it was exported with")
+                          f"{recipe.method.name!r} builds {sorted(networks)}{changed}",
+                          hint="drop those overrides" if overrides else
+                          "load it with the dafnet / plugin versions it was exported with")
     for role, net in networks.items():
         file = export_dir / expected[role]["file"]
         if not file.is_file():
@@ -180,8 +204,9 @@ def load_export(path: str | Path, device: str | torch.device = "cpu"):
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise DafnetError(f"weights in {file} do not fit network {role!r}: {exc}",
-                              hint="load it with the component versions it was exported with") from exc
+            raise DafnetError(f"weights in {file} do not fit network {role!r}{changed}: {exc}",
+                              hint="drop those overrides" if overrides else
+                              "load it with the component versions it was exported with") from exc
     method.to(device)
     method.eval()
     return method

@@ -253,9 +253,10 @@ class DAFNet(Method):
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
         target = self.recipe.data.target if self.recipe is not None else "target"
+        fuser = self.spec("fuser").name
         return dice_table(summary, target, ("single", "deformed", "fused", "weighted"),
                           note="single: Seg(s_target); deformed: Seg(Align(s_other -> s_target)); "
-                               "fused: Seg(max(s_target, aligned others))")
+                               f"fused: Seg({fuser}(s_target, aligned others))")
 
     def evaluation_inputs(self, batch) -> list:
         """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; dafnet_evaluation)."""

@@ -232,3 +232,73 @@ def test_shipped_specs_validate():
         assert spec.methods, path
     with pytest.raises(DafnetError, match="not found"):
         load_spec(REPO / "recipes" / "experiments" / "missing.yaml")
+
+
+TINY_DAFNET = {
+    "name": "tiny_dafnet",
+    "method": {"name": "dafnet"},
+    "data": {"source": {"name": "phantom", "params": {"subjects": 6, "slices": 3, "image_size": 32,
+                                                      "modalities": ["cine", "lge"]}},
+             "annotation_fraction": 0.5, "split": {"train": 0.5, "validation": 0.17, "test": 0.33}},
+    "model": {
+        "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": 4, "depth": 2}},
+        "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
+        "segmentor": {"name": "conv_head", "params": {"filters": 8}},
+        "discriminator": {"name": "lsgan_conv", "params": {"filters": [4, 8, 8], "strides": [2, 2, 1]}},
+    },
+    "train": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 2, "swa_start": None},
+    "output": {"tensorboard": False, "figures": False},
+}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_evaluate_from_reuses_the_trained_cells_with_other_weightless_choices(tmp_path, jobs):
+    from dafnet.evaluation import evaluate
+
+    (tmp_path / "dafnet.yaml").write_text(yaml.safe_dump(TINY_DAFNET))
+    spec = {"name": "variants", "fractions": [1.0], "folds": [0, 1], "reference": "DAFNet",
+            "methods": {"DAFNet": {"recipe": "dafnet.yaml", "predictions": ["fused", "single"]},
+                        "DAFNet-mean": {"evaluate_from": "DAFNet", "overrides": ["model.fuser.name=mean"],
+                                        "predictions": ["fused", "single"]},
+                        "DAFNet-affine": {"evaluate_from": "DAFNet", "overrides": ["model.aligner.name=affine"]}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "out"
+    actions = run_experiment(path, out=out, console=QUIET, jobs=jobs)["actions"]
+    for fold in (0, 1):
+        source, mean, affine = (f"{m}__expert__f100__fold{fold}__all-terms" for m in ("DAFNet", "DAFNet-mean",
+                                                                                     "DAFNet-affine"))
+        assert (actions[source], actions[mean], actions[affine]) == ("trained", "evaluated", "failed")
+        cells = out / "cells"
+        assert not (cells / mean / "export").exists() and not (cells / mean / "state").exists()
+        trained, evaluated = (json.loads((cells / c / "per_volume.json").read_text())["dice"] for c in (source, mean))
+        assert evaluated["single"] == trained["single"]  # the same weights: only the fused prediction changes
+        summary = json.loads((cells / mean / "summary.json").read_text())
+        assert summary["weights"]["cell"] == source and summary["weights"]["overrides"] == ["model.fuser.name=mean"]
+        assert yaml.safe_load((cells / mean / "recipe.yaml").read_text())["model"]["fuser"]["name"] == "mean"
+        # the same numbers as `dafnet evaluate RUN model.fuser.name=mean` (the metrics' own Dice code)
+        direct = evaluate(cells / source, ["dice"], out_dir=tmp_path / f"direct{fold}", device="cpu",
+                          overrides=["model.fuser.name=mean"])
+        assert np.mean(list(evaluated["fused"].values())) == pytest.approx(direct.metrics["dice"]["dice_fused_mean"],
+                                                                          abs=1e-6)
+        failure = json.loads((cells / affine / "failed.json").read_text())["error"]
+        assert "only choices without weights" in failure
+    rows = {r["row"] for r in csv.DictReader((out / "table_I.csv").open())}
+    assert {"DAFNet (fused)", "DAFNet-mean (fused)", "DAFNet-mean (single)", "DAFNet-affine"} <= rows
+
+
+@pytest.mark.parametrize("methods, needle", [
+    ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "C"}}, "evaluate_from"),
+    ({"A": {"recipe": "unet.yaml"}, "B": {"recipe": "unet.yaml", "evaluate_from": "A"}}, "either recipe"),
+    ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A", "seeds": [1]}}, "takes the seeds"),
+    ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A"}, "C": {"evaluate_from": "B"}}, "evaluate_from"),
+])
+def test_bad_evaluate_from_exits_2(tmp_path, capsys, methods, needle):
+    from dafnet.cli import main
+
+    spec = write_spec(tmp_path, methods=methods, reference="A")
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", str(spec), "--dry-run"])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert needle in " ".join((captured.out + captured.err).split())

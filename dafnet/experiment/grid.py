@@ -33,6 +33,10 @@ class Cell:
     predictions: list[str] = field(default_factory=list)
     seed: int | None = None
     """``train.seed`` of the cell; None: the recipe's own (and no ``__seed<k>`` in the id)."""
+    evaluates: str | None = None
+    """The id of the trained cell whose export this cell evaluates (a method with ``evaluate_from``)."""
+    evaluation_overrides: list[str] = field(default_factory=list)
+    """The overrides it evaluates that export with."""
 
     @property
     def id(self) -> str:
@@ -93,6 +97,8 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
     paths: dict[str, Path] = {}
     problems: list[str] = []
     for label, entry in spec.methods.items():
+        if entry.recipe is None:
+            continue
         try:
             paths[label] = _find_recipe(entry.recipe, base)
             bases[label] = load_recipe(paths[label], entry.overrides + spec.overrides)
@@ -103,6 +109,8 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
     reference = reference_label(spec, bases)
     cells: list[Cell] = []
     for label, entry in spec.methods.items():
+        if entry.recipe is None:
+            continue
         cls = method_class(bases[label])
         trainable = is_trainable(cls)
         fractions = spec.fractions if trainable else [None]
@@ -128,6 +136,7 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
                             cells.append(Cell(label, pairing, fraction, fold, ablation, overrides, paths[label],
                                               trainable=trainable, predictions=list(entry.predictions or []),
                                               seed=seed))
+    cells += _evaluation_cells(spec, cells)
     for cell in cells:
         try:
             cell.recipe = load_recipe(cell.recipe_path, cell.overrides)
@@ -139,6 +148,22 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
     if len(set(ids)) != len(ids):
         raise DafnetError("experiment: two cells map to the same folder", hint="use distinct method/ablation labels")
     return cells, reference
+
+
+def _evaluation_cells(spec: ExperimentSpec, cells: list[Cell]) -> list[Cell]:
+    """One cell per un-ablated cell of the method each ``evaluate_from`` entry names. A trained
+    source is evaluated from its export; a training-free one is simply built with the overrides."""
+    out = []
+    for label, entry in spec.methods.items():
+        if entry.evaluate_from is None:
+            continue
+        for source in [c for c in cells if c.method == entry.evaluate_from and c.ablation == FULL]:
+            out.append(Cell(label, source.pairing, source.fraction, source.fold, FULL,
+                            source.overrides + list(entry.overrides), source.recipe_path,
+                            trainable=source.trainable, predictions=list(entry.predictions or []),
+                            seed=source.seed, evaluates=source.id if source.trainable else None,
+                            evaluation_overrides=list(entry.overrides) if source.trainable else []))
+    return out
 
 
 __all__ = ["Cell", "expand", "is_trainable", "pairing_overrides", "reference_label"]

@@ -10,6 +10,8 @@ evaluation does), which the tables pool over folds.
 * a cell with summary.json only gets its per_volume.json computed from its export;
 * a cell with a ``state/`` folder is resumed (``train(resume=...)``); a run that trained every
   epoch but died before writing its summary, or a folder without state, starts again;
+* a cell of a method with ``evaluate_from`` trains nothing: it evaluates the export of the
+  matching trained cell with its overrides (after that cell, also with ``jobs > 1``);
 * a cell whose training fails with a user error (e.g. a single-modality model at 0% target
   labels: nothing to learn from) is recorded in ``failed.json`` and shown as n/a; it is retried
   on the next run.
@@ -139,6 +141,33 @@ def evaluate_untrained(recipe, folder: Path) -> dict:
     return summary
 
 
+def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
+    """A cell of a method with ``evaluate_from``: the export of the trained cell ``cell.evaluates``
+    (a sibling folder), rebuilt with ``cell.evaluation_overrides``, over that cell's test split."""
+    from dafnet.engine import load_export
+    from dafnet.engine.rundir import recipe_yaml
+
+    source = folder.parent / cell.evaluates
+    if cell_status(source) != "done":
+        raise DafnetError(f"cell {cell.evaluates} has not finished, so there is nothing to evaluate",
+                          hint="run the experiment again once it has trained")
+    method = load_export(source, overrides=cell.evaluation_overrides)
+    splits = json.loads((source / "splits.json").read_text())
+    subjects, part = _test_subjects(method.recipe, splits)
+    stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
+    trained = json.loads((source / "summary.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.yaml").write_text(recipe_yaml(method.recipe), encoding="utf-8")
+    _write_json(folder / "splits.json", splits)
+    _write_json(folder / "per_volume.json", {"evaluated_on": part, "dice": per_volume_dice(stats, ids)})
+    summary = {k: float(v) for k, v in method.evaluation_summary(stats).items()}
+    _write_json(folder / "summary.json", {
+        "evaluated_on": part, "summary": summary, "best_epoch": trained.get("best_epoch"), "epochs_run": 0,
+        "stopped_early": False, "weights": {"source": "cell", "cell": cell.evaluates,
+                                            "overrides": cell.evaluation_overrides, "of": trained.get("weights")}})
+    return summary
+
+
 def run_cell(cell: Cell, folder: Path, console: Console) -> str:
     """Bring one cell to ``done``; returns what was done (skipped/trained/resumed/evaluated/failed)."""
     from dafnet.engine import train
@@ -146,11 +175,14 @@ def run_cell(cell: Cell, folder: Path, console: Console) -> str:
     status = cell_status(folder)
     if status == "done":
         return "skipped"
-    if status == "evaluate":
+    if status == "evaluate" and cell.evaluates is None:
         evaluate_export(folder) if cell.trainable else evaluate_untrained(cell.recipe, folder)
         return "evaluated"
     (folder / "failed.json").unlink(missing_ok=True)
     try:
+        if cell.evaluates is not None:
+            evaluate_trained_cell(cell, folder)
+            return "evaluated"
         if not cell.trainable:
             evaluate_untrained(cell.recipe, folder)
             return "evaluated"
@@ -241,10 +273,13 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
         raise DafnetError(f"--jobs must be >= 1, got {jobs}")
     actions = {}
     todo = [] if tables_only else [c for c in cells if cell_status(folders[c.id]) != "done"]
-    if jobs > 1 and len(todo) > 1:
-        running = {c.id for c in todo}
-        actions = {c.id: "skipped" for c in cells if c.id not in running}
-        actions.update(_run_side_by_side(todo, folders, out / "logs", jobs, console))
+    if jobs > 1 and len([c for c in todo if c.evaluates is None]) > 1:
+        running = {c.id for c in todo if c.evaluates is None}
+        actions = {c.id: "skipped" for c in cells if c.id not in running and c.evaluates is None}
+        actions.update(_run_side_by_side([c for c in todo if c.evaluates is None], folders, out / "logs", jobs,
+                                         console))
+        for cell in [c for c in cells if c.evaluates is not None]:  # after the cells they evaluate
+            actions[cell.id] = run_cell(cell, folders[cell.id], console)
     for i, cell in enumerate([] if tables_only or actions else cells, 1):
         console.rule(f"[{i}/{len(cells)}] {cell.id}")
         began = time.perf_counter()
@@ -255,5 +290,5 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
 
 
-__all__ = ["cell_status", "evaluate_export", "evaluate_untrained", "per_volume_dice", "read_cell",
+__all__ = ["cell_status", "evaluate_export", "evaluate_trained_cell", "evaluate_untrained", "per_volume_dice", "read_cell",
            "run_cell", "run_experiment"]

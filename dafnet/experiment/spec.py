@@ -4,6 +4,7 @@
 name: phantom_quick
 methods:                       # row label -> a base recipe (path relative to this file, or a built-in name)
   DAFNet: {recipe: ../quickstart.yaml, predictions: [fused, single]}
+  DAFNet-mean: {evaluate_from: DAFNet, overrides: [model.fuser.name=mean]}   # DAFNet's weights, another fuser
   UNet-multi: {recipe: ../baselines/unet_multi.yaml}
   copy: {recipe: ../baselines/copy.yaml}
 reference: DAFNet              # compared against (Wilcoxon signed-rank over matched volumes)
@@ -48,13 +49,26 @@ Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct_seeds
 
 
 class MethodEntry(_Strict):
-    recipe: str = Field(description="base recipe: a path (relative to the spec file) or a built-in recipe name")
-    overrides: list[str] = Field(default_factory=list, description="dotted overrides of this method's recipe")
+    recipe: str | None = Field(None, description="base recipe: a path (relative to the spec file) or a built-in "
+                               "recipe name (or evaluate_from)")
+    evaluate_from: str | None = Field(
+        None, description="another method's label: this row trains nothing and evaluates that method's trained "
+        "cells with its own overrides, which may only change choices without weights (e.g. model.fuser.name=mean)")
+    overrides: list[str] = Field(default_factory=list, description="dotted overrides of this method's recipe "
+                                 "(with evaluate_from: applied to the trained model's recipe when evaluating)")
     predictions: list[str] | None = Field(
         None, description="prediction types to tabulate (e.g. [fused, single]); default: weighted with "
         "automated pairing, else fused if the method has it, else single")
     seeds: Seeds | None = Field(None, description="train.seed values of this method's cells "
                                 "(default: the spec's seeds)")
+
+    @model_validator(mode="after")
+    def _source(self) -> "MethodEntry":
+        if (self.recipe is None) == (self.evaluate_from is None):
+            raise ValueError("give either recipe (a method to train) or evaluate_from (another method's label)")
+        if self.evaluate_from is not None and self.seeds is not None:
+            raise ValueError("a method with evaluate_from takes the seeds of the method it evaluates")
+        return self
 
 
 class ExperimentSpec(_Strict):
@@ -101,6 +115,14 @@ class ExperimentSpec(_Strict):
             raise ValueError(f"ablation label {FULL!r} is reserved for the un-ablated method")
         if len(set(self.pairings)) != len(self.pairings):
             raise ValueError(f"pairings repeat: {self.pairings}")
+        for label, entry in self.methods.items():
+            source = self.methods.get(entry.evaluate_from) if entry.evaluate_from is not None else None
+            if entry.evaluate_from is not None and (source is None or source.recipe is None):
+                raise ValueError(f"methods.{label}.evaluate_from: {entry.evaluate_from!r} is not a method with a "
+                                 f"recipe of this spec ({[k for k, v in self.methods.items() if v.recipe]})")
+        if self.ablations and self.reference is not None and self.methods[self.reference].recipe is None:
+            raise ValueError(f"reference {self.reference!r} only evaluates another method: ablations need a "
+                             "reference that trains")
         return self
 
 

@@ -13,20 +13,9 @@ from dafnet.cli.app import main
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.engine import train
 
-RECIPE = {
-    "name": "tiny",
-    "data": {"source": {"name": "phantom", "params": {"subjects": 6, "slices": 3, "image_size": 32,
-                                                      "modalities": ["cine", "lge"]}},
-             "annotation_fraction": 0.5, "split": {"train": 0.5, "validation": 0.17, "test": 0.33}},
-    "model": {
-        "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": 4, "depth": 2}},
-        "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
-        "segmentor": {"name": "conv_head", "params": {"filters": 8}},
-        "discriminator": {"name": "lsgan_conv", "params": {"filters": [4, 8, 8], "strides": [2, 2, 1]}},
-    },
-    "train": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 2, "swa_start": None},
-    "output": {"tensorboard": False},
-}
+from _toys import TINY_DAFNET
+
+RECIPE = TINY_DAFNET
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from dafnet.experiment import load_spec, run_experiment
 from dafnet.experiment.grid import expand
 from dafnet.experiment.tables import wilcoxon_p
 
+from _toys import TINY_DAFNET
+
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,28 +236,14 @@ def test_shipped_specs_validate():
         load_spec(REPO / "recipes" / "experiments" / "missing.yaml")
 
 
-TINY_DAFNET = {
-    "name": "tiny_dafnet",
-    "method": {"name": "dafnet"},
-    "data": {"source": {"name": "phantom", "params": {"subjects": 6, "slices": 3, "image_size": 32,
-                                                      "modalities": ["cine", "lge"]}},
-             "annotation_fraction": 0.5, "split": {"train": 0.5, "validation": 0.17, "test": 0.33}},
-    "model": {
-        "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": 4, "depth": 2}},
-        "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
-        "segmentor": {"name": "conv_head", "params": {"filters": 8}},
-        "discriminator": {"name": "lsgan_conv", "params": {"filters": [4, 8, 8], "strides": [2, 2, 1]}},
-    },
-    "train": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 2, "swa_start": None},
-    "output": {"tensorboard": False, "figures": False},
-}
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_evaluate_from_reuses_the_trained_cells_with_other_weightless_choices(tmp_path, jobs):
     from dafnet.evaluation import evaluate
 
-    (tmp_path / "dafnet.yaml").write_text(yaml.safe_dump(TINY_DAFNET))
+    (tmp_path / "dafnet.yaml").write_text(yaml.safe_dump(dict(TINY_DAFNET, output={"tensorboard": False,
+                                                                                "figures": False})))
     spec = {"name": "variants", "fractions": [1.0], "folds": [0, 1], "reference": "DAFNet",
             "methods": {"DAFNet": {"recipe": "dafnet.yaml", "predictions": ["fused", "single"]},
                         "DAFNet-mean": {"evaluate_from": "DAFNet", "overrides": ["model.fuser.name=mean"],

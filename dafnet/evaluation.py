@@ -1,10 +1,10 @@
 """``dafnet evaluate``: an exported model, its data split and a list of metrics -> numbers and figures.
 
-:func:`evaluate` loads the export (a run folder or its ``export/``), rebuilds the data source
-from the export's recipe (or another recipe's ``data`` section, or the recipe's source with
-another dataset folder; ``overrides`` change that recipe first, e.g. ``model.fuser.name=mean``
-to evaluate the same weights with another fuser), takes the run's ``splits.json`` when there is one (else recomputes
-``split_subjects`` with the recipe's split config), runs the method in eval mode over the chosen
+:func:`evaluate` loads the export (a run folder or its ``export/``; ``overrides`` such as
+``model.fuser.name=mean`` change its recipe first, to evaluate the same weights with another
+fuser), rebuilds the data source from the export's recipe (or another recipe's ``data`` section,
+or the recipe's source with another dataset folder), takes the run's ``splits.json`` when there
+is one (else recomputes ``split_subjects`` with the recipe's split config), runs the method in eval mode over the chosen
 split one subject at a time and feeds every metric the method's
 :meth:`~dafnet.interfaces.Method.evaluation_inputs`. It writes ``metrics.json``,
 ``per_volume.csv`` and the metrics' figures to the output folder (default ``<run>/evaluation/``).
@@ -139,7 +139,8 @@ def _wants(metric, inputs) -> bool:
 
 def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None, split: str = "test",
              out_dir: str | Path | None = None, pairing: str | None = None, batch_size: int | None = None,
-             device: str | None = None, progress=None, overrides: list[str] | tuple[str, ...] = ()) -> EvaluationResult:
+             device: str | None = None, progress=None,
+             overrides: list[str] | tuple[str, ...] = ()) -> EvaluationResult:
     """Evaluate an export with the named metrics; see the module docstring."""
     from torch.utils.data import DataLoader
 

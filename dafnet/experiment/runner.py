@@ -273,13 +273,14 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
         raise DafnetError(f"--jobs must be >= 1, got {jobs}")
     actions = {}
     todo = [] if tables_only else [c for c in cells if cell_status(folders[c.id]) != "done"]
-    if jobs > 1 and len([c for c in todo if c.evaluates is None]) > 1:
-        running = {c.id for c in todo if c.evaluates is None}
+    to_train = [c for c in todo if c.evaluates is None]  # evaluate_from cells wait for theirs
+    if jobs > 1 and len(to_train) > 1:
+        running = {c.id for c in to_train}
         actions = {c.id: "skipped" for c in cells if c.id not in running and c.evaluates is None}
-        actions.update(_run_side_by_side([c for c in todo if c.evaluates is None], folders, out / "logs", jobs,
-                                         console))
-        for cell in [c for c in cells if c.evaluates is not None]:  # after the cells they evaluate
+        actions.update(_run_side_by_side(to_train, folders, out / "logs", jobs, console))
+        for cell in [c for c in cells if c.evaluates is not None]:
             actions[cell.id] = run_cell(cell, folders[cell.id], console)
+    # one at a time: expand() lists evaluate_from cells after the others, and the sort is stable
     for i, cell in enumerate([] if tables_only or actions else cells, 1):
         console.rule(f"[{i}/{len(cells)}] {cell.id}")
         began = time.perf_counter()
@@ -290,5 +291,5 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
 
 
-__all__ = ["cell_status", "evaluate_export", "evaluate_trained_cell", "evaluate_untrained", "per_volume_dice", "read_cell",
-           "run_cell", "run_experiment"]
+__all__ = ["cell_status", "evaluate_export", "evaluate_trained_cell", "evaluate_untrained", "per_volume_dice",
+           "read_cell", "run_cell", "run_experiment"]

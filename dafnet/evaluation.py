@@ -4,8 +4,8 @@
 ``model.fuser.name=mean`` change its recipe first, to evaluate the same weights with another
 fuser), rebuilds the data source from the export's recipe (or another recipe's ``data`` section,
 or the recipe's source with another dataset folder), takes the run's ``splits.json`` when there
-is one (else recomputes ``split_subjects`` with the recipe's split config), runs the method in eval mode over the chosen
-split one subject at a time and feeds every metric the method's
+is one (else recomputes ``split_subjects`` with the recipe's split config), runs the method in
+eval mode over the chosen split one subject at a time and feeds every metric the method's
 :meth:`~dafnet.interfaces.Method.evaluation_inputs`. It writes ``metrics.json``,
 ``per_volume.csv`` and the metrics' figures to the output folder (default ``<run>/evaluation/``).
 
@@ -145,7 +145,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     from torch.utils.data import DataLoader
 
     from dafnet.assemble import build_data_source
-    from dafnet.engine.export import exported_recipe, facts_from_json, load_export, read_index
+    from dafnet.engine.export import facts_from_json, load_export, read_index
 
     if split not in SPLITS:
         raise DafnetError(f"unknown split {split!r}", hint=f"one of {', '.join(SPLITS)}")
@@ -157,7 +157,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method = load_export(export, device=device, overrides=overrides)
     exported_facts = facts_from_json(index["facts"])
-    recipe, other_data = _recipe_with_data(exported_recipe(index, export, overrides), data)
+    recipe, other_data = _recipe_with_data(method.recipe, data)  # the stored recipe, overridden
     if pairing is not None:
         if "pairing" not in type(method.params).model_fields:
             raise DafnetError(f"--pairing: method {recipe.method.name!r} has no pairing option")

@@ -236,8 +236,6 @@ def test_shipped_specs_validate():
         load_spec(REPO / "recipes" / "experiments" / "missing.yaml")
 
 
-
-
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_evaluate_from_reuses_the_trained_cells_with_other_weightless_choices(tmp_path, jobs):
     from dafnet.evaluation import evaluate

@@ -146,7 +146,7 @@ def read_index(path: str | Path) -> dict:
     return index
 
 
-def exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """The stored recipe of ``index`` (read from the export at ``path``), with dotted ``overrides``
     applied and resolved again."""
     export_dir = _export_dir(path)
@@ -176,7 +176,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
 
     export_dir = _export_dir(path)
     index = read_index(export_dir)
-    recipe = exported_recipe(index, export_dir, overrides)
+    recipe = _exported_recipe(index, export_dir, overrides)
     facts = facts_from_json(index["facts"])
     method = build_method(recipe, facts)
     networks = method.networks()

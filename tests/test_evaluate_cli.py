@@ -104,6 +104,9 @@ def test_overrides_change_choices_without_weights(run, tmp_path, capsys):
     ("model.aligner.name=affine", "only choices without weights"),
     ("model.fuser.name=nope", "unknown fuser 'nope'"),
     ("modelfuser", "is not key=value"),
+    ("train.lr=0.1", "│ train.lr │ cannot be"),  # accepted, it would change nothing
+    ("losses.sup=0", "│ losses.sup │ cannot be"),
+    ("data.split.fold=1", "│ data.split.fold │ cannot be"),
 ])
 def test_override_errors_exit_2(run, tmp_path, capsys, override, message):
     out = tmp_path / "never"

@@ -278,6 +278,8 @@ def test_evaluate_from_reuses_the_trained_cells_with_other_weightless_choices(tm
     ({"A": {"recipe": "unet.yaml"}, "B": {"recipe": "unet.yaml", "evaluate_from": "A"}}, "either recipe"),
     ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A", "seeds": [1]}}, "takes the seeds"),
     ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A"}, "C": {"evaluate_from": "B"}}, "evaluate_from"),
+    ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A", "overrides": ["train.lr=0.1"]}},
+     "train.lr: cannot be overridden when evaluating trained weights"),
 ])
 def test_bad_evaluate_from_exits_2(tmp_path, capsys, methods, needle):
     from dafnet.cli import main

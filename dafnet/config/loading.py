@@ -138,3 +138,34 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     if issues:
         raise RecipeError(issues)
     return out
+
+
+EVALUATION_OVERRIDE_SECTIONS = ("model", "method")
+"""The recipe sections an evaluation override may change: the choices of the trained model."""
+
+_NOT_FOR_EVALUATION = {
+    "data": "chooses the data, and the data an export is evaluated on is chosen apart from its recipe "
+            "(`dafnet evaluate --data/--split`; in an experiment, the source method's cells)",
+    "train": "only affects training, and evaluation retrains nothing (the evaluation batch size is "
+             "`dafnet evaluate --batch-size`)",
+    "losses": "only affects training, and evaluation retrains nothing",
+    "output": "only affects where training writes its run",
+}
+
+
+def evaluation_override_issues(overrides: list[str]) -> list[RecipeIssue]:
+    """Problems of ``overrides`` meant for an evaluation of trained weights: only ``model.*`` and
+    ``method.*`` keys can change what is evaluated (whether they fit the weights is checked when
+    the weights are loaded); any other key would be accepted and change nothing."""
+    issues = []
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        key = key.strip()
+        section = key.split(".")[0]
+        if section in EVALUATION_OVERRIDE_SECTIONS or not sep or not key:
+            continue  # apply_overrides reports a malformed item
+        why = _NOT_FOR_EVALUATION.get(section, "is not a choice of the trained model")
+        issues.append(RecipeIssue(key, f"cannot be overridden when evaluating trained weights: {section} {why}",
+                                  "override only model.* or method.* choices without weights, "
+                                  "e.g. model.fuser.name=mean"))
+    return issues

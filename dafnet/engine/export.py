@@ -156,10 +156,13 @@ def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple
         except ValidationError as exc:
             raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
     from dafnet.config.errors import RecipeError
-    from dafnet.config.loading import apply_overrides
+    from dafnet.config.loading import apply_overrides, evaluation_override_issues
     from dafnet.config.resolve import parse_recipe, resolve
 
     try:
+        issues = evaluation_override_issues(list(overrides))
+        if issues:
+            raise RecipeError(issues)
         return resolve(parse_recipe(apply_overrides(index["recipe"], list(overrides))))
     except RecipeError as exc:
         raise exc.with_source(f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}") from None

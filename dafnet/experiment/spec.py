@@ -26,6 +26,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dafnet.config.errors import RecipeError, RecipeIssue, issues_from_validation
+from dafnet.config.loading import evaluation_override_issues
 from dafnet.errors import DafnetError
 
 Pairing = Literal["expert", "automated", "random"]
@@ -68,6 +69,10 @@ class MethodEntry(_Strict):
             raise ValueError("give either recipe (a method to train) or evaluate_from (another method's label)")
         if self.evaluate_from is not None and self.seeds is not None:
             raise ValueError("a method with evaluate_from takes the seeds of the method it evaluates")
+        if self.evaluate_from is not None:
+            issues = evaluation_override_issues(self.overrides)
+            if issues:
+                raise ValueError("with evaluate_from, " + "; ".join(str(i) for i in issues))
         return self
 
 

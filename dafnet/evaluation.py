@@ -117,8 +117,27 @@ def volume_geometry(volume) -> tuple[tuple[float, float], float | None]:
     return spacing, float(steps.mean())
 
 
-def build_metrics(names: list[str], facts) -> dict[str, object]:
-    from dafnet.builder import build
+def metric_params(items: list[str], names: list[str]) -> dict[str, dict]:
+    """``NAME.KEY=VALUE`` items (``dcor.max_samples=2000``; values parsed as YAML) -> params per metric."""
+    from dafnet.config.loading import _parse_value
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, field = key.strip().rpartition(".")
+        if not sep or not dot or not name or not field:
+            raise DafnetError(f"--metric-param {item!r} is not NAME.KEY=VALUE",
+                              hint="e.g. --metric-param dcor.max_samples=2000")
+        if name not in names:
+            raise DafnetError(f"--metric-param {item!r}: {name!r} is not one of the --metric names {names}",
+                              hint=f"add --metric {name}")
+        out.setdefault(name, {})[field] = _parse_value(raw)
+    return out
+
+
+def build_metrics(names: list[str], facts, params: dict[str, dict] | None = None) -> dict[str, object]:
+    """The metrics ``names``, each built with its ``params`` (see :func:`metric_params`)."""
+    from dafnet.builder import build, component_class, validate_params
     from dafnet.registry import registry
 
     if not names:
@@ -129,7 +148,9 @@ def build_metrics(names: list[str], facts) -> dict[str, object]:
         reg = registry("metric")
         if name not in reg:
             raise DafnetError(reg.unknown_message(name), hint=reg.unknown_hint(name))
-        out[name] = build("metric", name, {}, facts, f"metric {name}")
+        cls = component_class("metric", name, f"--metric {name}")
+        validated = validate_params(cls, (params or {}).get(name, {}), f"--metric-param {name}", name)
+        out[name] = build("metric", name, validated, facts, f"--metric {name}")
     return out
 
 
@@ -140,8 +161,10 @@ def _wants(metric, inputs) -> bool:
 def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None, split: str = "test",
              out_dir: str | Path | None = None, pairing: str | None = None, batch_size: int | None = None,
              device: str | None = None, progress=None,
-             overrides: list[str] | tuple[str, ...] = ()) -> EvaluationResult:
-    """Evaluate an export with the named metrics; see the module docstring."""
+             overrides: list[str] | tuple[str, ...] = (), metric_options: list[str] | tuple[str, ...] = (),
+             ) -> EvaluationResult:
+    """Evaluate an export with the named metrics; see the module docstring. ``metric_options``
+    set metric parameters as ``NAME.KEY=VALUE`` (``dcor.max_samples=2000``)."""
     from torch.utils.data import DataLoader
 
     from dafnet.assemble import build_data_source
@@ -162,7 +185,8 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
         if "pairing" not in type(method.params).model_fields:
             raise DafnetError(f"--pairing: method {recipe.method.name!r} has no pairing option")
         method.params = method.params.model_copy(update={"pairing": pairing})
-    metric_objects = build_metrics(list(dict.fromkeys(metrics)), exported_facts)
+    names = list(dict.fromkeys(metrics))
+    metric_objects = build_metrics(names, exported_facts, metric_params(list(metric_options), names))
 
     source, facts = build_data_source(recipe)
     _check_facts(exported_facts, facts)
@@ -212,7 +236,9 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     info = {"export": str(export), "split": split, "splits_from": split_source, "subjects": evaluated,
             "samples": slices, "seconds": seconds, "samples_per_second": slices / seconds if seconds else math.nan,
             "device": str(device), "pairing": getattr(method.params, "pairing", None),
-            "data": data, "overrides": list(overrides), "weights": index.get("weights")}
+            "data": data, "overrides": list(overrides),
+            "metric_params": {name: m.params.model_dump(mode="json") for name, m in metric_objects.items()
+                              if getattr(m, "params", None) is not None}, "weights": index.get("weights")}
     per_volume = _merge_rows(results)
     files = [f for r in results.values() for f in r.files]
     summaries = {name: r.summary for name, r in results.items()}
@@ -252,4 +278,4 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-__all__ = ["EvaluationResult", "SPLITS", "build_metrics", "evaluate", "volume_geometry"]
+__all__ = ["EvaluationResult", "SPLITS", "build_metrics", "evaluate", "metric_params", "volume_geometry"]

@@ -106,23 +106,43 @@ def _import_target(target: str):
 
 
 class Registry:
-    """The entries of one kind."""
+    """The entries of one kind.
+
+    Two discovered entries with one name (two plugins, or a plugin and a built-in) are a
+    *conflict*: it is kept, listed, and reported when that name is used, so the rest of the
+    kind (and every other kind) keeps working while the user sorts it out.
+    """
 
     def __init__(self, kind: str) -> None:
         if kind not in KINDS:
             raise RegistryError(f"unknown registry kind {kind!r}", hint=f"kinds: {', '.join(KINDS)}")
         self.kind = KINDS[kind]
         self._entries: dict[str, Entry] = {}
+        self._conflicts: dict[str, list[Entry]] = {}
 
     def add(self, entry: Entry) -> None:
+        """Add a discovered entry; a second target for a known name becomes a conflict."""
         old = self._entries.get(entry.name)
         if old is not None and old.target != entry.target:
-            raise RegistryError(
-                f"duplicate {self.kind.title} name {entry.name!r}: {old.target} ({old.origin}) "
-                f"and {entry.target} ({entry.origin})",
-                hint="uninstall one of the two distributions or rename its entry point",
-            )
+            rivals = self._conflicts.setdefault(entry.name, [old])
+            if all(r.target != entry.target for r in rivals):
+                rivals.append(entry)
+            return
         self._entries[entry.name] = entry
+
+    def conflict(self, name: str) -> list[Entry]:
+        """The entries that claim ``name`` (empty when it is not contested)."""
+        return list(self._conflicts.get(name, []))
+
+    def duplicate_error(self, name: str, rivals: list[Entry] | None = None, runtime: bool = False) -> RegistryError:
+        rivals = rivals or self._conflicts[name]
+        claims = " and ".join(f"{e.target} ({e.origin})" for e in rivals)
+        return RegistryError(
+            f"duplicate {self.kind.title} name {name!r}: {claims}",
+            hint="register it under another name" if runtime else
+            "uninstall one of the distributions or rename its entry point; "
+            "`dafnet plugins list` marks every contested name",
+        )
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -134,6 +154,8 @@ class Registry:
         return name in self._entries or ":" in name
 
     def entry(self, name: str) -> Entry:
+        if name in self._conflicts:
+            raise self.duplicate_error(name)
         if name in self._entries:
             return self._entries[name]
         if ":" in name:  # a class named directly in a recipe
@@ -207,10 +229,19 @@ def all_registries() -> dict[str, Registry]:
 
 def register(kind: str, name: str, target: str | type) -> None:
     """Register a component at run time (``target`` is a class or ``'module:attr'``)."""
+    reg = registry(kind)
     if isinstance(target, type):
+        base = _import_target(KINDS[kind].base)
+        if not issubclass(target, base):
+            raise RegistryError(f"cannot register {target.__qualname__} as {KINDS[kind].title} {name!r}: it is not a "
+                                f"subclass of {base.__module__}.{base.__qualname__}",
+                                hint=f"make the class derive from dafnet.interfaces.{base.__qualname__}")
         target = f"{target.__module__}:{target.__qualname__}"
     entry = Entry(kind, name, target, "runtime")
-    registry(kind).add(entry)
+    old = reg._entries.get(name)
+    if name in reg._conflicts or (old is not None and old.target != target):
+        raise reg.duplicate_error(name, (reg.conflict(name) or [old]) + [entry], runtime=True)
+    reg.add(entry)
     _RUNTIME.append(entry)
 
 
@@ -223,4 +254,4 @@ def reset() -> None:
 
 def find_kind(name: str) -> list[Entry]:
     """Every entry of any kind with this name (for ``dafnet plugins info NAME``)."""
-    return [reg._entries[name] for reg in all_registries().values() if name in reg._entries]
+    return [reg.entry(name) for reg in all_registries().values() if name in reg._entries]

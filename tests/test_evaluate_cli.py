@@ -69,7 +69,21 @@ def test_default_output_folder_all_split_and_shuffled_pairing(run, capsys):
     assert len(report["info"]["subjects"]) == 6 and report["info"]["pairing"] == "shuffled"
 
 
+def test_metric_params_are_set_validated_and_recorded(run, tmp_path, capsys):
+    out = tmp_path / "sampled"
+    code = cli(["evaluate", str(run), "--metric", "dcor", "--metric-param", "dcor.max_samples=5",
+                "--out", str(out), "--cpu"])
+    assert code == 0, capsys.readouterr()
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["metrics"]["dcor"]["n"] == 5  # the subsample the parameter asked for
+    assert report["info"]["metric_params"]["dcor"]["max_samples"] == 5
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--metric", "dcor", "--metric-param", "dcor.max_sample=5"], "did you mean 'max_samples'"),
+    (["--metric", "dcor", "--metric-param", "dcor.max_samples=-1"], "--metric-param dcor.max_samples"),
+    (["--metric", "dice", "--metric-param", "dcor.max_samples=5"], "is not one of the --metric names"),
+    (["--metric", "dice", "--metric-param", "max_samples=5"], "is not NAME.KEY=VALUE"),
     (["--metric", "dcorr"], "did you mean 'dcor'"),
     (["--metric", "dice", "--data", "."], "does not read a dataset folder"),
     (["--metric", "dice", "--split", "train"], "unknown --split"),

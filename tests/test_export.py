@@ -103,6 +103,17 @@ def test_missing_and_corrupt_weights(trained, tmp_path):
         load_export(broken)
 
 
+def test_a_component_missing_here_names_where_the_export_got_it(trained):
+    from dafnet import registry
+    from dafnet.engine import load_export
+
+    registry.reset()  # as on a machine without the distribution that provided the method
+    with pytest.raises(DafnetError) as err:
+        load_export(trained.export_dir)
+    assert "unknown method 'engine_toy'" in err.value.message
+    assert "method 'engine_toy' from runtime" in err.value.hint
+
+
 def test_weights_that_do_not_fit(trained, tmp_path):
     from dafnet.engine import load_export
 

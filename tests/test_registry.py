@@ -50,9 +50,22 @@ def test_unknown_name_suggests_close_matches_and_lists_installed():
 def test_duplicate_names_name_both_origins():
     r = registry("decoder")
     r.add(reg.Entry("decoder", "dup", "a.b:C", "dist-one 1.0", "dist-one"))
+    r.add(reg.Entry("decoder", "dup", "x.y:Z", "dist-two 2.0", "dist-two"))  # kept as a conflict
+    assert [e.origin for e in r.conflict("dup")] == ["dist-one 1.0", "dist-two 2.0"]
+    assert "dup" in r.names() and r.get("film").__name__ == "FiLMDecoder"
     with pytest.raises(RegistryError) as err:
-        r.add(reg.Entry("decoder", "dup", "x.y:Z", "dist-two 2.0", "dist-two"))
+        r.get("dup")
     assert "dist-one 1.0" in err.value.message and "dist-two 2.0" in err.value.message
+    with pytest.raises(RegistryError, match="duplicate decoder name 'film'") as err:
+        register("decoder", "film", "x.y:Z")  # a runtime registration fails at once
+    assert err.value.hint == "register it under another name"
+
+
+def test_runtime_registration_checks_the_class_kind():
+    from dafnet.components.decoders.film import FiLMDecoder
+
+    with pytest.raises(RegistryError, match="not a subclass of .*Fuser"):
+        register("fuser", "a_decoder", FiLMDecoder)
 
 
 def test_entry_must_subclass_the_kind_abc():

@@ -25,6 +25,9 @@ def evaluate(
         "e.g. model.fuser.name=mean (the same weights, fused by the mean)."),
     metric: List[str] = typer.Option(..., "--metric", "-m", help="A metric name (repeat for several): "
                                      "dice, hd95, dcor, probe, traversal, figures or a plugin's."),
+    metric_param: Optional[List[str]] = typer.Option(
+        None, "--metric-param", show_default=False, help="A metric's parameter as NAME.KEY=VALUE (repeat for "
+        "several), e.g. dcor.max_samples=2000; `dafnet plugins info NAME` lists them."),
     data: Optional[str] = typer.Option(None, "--data", help="A recipe (its data section is used) or a dataset "
                                        "folder for the export's data source; default: the export's recipe."),
     split: str = typer.Option("test", "--split", help="test | validation | all."),
@@ -47,7 +50,7 @@ def evaluate(
     with console.status("evaluating...") as status:
         result = run_evaluation(export, metric, data=data, split=split, out_dir=out, pairing=pairing,
                                 batch_size=batch_size, device="cpu" if cpu else None,
-                                overrides=overrides or [],
+                                overrides=overrides or [], metric_options=metric_param or [],
                                 progress=lambda case, n: status.update(f"evaluating {case} ({n} samples)"))
     info = result.info
     table = Table(title=f"{len(info['subjects'])} subjects, {info['samples']} samples of the {info['split']} "

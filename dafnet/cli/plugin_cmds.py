@@ -18,12 +18,14 @@ def list_plugins(
     targets: bool = typer.Option(False, "--targets", help="Also show each entry's module:Class."),
 ) -> None:
     """Every registered component by kind, with its origin."""
+    from rich.markup import escape
     from rich.table import Table
 
     from dafnet.registry import KINDS, RegistryError, autoload_enabled, registry
 
     if kind is not None and kind not in KINDS:
         raise RegistryError(f"unknown kind {kind!r}", hint=f"kinds: {', '.join(KINDS)}")
+    contested: list[str] = []
     table = Table(title="dafnet components", title_justify="left")
     table.add_column("kind", style="bold")
     table.add_column("name", style="cyan")
@@ -33,14 +35,24 @@ def list_plugins(
     for name, info in KINDS.items():
         if kind is not None and name != kind:
             continue
-        entries = registry(name).entries()
+        reg = registry(name)
+        entries = reg.entries()
         for i, entry in enumerate(entries):
-            row = [info.title if i == 0 else "", entry.name, entry.origin]
-            table.add_row(*row, *([entry.target] if targets else []))
+            rivals = reg.conflict(entry.name)
+            origin, target = entry.origin, entry.target
+            if rivals:
+                contested.append(f"{info.title} {entry.name!r}")
+                origin = "[red]contested:[/] " + escape(" | ".join(e.origin for e in rivals))
+                target = " | ".join(e.target for e in rivals)
+            row = [info.title if i == 0 else "", entry.name, origin]
+            table.add_row(*row, *([target] if targets else []))
         if not entries:
             table.add_row(info.title, "[dim](none)[/]", "", *([""] if targets else []))
         table.add_section()
     console.print(table)
+    if contested:
+        console.print(f"[red]contested names (recipes cannot use them until one claim is removed):[/] "
+                      f"{', '.join(contested)}: uninstall one of the distributions or rename its entry point")
     if not autoload_enabled():
         console.print("[yellow]plugin discovery is off (DAFNET_DISABLE_PLUGIN_AUTOLOAD=1): "
                       "built-ins only[/]")
@@ -48,20 +60,21 @@ def list_plugins(
 
 def _describe_field(field) -> tuple[str, str, str]:
     from pydantic_core import PydanticUndefined
+    from rich.markup import escape
 
     from dafnet.config.reference import type_label
 
     annotation = type_label(field.annotation)
     if field.default is not PydanticUndefined:
-        default = repr(field.default)
+        default = escape(repr(field.default))
     elif field.default_factory is not None:
-        default = repr(field.default_factory())
+        default = escape(repr(field.default_factory()))
     else:
         default = "[red]required[/]"
     from dafnet.config.reference import describe_limits
 
     limits = describe_limits(field)
-    return annotation + (f" ({limits})" if limits else ""), default, field.description or ""
+    return escape(annotation + (f" ({limits})" if limits else "")), default, escape(field.description or "")
 
 
 @app.command("info")
@@ -72,6 +85,7 @@ def info(
     """A component's origin, description and parameters (from its Params model)."""
     import inspect
 
+    from rich.markup import escape
     from rich.table import Table
 
     from dafnet.registry import KINDS, RegistryError, all_registries, find_kind, registry
@@ -92,10 +106,10 @@ def info(
     for entry in entries:
         cls = entry.load()
         console.print(f"[bold cyan]{entry.name}[/]  ({KINDS[entry.kind].title}, {entry.origin})")
-        console.print(f"[dim]{entry.target}[/]")
+        console.print(f"[dim]{escape(entry.target)}[/]")
         doc = inspect.getdoc(cls)
         if doc:
-            console.print(doc.split("\n\n")[0])
+            console.print(escape(doc.split("\n\n")[0]))
         table = Table(title="params", title_justify="left")
         for col in ("key", "type", "default", "description"):
             table.add_column(col, overflow="fold")

@@ -20,15 +20,17 @@ from dafnet.registry import RegistryError, registry
 
 def _resolve_component(kind: str, spec: ComponentSpec, path: str,
                        issues: list[RecipeIssue]) -> tuple[type | None, ComponentSpec]:
+    from dafnet.builder import validate_params  # builder imports dafnet.config
+
     try:
         cls = registry(kind).get(spec.name)
     except RegistryError as exc:
         issues.append(RecipeIssue(f"{path}.name" if path else "name", exc.message, exc.hint))
         return None, spec
     try:
-        params = cls.Params.model_validate(spec.params)
-    except ValidationError as exc:
-        issues.extend(issues_from_validation(exc, prefix=f"{path}.params"))
+        params = validate_params(cls, spec.params, f"{path}.params", spec.name)
+    except RecipeError as exc:
+        issues.extend(exc.issues)
         return cls, spec
     return cls, ComponentSpec(name=spec.name, params=params.model_dump(mode="json"))
 

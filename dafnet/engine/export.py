@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dafnet.config.errors import RecipeError
 from dafnet.config.schema import Recipe
 from dafnet.errors import DafnetError
 from dafnet.fsutil import replace_directory
@@ -155,7 +156,6 @@ def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple
             return Recipe.model_validate(index["recipe"])
         except ValidationError as exc:
             raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
-    from dafnet.config.errors import RecipeError
     from dafnet.config.loading import apply_overrides, evaluation_override_issues
     from dafnet.config.resolve import parse_recipe, resolve
 
@@ -179,9 +179,20 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
 
     export_dir = _export_dir(path)
     index = read_index(export_dir)
-    recipe = _exported_recipe(index, export_dir, overrides)
     facts = facts_from_json(index["facts"])
-    method = build_method(recipe, facts)
+    try:
+        recipe = _exported_recipe(index, export_dir, overrides)
+        method = build_method(recipe, facts)
+    except RecipeError as exc:  # most often: a plugin the export was made with is not installed here
+        used = [{"kind": "method", "component": index["method"].get("name"), "origin": index["method"].get("origin")}]
+        used += [r for r in index["roles"].values() if isinstance(r, dict)]
+        plugins = sorted({f"{r.get('kind')} {r.get('component')!r} from {r.get('origin')}" for r in used
+                          if r.get("origin") not in (None, "built-in") and repr(r.get("component")) in str(exc)})
+        if not plugins:
+            raise
+        raise DafnetError(f"{export_dir} cannot be rebuilt here: {exc}",
+                          hint=f"it was exported with {'; '.join(plugins)}: install that plugin distribution "
+                               "(or, for a runtime entry, register it) and load it again") from exc
     networks = method.networks()
     expected = index["networks"]
     changed = (f"; the overrides {' '.join(overrides)} change the networks, and only choices without "

@@ -119,6 +119,7 @@ class _Session:
         method.to(acc.device)
         if t.memory_format == "channels_last":
             method.to(memory_format=torch.channels_last)
+        method.summary()  # a batch-1 forward of every role: a component breaking its contract fails here, named
         self.prepared = {role: acc.prepare_model(net) for role, net in self.networks.items()}
         self.freezer = Freezer(self.networks, self.groups)
         self.optimizers = {g: acc.prepare_optimizer(o)
@@ -175,7 +176,8 @@ class _Session:
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if bad:
             raise DafnetError(f"non-finite loss at epoch {epoch}, iteration {iteration}: {bad}",
-                              hint="lower train.lr, check the data, or use mixed_precision: no")
+                              hint="lower train.lr, check the data, use mixed_precision: no, or check the components "
+                                   "of the terms named (a plugin returning NaN, say)")
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, epoch: int, progress, task) -> dict[str, float]:

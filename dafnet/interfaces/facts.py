@@ -11,11 +11,18 @@ anatomy channels: it reads ``facts.require("anatomy_channels")``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, fields
+
+from dafnet.errors import DafnetError
 
 
-class MissingFactError(RuntimeError):
+class MissingFactError(DafnetError):
     """A component needs a fact that no earlier component declared."""
+
+
+class UnknownFactError(MissingFactError, AttributeError):
+    """A component asked for a fact that does not exist (``hasattr`` stays False)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,14 @@ class Facts:
     """k, candidate slices per pair for the pairing head (1 = expert pairing)."""
     critic_channels: int | None = None
     """Channels of what a discriminator judges (L for masks, 1 for images); set per role."""
+
+    def __getattr__(self, name: str):  # only called for names that are not fields
+        if name.startswith("__"):
+            raise AttributeError(name)
+        known = ", ".join(f.name for f in fields(self))
+        close = difflib.get_close_matches(name, [f.name for f in fields(self)], n=1)
+        raise UnknownFactError(f"there is no fact {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+                               hint=f"facts: {known}")
 
     def require(self, name: str):
         """Return a fact, or raise a clear error when no component declared it."""

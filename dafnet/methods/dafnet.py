@@ -33,6 +33,7 @@ from dafnet.losses import (
 )
 from dafnet.methods import dafnet_steps as steps
 from dafnet.methods.dafnet_inference import evaluation_statistics, predict_target
+from dafnet.methods.role_outputs import checked, shape_text
 from dafnet.methods.target_dice import dice_summary, dice_table
 
 
@@ -187,30 +188,43 @@ class DAFNet(Method):
         return out
 
     def summary(self) -> list[RoleSummary]:
+        """One batch-1 forward of every role, each output checked against its kind's contract
+        (the engine runs this before training, so a plugin that breaks it is named at once)."""
         h, w = self.facts.require("image_size")
         p = next(self.parameters())
         x = torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype)
-        shape = lambda t: "x".join(str(d) for d in t.shape)  # noqa: E731
+        c, name = self.facts.require("anatomy_channels"), lambda role: self.spec(role).name  # noqa: E731
+        anatomy = (1, c, h, w)
         rows = []
         with self._evaluating():
-            s = self.anatomy_encoder(x, 0).anatomy
-            z = self.modality_encoder(x, s).z
+            s = checked("anatomy encoder", name("anatomy_encoder"), self.anatomy_encoder(x, 0), anatomy, "anatomy")
+            z = checked("modality encoder", name("modality_encoder"), self.modality_encoder(x, s), (1, self.z_dim), "z")
             outputs = {
-                "anatomy_encoder": s, "modality_encoder": z, "segmentor": self.segmentor(s).probabilities,
-                "aligner": self.aligner(s, s).warped, "fuser": self.fuser([s, s]), "decoder": self.decoder(s, z),
+                "anatomy_encoder": s, "modality_encoder": z,
+                "segmentor": checked("segmentor", name("segmentor"), self.segmentor(s),
+                                     (1, self.num_classes + 1, h, w), "probabilities"),
+                "aligner": checked("aligner", name("aligner"), self.aligner(s, s), anatomy, "warped"),
+                "fuser": checked("fuser", name("fuser"), self.fuser([s, s]), anatomy),
+                "decoder": checked("decoder", name("decoder"), self.decoder(s, z), (1, self.facts.image_channels, h, w)),
             }
             for role, out in outputs.items():
-                rows.append(RoleSummary(role, self.spec(role).name, shape(out), count_trainable(getattr(self, role))))
-            name = self.spec("discriminator").name
+                rows.append(RoleSummary(role, name(role), shape_text(out), count_trainable(getattr(self, role))))
+            critic = name("discriminator")
             if self.mask_discriminator is not None:
                 masks = torch.zeros(1, self.num_classes, h, w, device=x.device, dtype=x.dtype)
-                rows.append(RoleSummary("mask_discriminator", name, shape(self.mask_discriminator(masks)),
+                score = self.mask_discriminator(masks)
+                checked("mask discriminator", critic, score, None)
+                rows.append(RoleSummary("mask_discriminator", critic, shape_text(score),
                                         count_trainable(self.mask_discriminator)))
-            for m, critic in zip(self.modalities, self.image_discriminators or []):
-                rows.append(RoleSummary(f"image_discriminator_{m}", name, shape(critic(x)), count_trainable(critic)))
+            for m, net in zip(self.modalities, self.image_discriminators or []):
+                score = net(x)
+                checked("image discriminator", critic, score, None)
+                rows.append(RoleSummary(f"image_discriminator_{m}", critic, shape_text(score), count_trainable(net)))
             if self.pairing_head is not None:
-                out = self.pairing_head(s, s.unsqueeze(1).expand(-1, self.num_candidates, -1, -1, -1)).weights
-                rows.append(RoleSummary("pairing_head", self.spec("pairing_head").name, shape(out),
+                out = checked("pairing head", name("pairing_head"),
+                              self.pairing_head(s, s.unsqueeze(1).expand(-1, self.num_candidates, -1, -1, -1)),
+                              (1, self.num_candidates), "weights")
+                rows.append(RoleSummary("pairing_head", name("pairing_head"), shape_text(out),
                                         count_trainable(self.pairing_head)))
         return rows
 

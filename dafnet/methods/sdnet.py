@@ -31,6 +31,7 @@ from dafnet.losses import KLDivergenceLoss, L1ReconstructionLoss, LSGANDiscrimin
     ZReconstructionLoss
 from dafnet.methods import dafnet_steps as steps
 from dafnet.methods import target_dice as td
+from dafnet.methods.role_outputs import checked, shape_text
 
 
 class SDNet(Method):
@@ -123,21 +124,28 @@ class SDNet(Method):
         return out
 
     def summary(self) -> list[RoleSummary]:
+        """One batch-1 forward of every role, each output checked against its kind's contract."""
         h, w = self.facts.require("image_size")
         p = next(self.parameters())
         x = torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype)
-        shape = lambda t: "x".join(str(d) for d in t.shape)  # noqa: E731
         model = getattr(self.recipe, "model", None) or {}
         name = lambda role: (model.get(role) or ComponentSpec(name=self.roles[role].default)).name  # noqa: E731
+        f = self.built_facts
         with td.evaluating(self):
-            s = self.anatomy_encoder(x, 0).anatomy
-            z = self.modality_encoder(x, s).z
-            outputs = {"anatomy_encoder": s, "modality_encoder": z, "segmentor": self.segmentor(s).probabilities,
-                       "decoder": self.decoder(s, z)}
+            s = checked("anatomy encoder", name("anatomy_encoder"), self.anatomy_encoder(x, 0),
+                        (1, f.require("anatomy_channels"), h, w), "anatomy")
+            z = checked("modality encoder", name("modality_encoder"), self.modality_encoder(x, s),
+                        (1, f.require("z_dim")), "z")
+            outputs = {"anatomy_encoder": s, "modality_encoder": z,
+                       "segmentor": checked("segmentor", name("segmentor"), self.segmentor(s),
+                                            (1, self.num_classes + 1, h, w), "probabilities"),
+                       "decoder": checked("decoder", name("decoder"), self.decoder(s, z),
+                                          (1, self.facts.image_channels, h, w))}
             if self.mask_discriminator is not None:
                 masks = torch.zeros(1, self.num_classes, h, w, device=p.device, dtype=p.dtype)
-                outputs["mask_discriminator"] = self.mask_discriminator(masks)
-        return [RoleSummary(role, name("discriminator" if role == "mask_discriminator" else role), shape(out),
+                outputs["mask_discriminator"] = checked("mask discriminator", name("discriminator"),
+                                                        self.mask_discriminator(masks), None)
+        return [RoleSummary(role, name("discriminator" if role == "mask_discriminator" else role), shape_text(out),
                             count_trainable(self.networks()[role])) for role, out in outputs.items()]
 
     # ------------------------------------------------------------------ data

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dafnet.errors import DafnetError
+from dafnet.fsutil import check_output_folder
 
 SPLITS = ("test", "validation", "all")
 
@@ -177,6 +178,8 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
         raise DafnetError(f"no export at {export}: the path does not exist",
                           hint="give a run folder or its export/ folder written by `dafnet train`")
     index = read_index(export)
+    if out_dir is not None:
+        check_output_folder(out_dir, "--out")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method = load_export(export, device=device, overrides=overrides)
     exported_facts = facts_from_json(index["facts"])

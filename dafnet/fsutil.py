@@ -22,3 +22,24 @@ def replace_directory(tmp: Path, target: Path) -> None:
         os.replace(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_folder(path: str | Path, what: str) -> Path:
+    """``path`` as a folder dafnet may create or write into: a :class:`DafnetError` naming ``what``
+    (e.g. ``--out``) when it is a file, lies under a file, or its nearest existing folder is not
+    writable. Creates nothing."""
+    from dafnet.errors import DafnetError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DafnetError(f"{what} {path} exists and is not a folder", hint="give a folder path")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DafnetError(f"{what} {path} cannot be created: {parent} is a file, not a folder",
+                          hint="give a path under a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DafnetError(f"{what} {path} cannot be written: {parent} is not writable",
+                          hint="give a path in a folder you can write to")
+    return path

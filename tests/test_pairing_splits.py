@@ -188,3 +188,9 @@ def test_rotate_sample_by_zero_is_the_identity():
     rotated, rotated_masks = rotate_sample(images, masks, 0.0)
     assert torch.allclose(rotated, images, atol=1e-6)
     assert torch.equal(rotated_masks, masks)
+
+
+@pytest.mark.parametrize("n, folds", [(6, 50), (6, 4)])
+def test_too_many_folds_for_the_subjects_is_an_error_not_a_repeated_split(n, folds):
+    with pytest.raises(DafnetError, match=f"data.split.folds is {folds}, too many for {n} subjects"):
+        split_subjects(list(range(n)), SplitConfig(folds=folds, fold=0))

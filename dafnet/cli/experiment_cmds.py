@@ -46,6 +46,14 @@ def experiment(
         counts[action] = counts.get(action, 0) + 1
     done = ", ".join(f"{n} {a}" for a, n in counts.items()) or "none run"
     console.print(f"cells: {done}; tables: {report['out'] / 'tables.md'}")
+    failed = sorted(cell for cell, action in report["actions"].items() if action == "failed")
+    if failed:
+        from dafnet.errors import DafnetError
+
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise DafnetError(f"{len(failed)} cell(s) failed: {shown}; the tables leave them out",
+                          hint=f"each failed cell's reason is in {report['out'] / 'cells'}/<cell>/failed.json; fix it "
+                               "and run the experiment again (finished cells are kept)")
 
 
 def register(app: typer.Typer) -> None:

@@ -69,6 +69,8 @@ def issues_from_validation(exc: ValidationError, prefix: str = "") -> list[Recip
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":  # our own validators' messages say what they got
+            msg = msg.removeprefix("Value error, ")
         elif "input" in err and err["type"] not in {"missing"}:
             shown = repr(err["input"])
             if len(shown) > 60:

@@ -116,6 +116,14 @@ class OutputConfig(Strict):
     tensorboard: bool = True
     figures: bool = True
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value in {".", ".."} or "/" in value or "\\" in value):
+            raise ValueError(f"must be a folder name inside output.root, not a path (got {value!r}); "
+                             "put the folders in output.root")
+        return value
+
 
 class Recipe(Strict):
     name: str = Field("recipe", description="a short name for the run")

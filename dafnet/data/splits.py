@@ -44,6 +44,12 @@ def split_counts(n: int, config: SplitConfig) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
+def _fold_shifts(n: int, folds: int) -> list[int]:
+    """Where each fold's rotation of the shuffled order starts."""
+    step = _round_half_up(n / folds)
+    return [(f * step) % n for f in range(folds)]
+
+
 def split_subjects(subject_ids, config: SplitConfig) -> dict[str, list]:
     """Split subjects into ``train``, ``validation`` and ``test`` for ``config.fold``.
 
@@ -56,8 +62,16 @@ def split_subjects(subject_ids, config: SplitConfig) -> dict[str, list]:
     n = len(ids)
     if n == 0:
         raise DafnetError("no subjects to split")
+    shifts = _fold_shifts(n, config.folds)
+    if len(set(shifts)) < config.folds:
+        repeat = next(f for f in range(config.folds) if shifts[f] in shifts[:f])
+        usable = [k for k in range(1, min(n, 10) + 1) if len(set(_fold_shifts(n, k))) == k]
+        raise DafnetError(f"data.split.folds is {config.folds}, too many for {n} subjects: fold {repeat} would "
+                          f"repeat fold {shifts.index(shifts[repeat])}'s split",
+                          hint=f"fold counts that split {n} subjects distinctly: {', '.join(map(str, usable))}"
+                               + (", ..." if n > 10 else ""))
     _, n_val, n_test = split_counts(n, config)
-    shift = (config.fold * _round_half_up(n / config.folds)) % n
+    shift = shifts[config.fold]
     ids = ids[shift:] + ids[:shift]
     return {
         "train": ids[n_test + n_val:],

@@ -28,6 +28,7 @@ import yaml
 
 from dafnet.config.schema import Recipe
 from dafnet.errors import DafnetError
+from dafnet.fsutil import check_output_folder
 from dafnet.registry import registry
 
 RECIPE_FILE = "recipe.yaml"
@@ -89,7 +90,8 @@ def choose_run_dir(recipe: Recipe, run_dir: str | Path | None, resume: str | Pat
                               hint="give the folder of a run that trained at least one epoch")
         return root
     root = Path(run_dir) if run_dir is not None else Path(recipe.output.root) / default_run_name(recipe)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    check_output_folder(root, "--run-dir" if run_dir is not None else "run directory (output.root / output.name)")
+    if root.exists() and any(root.iterdir()):
         raise DafnetError(f"run directory {root} already exists and is not empty",
                           hint=f"choose another --run-dir or output.name, or continue it with --resume {root}")
     return root

@@ -8,6 +8,7 @@ A pairing a method cannot express (e.g. ``automated`` for a method without candi
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,17 @@ def reference_label(spec: ExperimentSpec, recipes: dict[str, Recipe]) -> str:
     return next((label for label, r in recipes.items() if r.method.name == "dafnet"), next(iter(spec.methods)))
 
 
+def _check_predictions(label: str, given: list[str] | None, cls: type) -> None:
+    """A spec's ``predictions`` must be types the method reports (when it declares them)."""
+    known = tuple(getattr(cls, "prediction_types", ()))
+    bad = [k for k in given or [] if known and k not in known]
+    if bad:
+        close = {k: difflib.get_close_matches(k, known, n=1) for k in bad}
+        said = "; ".join(f"{k!r}" + (f" (did you mean {close[k][0]!r}?)" if close[k] else "") for k in bad)
+        raise DafnetError(f"experiment: methods.{label}.predictions: {said} is not a prediction type of method "
+                          f"{cls.__name__}", hint=f"its types: {', '.join(known)}")
+
+
 def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
     """Every cell of the grid with its resolved recipe (all recipe problems raised together), and the
     reference method's label."""
@@ -112,6 +124,7 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
         if entry.recipe is None:
             continue
         cls = method_class(bases[label])
+        _check_predictions(label, entry.predictions, cls)
         trainable = is_trainable(cls)
         fractions = spec.fractions if trainable else [None]
         seeds = (entry.seeds or spec.seeds or [None]) if trainable else [None]
@@ -136,6 +149,9 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
                             cells.append(Cell(label, pairing, fraction, fold, ablation, overrides, paths[label],
                                               trainable=trainable, predictions=list(entry.predictions or []),
                                               seed=seed))
+    for label, entry in spec.methods.items():
+        if entry.evaluate_from is not None:
+            _check_predictions(label, entry.predictions, method_class(bases[entry.evaluate_from]))
     cells += _evaluation_cells(spec, cells)
     for cell in cells:
         try:
@@ -144,10 +160,52 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
             problems.append(f"cell {cell.id}: {exc.message}")
     if problems:
         raise DafnetError("experiment: " + "\n".join(problems), hint="check the spec's overrides and ablations")
+    problems = _weight_changing_overrides(cells)
+    if problems:
+        raise DafnetError("experiment: " + "\n".join(problems),
+                          hint="an evaluate_from row may only change choices without weights (e.g. model.fuser.name)")
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         raise DafnetError("experiment: two cells map to the same folder", hint="use distinct method/ablation labels")
     return cells, reference
+
+
+def _weight_shapes(recipe: Recipe) -> dict[str, tuple] | None:
+    """Role -> parameter/buffer shapes of the recipe's method, built without its data (with a stand-in
+    class count when the recipe does not state it); None when it cannot be built so."""
+    from dafnet.assemble import build_data_source, build_method, facts_without_data
+
+    try:
+        try:
+            _, facts = build_data_source(recipe)  # reads at most the dataset's description
+        except DafnetError:
+            facts = facts_without_data(recipe)
+        if facts.num_classes is None:
+            facts = facts.with_(num_classes=1, class_names=("class_1",))
+        method = build_method(recipe, facts)
+    except DafnetError:
+        return None
+    return {role: tuple((k, tuple(v.shape)) for k, v in net.state_dict().items())
+            for role, net in method.networks().items()}
+
+
+def _weight_changing_overrides(cells: list[Cell]) -> list[str]:
+    """Problems of ``evaluate_from`` rows whose overrides change a network of the trained method
+    (checked on one cell per row, before anything trains)."""
+    by_id, checked, problems = {c.id: c for c in cells}, set(), []
+    for cell in cells:
+        if cell.evaluates is None or cell.method in checked:
+            continue
+        checked.add(cell.method)
+        source = by_id[cell.evaluates]
+        before, after = _weight_shapes(source.recipe), _weight_shapes(cell.recipe)
+        if before is None or after is None:
+            continue  # checked when the export is loaded
+        changed = sorted(r for r in set(before) | set(after) if before.get(r) != after.get(r))
+        if changed:
+            problems.append(f"methods.{cell.method}.overrides {cell.evaluation_overrides} change the networks "
+                            f"{changed} of {source.method}'s trained cells")
+    return problems
 
 
 def _evaluation_cells(spec: ExperimentSpec, cells: list[Cell]) -> list[Cell]:

@@ -14,7 +14,7 @@ evaluation does), which the tables pool over folds.
   matching trained cell with its overrides (after that cell, also with ``jobs > 1``);
 * a cell whose training fails with a user error (e.g. a single-modality model at 0% target
   labels: nothing to learn from) is recorded in ``failed.json`` and shown as n/a; it is retried
-  on the next run.
+  on the next run (the CLI then exits with status 2, naming the failed cells).
 
 With ``jobs > 1`` the cells run side by side in that many spawned processes (each cell is its
 own folder, so they do not interfere); each cell's console output goes to ``OUT/logs/<cell>.log``.
@@ -34,6 +34,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from dafnet.errors import DafnetError
+from dafnet.fsutil import check_output_folder
 from dafnet.experiment.grid import Cell
 
 _SUBJECTS: dict[str, list] = {}
@@ -262,6 +263,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     cells, reference = expand(spec, base)
     cells.sort(key=lambda c: c.fold)  # fold-major: a stopped grid has whole folds
     out = Path(out) if out is not None else Path("runs") / "experiments" / spec.name
+    check_output_folder(out, "--out")
     folders = {c.id: out / "cells" / c.id for c in cells}
     if dry_run:
         return {"cells": cells, "reference": reference, "status": {c.id: cell_status(folders[c.id]) for c in cells},

@@ -75,6 +75,9 @@ class Method(Component, nn.Module, ABC):
     """The roles a recipe fills under ``model:``; each maps to a registry kind."""
     loss_weights: ClassVar[dict[str, float]] = {}
     """Named loss terms and their default weights (recipe ``losses:`` overrides them)."""
+    prediction_types: ClassVar[tuple[str, ...]] = ()
+    """The prediction types its evaluation reports (e.g. ``single``, ``fused``); an experiment
+    spec's ``predictions`` are checked against them. Empty: not declared, not checked."""
 
     def __init__(self, params, facts, recipe) -> None:
         nn.Module.__init__(self)

@@ -35,6 +35,7 @@ from dafnet.methods import target_dice as td
 class MaskTransferBaseline(Method):
     """Predicts the target mask from the paired source mask; no training."""
 
+    prediction_types = ("single",)
     roles = {}
     loss_weights = {}
     kind_note = ""

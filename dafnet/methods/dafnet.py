@@ -40,6 +40,7 @@ from dafnet.methods.target_dice import dice_summary, dice_table
 class DAFNet(Method):
     """Disentangle, align and fuse: multimodal, semi-supervised segmentation of a target modality."""
 
+    prediction_types = ("single", "deformed", "fused", "weighted")
     roles = {
         "anatomy_encoder": Role("anatomy_encoder", "unet_shared_decoder", "x_i -> binary anatomy s_i"),
         "modality_encoder": Role("modality_encoder", "vae", "(x, s) -> q(z | x, s)"),

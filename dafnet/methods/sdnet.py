@@ -37,6 +37,7 @@ from dafnet.methods.role_outputs import checked, shape_text
 class SDNet(Method):
     """Spatial decomposition network: anatomy + modality factors, segmentation of one input (registry: sdnet)."""
 
+    prediction_types = ("single",)
     roles = {
         "anatomy_encoder": Role("anatomy_encoder", "unet_shared_decoder", "x -> binary anatomy s"),
         "modality_encoder": Role("modality_encoder", "vae", "(x, s) -> q(z | x, s)"),

@@ -61,6 +61,7 @@ class UNet2D(nn.Module):
 class UNet(Method):
     """Supervised 2D U-Net on single slices; single- or multi-modality training (registry: unet)."""
 
+    prediction_types = ("single",)
     roles = {}
     loss_weights = {"sup": 1.0}
 

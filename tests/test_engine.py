@@ -472,3 +472,81 @@ def test_bf16_autocast_and_a_second_run_with_other_settings(tmp_path):
     # bf16 rounding changes the numbers, but not by much after one epoch
     assert bf16.history[0]["generator/total"] == pytest.approx(fp32.history[0]["generator/total"], rel=0.05)
     assert bf16.history[0]["generator/total"] != fp32.history[0]["generator/total"]
+
+
+def test_resume_checks_the_run_recipe_against_the_state_and_takes_overrides(tmp_path):
+    import yaml
+
+    from dafnet.cli.app import main
+    from dafnet.engine import train
+
+    run = tmp_path / "run"
+    train(toy_recipe(tmp_path, train={"epochs": 1}, method={"hidden": 5}), run_dir=run, console=quiet())
+    assert (run / "state" / "recipe.yaml").is_file()
+    original = (run / "recipe.yaml").read_text()
+    for section, key, value in (("train", "lr", 0.5), ("method", "params", {"hidden": 7})):
+        edited = yaml.safe_load(original)
+        edited[section][key] = value
+        edited["train"]["epochs"] = 2
+        (run / "recipe.yaml").write_text(yaml.safe_dump(edited))  # an edit behind the state's back
+        with pytest.raises(DafnetError, match=f"changes {section}") as info:
+            train(resume=run, console=quiet())
+        assert "state/recipe.yaml" in info.value.message
+    (run / "recipe.yaml").write_text(original)
+    with pytest.raises(SystemExit) as exc:  # a recipe file cannot follow --resume
+        main(["train", "--resume", str(run), "recipes/quickstart.yaml"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:  # nothing left to train: the hint says how to go on
+        main(["train", "--resume", str(run)])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--resume", str(run), "train.epochs=2"])
+    assert not exc.value.code
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["epochs"] == 2
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2
+
+
+def test_a_damaged_state_is_a_clear_error(tmp_path):
+    from dafnet.engine import train
+
+    run = tmp_path / "run"
+    train(toy_recipe(tmp_path, train={"epochs": 1}), run_dir=run, console=quiet())
+    weights = run / "state" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(DafnetError, match="resume state in .* cannot be read"):
+        train(toy_recipe(tmp_path, train={"epochs": 2}), resume=run, console=quiet())
+
+
+def test_a_new_run_stopped_before_its_first_state_leaves_no_folder(tmp_path, monkeypatch):
+    from dafnet.engine import train, trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer._Session, "fit", interrupted)
+    console = quiet()
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_recipe(tmp_path), run_dir=tmp_path / "new", console=console)
+    assert not (tmp_path / "new").exists()
+    assert "nothing kept" in console.file.getvalue()
+    (tmp_path / "empty").mkdir()  # a folder that was there, empty, stays (empty)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_recipe(tmp_path), run_dir=tmp_path / "empty", console=console)
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def test_an_interrupted_run_with_a_state_says_how_to_resume(tmp_path, monkeypatch):
+    from dafnet.engine import train, trainer
+
+    run = tmp_path / "run"
+    train(toy_recipe(tmp_path, train={"epochs": 1}), run_dir=run, console=quiet())
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer._Session, "fit", interrupted)
+    console = quiet()
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_recipe(tmp_path, train={"epochs": 2}), resume=run, console=console)
+    assert (run / "state").is_dir()
+    assert f"dafnet train --resume {run}" in " ".join(console.file.getvalue().split())

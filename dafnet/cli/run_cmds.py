@@ -31,10 +31,12 @@ def train(
     if resume is not None:
         from dafnet.engine import resume_recipe
 
-        if recipe is not None or overrides:
-            raise DafnetError("--resume continues a run with its own recipe",
-                              hint="drop the recipe and overrides, or start a new run without --resume")
-        resolved = resume_recipe(resume)
+        overrides = ([recipe] if recipe is not None else []) + list(overrides or [])
+        if any("=" not in item for item in overrides):
+            raise DafnetError("--resume continues a run with its own recipe; only KEY=VALUE overrides may follow",
+                              hint="e.g. dafnet train --resume RUN train.epochs=60 (epochs, patience and logging "
+                                   "may change), or start a new run without --resume")
+        resolved = resume_recipe(resume, overrides)
     elif recipe is None:
         raise DafnetError("missing RECIPE", hint="dafnet train recipes/quickstart.yaml (or --resume RUN_DIR)")
     else:

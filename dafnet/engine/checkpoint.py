@@ -37,8 +37,12 @@ class TrainProgress:
         self.history = [dict(r) for r in state["history"]]
 
 
-def save_checkpoint(accelerator, state_dir: Path) -> None:
-    """Every process calls this (each saves its own RNG state)."""
+RECIPE_FILE = "recipe.yaml"
+"""The resolved recipe the state was saved under, kept with it: a resume is checked against it."""
+
+
+def save_checkpoint(accelerator, state_dir: Path, recipe_text: str | None = None) -> None:
+    """Every process calls this (each saves its own RNG state); ``recipe_text`` is stored beside it."""
     from accelerate.utils import broadcast_object_list
 
     state_dir = Path(state_dir)
@@ -48,9 +52,25 @@ def save_checkpoint(accelerator, state_dir: Path) -> None:
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if recipe_text is not None:
+            (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
         replace_directory(tmp, state_dir)
     accelerator.wait_for_everyone()
 
 
 def load_checkpoint(accelerator, state_dir: Path) -> None:
-    accelerator.load_state(str(state_dir))
+    """Restore a state; a damaged one (cut or partly copied files) is a clear error."""
+    from dafnet.errors import DafnetError
+
+    try:
+        accelerator.load_state(str(state_dir))
+    except Exception as exc:  # noqa: BLE001 - safetensors, pickle and torch raise their own types
+        raise DafnetError(f"the resume state in {state_dir} cannot be read: {type(exc).__name__}: {exc}",
+                          hint="it is rewritten whole at the end of every epoch, so a damaged copy cannot be "
+                               "resumed: copy the run again from where it trained, or start a new run") from exc
+
+
+def saved_recipe_path(state_dir: Path) -> Path | None:
+    """The recipe stored with the state (None for states written before it was kept)."""
+    path = Path(state_dir) / RECIPE_FILE
+    return path if path.is_file() else None

@@ -101,14 +101,18 @@ def recipe_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def read_run_recipe(root: str | Path) -> Recipe:
-    """The resolved recipe a run was started with."""
+def read_run_recipe(root: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """The resolved recipe of a run (its ``recipe.yaml``), with optional dotted ``overrides``."""
     from dafnet.config.resolve import load_recipe
 
     path = Path(root) / RECIPE_FILE
+    if not Path(root).is_dir():
+        raise DafnetError(f"{root} is not a dafnet run directory: " +
+                          ("it does not exist" if not Path(root).exists() else "it is a file"),
+                          hint="give the folder `dafnet train` wrote (its --run-dir)")
     if not path.is_file():
         raise DafnetError(f"{root} is not a dafnet run directory (no {RECIPE_FILE})")
-    return load_recipe(path)
+    return load_recipe(path, overrides or [])
 
 
 def components_in_use(recipe: Recipe) -> list[dict]:

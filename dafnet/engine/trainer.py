@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -46,18 +47,27 @@ class TrainResult:
     figures: list[Path] = field(default_factory=list)
 
 
-def resume_recipe(run_dir: str | Path) -> Recipe:
-    """The resolved recipe a run was started with (``dafnet train --resume``)."""
-    return rundir.read_run_recipe(run_dir)
+def resume_recipe(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The run's recipe (``recipe.yaml`` in the run folder), with ``overrides`` such as
+    ``train.epochs=60`` (``dafnet train --resume RUN train.epochs=60``)."""
+    return rundir.read_run_recipe(run_dir, list(overrides))
 
 
-def _check_resume_recipe(recipe: Recipe, saved: Recipe) -> None:
+def _check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """``recipe`` may differ from the one the run's state was saved under only in what does not
+    change the computation so far (epochs, patience, logging)."""
+    from dafnet.config.resolve import load_recipe
+
+    stored = checkpoint.saved_recipe_path(run_dir / "state")
+    saved = load_recipe(stored) if stored is not None else resume_recipe(run_dir)
     a, b = recipe.model_dump(mode="json"), saved.model_dump(mode="json")
     diffs = [k for k in _RESUME_FIXED if a[k] != b[k]]
     diffs += [f"train.{k}" for k in _RESUME_FIXED_TRAIN if a["train"][k] != b["train"][k]]
     if diffs:
-        raise DafnetError(f"cannot resume with a recipe that changes {', '.join(diffs)}",
-                          hint="resume with the run's own recipe (only train.epochs, patience and logging may change)")
+        raise DafnetError(f"cannot resume {run_dir}: the recipe changes {', '.join(diffs)} against the one its state "
+                          f"was saved with" + (f" ({stored})" if stored else ""),
+                          hint="undo those changes (in the run's recipe.yaml, too); only train.epochs, "
+                               "train.patience and logging may change, e.g. dafnet train --resume RUN train.epochs=60")
 
 
 def _mean_stats(accelerator, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
@@ -290,7 +300,7 @@ class _Session:
                 acc.log({k: v for k, v in row.items() if k != "epoch"}, step=self.progress.global_step)
                 if acc.is_main_process:
                     runlog.write_csv(self.paths.log, self.progress.history)
-                checkpoint.save_checkpoint(acc, self.paths.state)
+                checkpoint.save_checkpoint(acc, self.paths.state, rundir.recipe_yaml(self.recipe))
                 progress.update(epochs_task, completed=epoch,
                                 info=f"monitor={row['validation/monitor']:.4f}" if "validation/monitor" in row else "")
                 if self.progress.stopped_early:
@@ -381,37 +391,76 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
 
     if recipe is None and resume is None:
         raise DafnetError("train() needs a recipe or resume=RUN_DIR")
-    if resume is not None:
-        saved = resume_recipe(resume)
-        recipe = saved if recipe is None else recipe
+    if resume is not None and recipe is None:
+        recipe = resume_recipe(resume)
     if isinstance(recipe, (str, Path)):
         recipe = load_recipe(recipe)
     recipe = resolve(recipe)
-    if resume is not None:
-        _check_resume_recipe(recipe, saved)
     console = console or Console()
     root = _run_dir_for_all_processes(recipe, run_dir, resume)
-    paths = rundir.RunPaths(root)
-
-    session = _Session(recipe, paths, console, resume=resume is not None)
     if resume is not None:
-        checkpoint.load_checkpoint(session.accelerator, paths.state)
-        done = session.progress
-        if done.epochs_done >= recipe.train.epochs:
-            raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
-                              hint="raise train.epochs to train further")
-        if session.stopper.should_stop(done.epochs_done):  # with the (possibly raised) patience
-            raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
-                              f"{session.stopper.best_epoch})", hint="raise train.patience to train further")
-        done.stopped_early = False
-        if session.accelerator.is_main_process:
-            meta = json.loads(paths.metadata.read_text()) if paths.metadata.exists() else {}
-            meta.setdefault("resumed", []).append({"after_epoch": done.epochs_done,
-                                                   "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            rundir.write_json(paths.metadata, meta)
-            paths.recipe.write_text(rundir.recipe_yaml(recipe), encoding="utf-8")
+        _check_resume_recipe(recipe, root)
+    paths = rundir.RunPaths(root)
+    fresh = resume is None and not root.exists()
+    try:
+        session = _start(recipe, paths, console, resume is not None)
+        session.fit()
+        return session.finish()
+    except BaseException as exc:
+        _after_failure(root, paths, fresh, resume is None, console, exc)
+        raise
+
+
+def _start(recipe: Recipe, paths: rundir.RunPaths, console: Console, resume: bool) -> _Session:
+    """The session, with a resumed run's state loaded."""
+    session = _Session(recipe, paths, console, resume=resume)
+    if resume:
+        _continue(session, recipe, paths)
     if session.skipped:
         session.console.print("skipping phases with empty streams: " +
                               ", ".join(f"{p.name} ({p.stream})" for p in session.skipped))
-    session.fit()
-    return session.finish()
+    return session
+
+
+def _continue(session: _Session, recipe: Recipe, paths: rundir.RunPaths) -> None:
+    """Load a resumed run's state; an error unless it has epochs left to train."""
+    root = paths.root
+    checkpoint.load_checkpoint(session.accelerator, paths.state)
+    done = session.progress
+    if done.epochs_done >= recipe.train.epochs:
+        raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
+                          hint=f"raise train.epochs to train further: dafnet train --resume {root} "
+                               f"train.epochs={2 * done.epochs_done}")
+    if session.stopper.should_stop(done.epochs_done):  # with the (possibly raised) patience
+        raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
+                          f"{session.stopper.best_epoch})",
+                          hint=f"raise train.patience to train further: dafnet train --resume {root} train.patience=N")
+    done.stopped_early = False
+    if session.accelerator.is_main_process:
+        meta = json.loads(paths.metadata.read_text()) if paths.metadata.exists() else {}
+        meta.setdefault("resumed", []).append({"after_epoch": done.epochs_done,
+                                               "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        rundir.write_json(paths.metadata, meta)
+        paths.recipe.write_text(rundir.recipe_yaml(recipe), encoding="utf-8")
+
+
+def _after_failure(root: Path, paths: rundir.RunPaths, fresh: bool, new_run: bool, console: Console,
+                   exc: BaseException) -> None:
+    """A new run that stops before its first epoch's state is saved can be neither resumed nor
+    reused: its folder goes (only what this call created). Otherwise the state stays, and an
+    interruption says how to continue."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    if new_run and not paths.state.exists() and root.exists():
+        if fresh:
+            shutil.rmtree(root, ignore_errors=True)
+        else:  # it existed, empty: empty it again
+            for child in root.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        if isinstance(exc, KeyboardInterrupt):
+            console.print(f"[yellow]interrupted before the first epoch ended: nothing kept in {root}[/]")
+    elif isinstance(exc, KeyboardInterrupt) and paths.state.exists():
+        console.print(f"[yellow]interrupted: the state of the last finished epoch is in {paths.state}; "
+                      f"continue with: dafnet train --resume {root}[/]")

@@ -178,7 +178,8 @@ class Registry:
 
     def unknown_hint(self, name: str) -> str:
         installed = ", ".join(self.names()) or "(none)"
-        return f"installed {self.kind.title}s: {installed}; or name a class as 'package.module:Class'"
+        plural = self.kind.title + ("es" if self.kind.title.endswith("s") else "s")
+        return f"installed {plural}: {installed}; or name a class as 'package.module:Class'"
 
 
 _REGISTRIES: dict[str, Registry] | None = None

@@ -124,3 +124,14 @@ def test_recipes_list_and_cp(tmp_path, capsys):
 def test_usage_error_exit_2(capsys):
     code, _, _ = run(capsys, "validate")
     assert code == 2
+
+
+def test_warnings_print_as_one_plain_line(capsys):
+    import warnings
+
+    from dafnet.cli.app import _plain_warnings
+
+    _plain_warnings()  # as main() does without --debug (pytest restores the hook after the test)
+    warnings.warn("case_7 has an odd spacing [1, 1, 9]", UserWarning, stacklevel=1)
+    out = capsys.readouterr().out
+    assert "warning: case_7 has an odd spacing [1, 1, 9]" in out and "UserWarning" not in out and ".py:" not in out

@@ -48,6 +48,19 @@ app.add_typer(recipe_cmds.app, name="recipes", rich_help_panel="Components and r
 app.add_typer(data_cmds.app, name="data", rich_help_panel="Data")
 
 
+def _plain_warnings() -> None:
+    """Warnings (a data source's about an odd file, say) print as one ``warning:`` line, not as a
+    Python source line; ``--debug`` keeps Python's format."""
+    import warnings
+
+    from rich.markup import escape
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print a message and exit 2 (``--debug`` shows the traceback)."""
     import sys
@@ -59,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     # spinning threads slow every torch op down several times (see benchmarks/README.md).
     # Must be set before torch loads its OpenMP runtime; a value the user set is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not ("--debug" in args or os.environ.get(_DEBUG_ENV)):
+        _plain_warnings()
     try:
         app(args=args, prog_name="dafnet")
     except DafnetError as exc:

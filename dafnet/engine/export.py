@@ -218,7 +218,9 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise DafnetError(f"weights in {file} do not fit network {role!r}{changed}: {exc}",
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            shown = "; ".join(lines[:4]) + (f"; ... ({len(lines) - 4} more)" if len(lines) > 4 else "")
+            raise DafnetError(f"weights in {file} do not fit network {role!r}{changed}: {shown}",
                               hint="drop those overrides" if overrides else
                               "load it with the component versions it was exported with") from exc
     method.to(device)

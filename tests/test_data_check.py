@@ -123,3 +123,69 @@ def test_a_datalist_json_is_checked_too(good, tmp_path, capsys):
     code, out = run(capsys, "data", "check", datalist)
     assert code == 0, out
     assert "case phantom_001: usable" in out and "labels" in out
+
+
+def test_no_case_at_all_exits_2_after_the_report(copy, capsys):
+    for path in (copy / "imagesTr").iterdir():
+        path.unlink()
+    code, out = run(capsys, "data", "check", copy)
+    assert code == 2, out
+    assert "0 case(s): 0 usable" in out and "holds no case" in out
+
+
+def test_a_sequence_without_any_image_exits_2_like_training(copy, capsys):
+    for path in (copy / "imagesTr").glob("*_0000.nii.gz"):
+        path.unlink()
+    code, out = run(capsys, "data", "check", copy)
+    assert code == 2, out
+    assert "2 case(s): 2 usable" in out and "no case has an image of 'cine'" in out
+
+
+def _relabel(path, change):
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    data = np.asarray(image.dataobj).copy()
+    change(data)
+    nib.save(nib.Nifti1Image(data, image.affine), str(path))
+
+
+def test_messages_name_the_users_files_and_cases_not_the_staging(copy, capsys):
+    _relabel(copy / "labelsTr" / "phantom_000_0001.nii.gz", lambda d: d.__setitem__((0, 0, 0), 7))
+    shared = copy / "labelsTr" / "phantom_001.nii.gz"  # one label for both (unaligned) channels
+    (copy / "labelsTr" / "phantom_001_0000.nii.gz").rename(shared)
+    (copy / "labelsTr" / "phantom_001_0001.nii.gz").unlink()
+    code, out = run(capsys, "data", "check", copy)
+    assert code == 2, out
+    assert f"label values [7] are not classes 0..3 of {copy / 'dataset.json'}" in out
+    assert f"the single label {shared} of case 'phantom_001'" in out
+    assert "give per-channel labels labelsTr/phantom_001_XXXX" in out
+    assert "dafnet-staged" not in out and "case0000" not in out
+
+
+def test_a_datalist_names_its_own_file_or_the_classes(copy, tmp_path, capsys):
+    from dafnet.data.datalist import DatalistDataSource
+    from dafnet.errors import DafnetError
+
+    label = copy / "labelsTr" / "phantom_000_0001.nii.gz"
+    _relabel(label, lambda d: d.__setitem__((0, 0, 0), 7))
+    images = {m: str(copy / "imagesTr" / f"phantom_000_{i:04d}.nii.gz") for i, m in enumerate(["cine", "lge"])}
+    datalist = tmp_path / "list.json"
+
+    def write(entry_label):
+        datalist.write_text(json.dumps({
+            "labels": {"0": "background", "1": "lv", "2": "myo", "3": "rv"},
+            "training": [{"id": "p0", "image": images, "label": entry_label}]}))
+
+    write({"lge": str(label)})
+    with pytest.raises(DafnetError) as info:
+        DatalistDataSource(DatalistDataSource.Params(path=str(datalist), image_size=32)).load()
+    assert f"not classes 0..3 of {datalist}" in str(info.value) and "dafnet-staged" not in str(info.value)
+    code, out = run(capsys, "data", "check", datalist)
+    assert code == 2, out
+    assert "are not classes 0..3 of the classes 0=background, 1=lv, 2=myo, 3=rv" in out
+    write(str(label))  # one label for both sequences, on the lge grid only
+    code, out = run(capsys, "data", "check", datalist)
+    assert code == 2, out
+    assert '(a "label": {sequence: file} mapping in the entry of \'p0\')' in out
+    assert "dafnet-staged" not in out and "case0000" not in out and "labelsTr/p0" not in out

@@ -190,7 +190,8 @@ def test_rotate_sample_by_zero_is_the_identity():
     assert torch.equal(rotated_masks, masks)
 
 
-@pytest.mark.parametrize("n, folds", [(6, 50), (6, 4)])
-def test_too_many_folds_for_the_subjects_is_an_error_not_a_repeated_split(n, folds):
-    with pytest.raises(DafnetError, match=f"data.split.folds is {folds}, too many for {n} subjects"):
-        split_subjects(list(range(n)), SplitConfig(folds=folds, fold=0))
+@pytest.mark.parametrize("n, folds, fold", [(6, 50, 10), (6, 4, 3)])
+def test_a_fold_repeating_an_earlier_split_is_an_error(n, folds, fold):
+    with pytest.raises(DafnetError, match=f"data.split.folds is {folds}, too many for {n} subjects: fold {fold}"):
+        split_subjects(list(range(n)), SplitConfig(folds=folds, fold=fold))
+    split_subjects(list(range(n)), SplitConfig(folds=folds, fold=0))  # the first fold is always its own

@@ -212,20 +212,105 @@ def test_nnunet_round_trip(tmp_path):
 
 def test_writer_refuses_to_overwrite_and_replaces_on_request(tmp_path):
     out = tmp_path / "ds"
-    out.mkdir()
-    (out / "keep.txt").write_text("x")
     params = Params(subjects=1, slices=2, image_size=32)
+    write_phantom(out, params)
+    (out / "imagesTr" / "phantom_000_0000.nii.gz").unlink()  # a dataset dafnet wrote, altered
     with pytest.raises(DafnetError) as info:
         write_phantom(out, params)
-    assert "not empty" in info.value.message and "overwrite" in info.value.hint
-    assert (out / "keep.txt").exists()
+    assert "not empty" in info.value.message and "overwrite=True" in info.value.hint
+    assert "--overwrite" not in info.value.hint  # the Python API names its own argument
     write_phantom(out, params, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "dataset.json").exists()
+    assert (out / "imagesTr" / "phantom_000_0000.nii.gz").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     empty = tmp_path / "empty"
     empty.mkdir()
     write_phantom(empty, params)  # an empty folder is fine
     assert (empty / "dataset.json").exists()
+
+
+@pytest.mark.parametrize("arrange, reason", [
+    (lambda d: (d / "keep.txt").write_text("x"), "it holds keep.txt"),
+    (lambda d: (d / "dataset.json").write_text('{"name": "theirs"}'), 'has no "dafnet" section'),
+    (lambda d: (d / "imagesTr").mkdir(), "it has no dataset.json"),
+    (lambda d: (d / "dataset.json").write_text("{oops"), "not valid JSON"),
+])
+def test_overwrite_never_deletes_a_folder_dafnet_did_not_write(tmp_path, arrange, reason):
+    out = tmp_path / "ds"
+    out.mkdir()
+    arrange(out)
+    before = sorted(p.name for p in out.rglob("*"))
+    with pytest.raises(DafnetError) as info:
+        write_phantom(out, Params(subjects=1, slices=2, image_size=32), overwrite=True)
+    assert "does not look like a dataset written by dafnet" in info.value.message
+    assert reason in info.value.message and str(out) in info.value.message
+    assert sorted(p.name for p in out.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_overwrite_refuses_extra_files_inside_a_written_dataset(tmp_path):
+    out = write_phantom(tmp_path / "ds", Params(subjects=1, slices=2, image_size=32))
+    (out / "labelsTr" / "notes.txt").write_text("mine")
+    with pytest.raises(DafnetError, match="labelsTr/ holds notes.txt"):
+        write_phantom(out, Params(subjects=1, slices=2, image_size=32), overwrite=True)
+    assert (out / "labelsTr" / "notes.txt").exists()
+
+
+def test_unwritable_paths_are_clear_errors(tmp_path):
+    params = Params(subjects=1, slices=2, image_size=32)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for target in (afile / "ds", afile / "a" / "ds"):
+        with pytest.raises(DafnetError) as info:
+            write_phantom(target, params)
+        assert str(target) in info.value.message and f"{afile} is a file, not a folder" in info.value.message
+    with pytest.raises(DafnetError, match="exists and is not a folder"):
+        write_phantom(afile, params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_failing_folder_creation_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    real_mkdir = type(tmp_path).mkdir
+
+    def mkdir(self, *args, **kw):
+        if self.name.startswith(".ds.tmp-"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_mkdir(self, *args, **kw)
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", mkdir)
+    with pytest.raises(DafnetError) as info:
+        write_phantom(tmp_path / "new" / "ds", Params(subjects=1, slices=2, image_size=32))
+    message = info.value.message
+    assert message.startswith(f"cannot write {tmp_path / 'new' / 'ds'}: cannot create a folder in")
+    assert "No such file or directory" in message and ".tmp-" not in message
+    assert list(tmp_path.iterdir()) == []  # the parent made for it is gone again
+
+
+def test_phantom_cli_errors(tmp_path, capsys):
+    from _cli import run_cli
+
+    for value, expected in (("", "--modalities '' names no modality"),
+                            (" , ", "names no modality"),
+                            ("cine,,lge", "has an empty name")):
+        code, out, err = run_cli(capsys, "data", "phantom", tmp_path / "x", "--modalities", value)
+        assert code == 2 and expected in " ".join((out + err).split()), out + err
+    assert not (tmp_path / "x").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, out, err = run_cli(capsys, "data", "phantom", afile / "ph")
+    text = " ".join((out + err).split())
+    assert code == 2 and f"{afile} is a file, not a folder" in text and "Traceback" not in text
+    ds = tmp_path / "ds"
+    args = ("data", "phantom", ds, "--subjects", "1", "--slices", "2", "--image-size", "32")
+    assert run_cli(capsys, *args)[0] == 0
+    code, out, err = run_cli(capsys, *args)
+    text = " ".join((out + err).split())
+    assert code == 2 and "pass --overwrite to replace it" in text and "overwrite=True" not in text
+    assert run_cli(capsys, *args, "--overwrite")[0] == 0
+    (ds / "notes.txt").write_text("mine")
+    code, out, err = run_cli(capsys, *args, "--overwrite")
+    text = " ".join((out + err).split())
+    assert code == 2 and "it holds notes.txt); --overwrite only replaces those" in text
+    assert (ds / "notes.txt").exists()
 
 
 def test_writer_leaves_nothing_half_written(tmp_path, monkeypatch):
@@ -240,7 +325,7 @@ def test_writer_leaves_nothing_half_written(tmp_path, monkeypatch):
         real_save(img, path)
 
     monkeypatch.setattr(nnunet_writer.nib, "save", failing_save)
-    with pytest.raises(OSError):
+    with pytest.raises(DafnetError, match="cannot write .*ds: disk full; nothing was written"):
         write_nnunet_raw(subjects, tmp_path / "ds", ("cine", "lge"), CLASS_NAMES)
     assert len(calls) == 3  # two files were written before the failure
     assert list(tmp_path.iterdir()) == []
@@ -263,3 +348,15 @@ def test_writer_records_missing_channels_and_rejects_bad_input(tmp_path):
         write_nnunet_raw(subjects, tmp_path / "x", ("t2",), CLASS_NAMES)  # no such modality
     with pytest.raises(DafnetError):
         write_nnunet_raw([], tmp_path / "x", ("cine",), CLASS_NAMES)
+
+
+def test_write_phantom_checks_the_folder_before_generating(tmp_path, monkeypatch):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "keep.txt").write_text("x")
+
+    def never(self):
+        raise AssertionError("generated before the folder was checked")
+
+    monkeypatch.setattr(PhantomDataSource, "load", never)
+    with pytest.raises(DafnetError, match="not empty"):
+        write_phantom(tmp_path / "ds", Params(subjects=1, slices=2, image_size=32))

@@ -20,17 +20,28 @@ def phantom(
     image_size: int = typer.Option(64, help="Slice size in pixels (square)."),
     modalities: Optional[str] = typer.Option(None, help="Comma-separated, e.g. cine,lge,t2."),
     seed: int = typer.Option(0, help="Seed: the same seed writes the same data."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT_DIR."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a non-empty OUT_DIR that holds a dataset dafnet wrote."),
 ) -> None:
     """Write the synthetic multimodal cardiac phantom as NIfTI in the nnU-Net raw layout."""
     from dafnet.builder import validate_params
     from dafnet.data.phantom import PhantomDataSource, write_phantom
+    from dafnet.data.phantom_contrast import MODALITY_NAMES
+    from dafnet.errors import DafnetError
 
     values = {"subjects": subjects, "slices": slices, "image_size": image_size, "seed": seed}
-    if modalities:
-        values["modalities"] = [m.strip() for m in modalities.split(",") if m.strip()]
+    if modalities is not None:
+        names = [m.strip() for m in modalities.split(",")]
+        if not any(names):
+            raise DafnetError(f"--modalities {modalities!r} names no modality",
+                              hint=f"give comma-separated names of {', '.join(MODALITY_NAMES)} (e.g. "
+                                   "--modalities cine,lge), or leave the option out for cine,lge")
+        if not all(names):
+            raise DafnetError(f"--modalities {modalities!r} has an empty name",
+                              hint="separate the names by single commas, e.g. --modalities cine,lge")
+        values["modalities"] = names
     params = validate_params(PhantomDataSource, values, "phantom")
-    path = write_phantom(out_dir, params, overwrite=overwrite)
+    path = write_phantom(out_dir, params, overwrite=overwrite, overwrite_option="--overwrite")
     console.print(f"wrote {subjects} phantom subjects to [bold]{path}[/]")
 
 
@@ -82,3 +93,13 @@ def check(
     if bad:
         raise DafnetError(f"{len(bad)} case(s) cannot be used: {', '.join(bad)}",
                           hint="fix or remove the files named above")
+    where = path if path is not None else f"the data of recipe {recipe}"
+    if not reports:  # training stops on such data too
+        raise DafnetError(f"{where} holds no case to train on",
+                          hint="put images imagesTr/<case>_<XXXX>.nii.gz in an nnU-Net folder, or "
+                               "entries with images in a datalist; see docs/data.md")
+    absent = [m for m in modalities if not any(m in case.images for case in cases.values())]
+    if absent:  # training refuses a sequence without any image as well
+        raise DafnetError(f"{where}: no case has an image of {', '.join(map(repr, absent))}",
+                          hint="add its files, or leave it out: drop it from channel_names of dataset.json "
+                               "or from a recipe's data.source.params.channels")

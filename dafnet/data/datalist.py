@@ -22,7 +22,7 @@ from pydantic import Field, create_model
 
 from dafnet.data.nifti import nifti_ending
 from dafnet.data.nnunet import NnUNetDataSource, PreprocessedSource
-from dafnet.data.nnunet_layout import read_json_object
+from dafnet.data.nnunet_layout import read_dataset_json, read_json_object
 from dafnet.data.preprocess import PreprocessRecord
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Params, Subject
@@ -62,10 +62,15 @@ class StagedNnUNet:
 
     def __init__(self, cases: Mapping[str, StagedCase], modalities: Sequence[str],
                  class_names: Sequence[str], params: Mapping,
-                 descriptions: Mapping[str, str] | None = None) -> None:
+                 descriptions: Mapping[str, str] | None = None,
+                 classes_from: str | Path | None = None) -> None:
         self.descriptions = {str(k): v for k, v in (descriptions or {}).items()}
         """File path -> how messages name it (default the path itself)."""
         self.cases, self.modalities, self.class_names = dict(cases), list(modalities), list(class_names)
+        self.classes_from = str(classes_from) if classes_from is not None else None
+        """The file declaring ``class_names``, named where messages would name the staged
+        dataset.json; default: the dataset.json of the nnU-Net folder the images are in (when
+        its classes are these), else the class list itself."""
         self.params = {k: v for k, v in params.items() if k in PREPROCESS_KEYS}
         self.records: dict[tuple[str, str], PreprocessRecord] = {}
         self._tmp: Path | None = None
@@ -101,9 +106,27 @@ class StagedNnUNet:
                     self._link(files.labels[modality], root / "labelsTr", f"{staged}_{channel:04d}")
             if files.shared_label is not None:
                 self._link(files.shared_label, root / "labelsTr", staged)
+            self._names[f"labelsTr/{staged}_XXXX"] = _per_channel_labels(case, files.shared_label)
         (root / "dataset.json").write_text(json.dumps({
             "channel_names": {str(i): m for i, m in enumerate(self.modalities)},
             "labels": {"background": 0, **{c: i + 1 for i, c in enumerate(self.class_names)}}}))
+        self._names[str(root / "dataset.json")] = self.classes_from or self._classes_file() or (
+            "the classes " + ", ".join(f"{i}={c}" for i, c in enumerate(["background", *self.class_names])))
+
+    def _classes_file(self) -> str | None:
+        """The dataset.json of the nnU-Net folder holding every image, when it declares these classes."""
+        images = [Path(p) for c in self.cases.values() for p in c.images.values()]
+        roots = {p.parent.parent for p in images}
+        if len(roots) != 1 or any(p.parent.name != "imagesTr" for p in images):
+            return None
+        root = roots.pop()
+        if not (root / "dataset.json").is_file():
+            return None
+        try:
+            declared = read_dataset_json(root)
+        except DafnetError:
+            return None
+        return str(declared.path) if list(declared.class_names) == self.class_names else None
 
     def _link(self, source: Path, folder: Path, stem: str) -> None:
         source = Path(source)
@@ -159,6 +182,16 @@ class StagedNnUNet:
                 self.records[(case, modality)] = replace(record, source=self.translate(record.source))
             out.append(Subject(id=case, volumes=subject.volumes))
         return out
+
+
+def _per_channel_labels(case: str, shared_label: Path | None) -> str:
+    """How a hint names the per-channel labels of ``case`` (in place of the staged
+    ``labelsTr/<case>_XXXX``): the nnU-Net file names when its label is nnU-Net's
+    labelsTr/<case>.nii.gz, else the datalist's per-sequence "label" mapping."""
+    if shared_label is not None and Path(shared_label).parent.name == "labelsTr" and \
+            Path(shared_label).name[: -len(nifti_ending(shared_label) or "")] == case:
+        return f"labelsTr/{case}_XXXX"
+    return f'(a "label": {{sequence: file}} mapping in the entry of {case!r})'
 
 
 # ---------------------------------------------------------------- the datalist source
@@ -239,7 +272,7 @@ class DatalistDataSource(PreprocessedSource):
             if not cases:
                 raise DafnetError(f"{self.path}: no entry has an image of {list(self._modalities)}")
             with StagedNnUNet(cases, self._modalities, self._class_names,
-                              preprocessing_values(self.params)) as staged:
+                              preprocessing_values(self.params), classes_from=self.path) as staged:
                 self._subjects = staged.load()
                 self._records = staged.records
         return list(self._subjects)

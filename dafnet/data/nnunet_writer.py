@@ -15,6 +15,7 @@ reader) hands the arrays back as (slice, row, col).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import uuid
@@ -51,29 +52,105 @@ def nifti_to_volume(image: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
 def write_nnunet_raw(subjects: Sequence[Subject], out_dir: str | Path,
                      modalities: Sequence[str], class_names: Sequence[str],
                      dataset_name: str = "dafnet", overwrite: bool = False,
-                     metadata: Mapping | None = None) -> Path:
+                     metadata: Mapping | None = None,
+                     overwrite_option: str = "overwrite=True") -> Path:
     """Write ``subjects`` under ``out_dir`` atomically; returns ``out_dir``.
 
     Channel ``i`` is ``modalities[i]``. A subject without some modality (or without its
     label) simply has no file for that channel; dataset.json lists what is missing.
     Everything is first written to a temporary sibling folder and renamed into place,
     so an error leaves nothing half-written. A non-empty ``out_dir`` is replaced only
-    with ``overwrite=True``.
+    with ``overwrite=True``, and only when it looks like a dataset this writer wrote
+    (dataset.json with a "dafnet" section, imagesTr/ and labelsTr/ of NIfTI files, nothing
+    else); any other folder is left alone. ``overwrite_option`` is how messages name the
+    overwrite switch (the CLI passes ``--overwrite``). A path that cannot be written
+    (a parent is a file, no permission, ...) is a :class:`DafnetError`.
     """
     out_dir = Path(out_dir)
     _check_inputs(subjects, modalities, class_names)
-    _check_target(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out_dir, overwrite, overwrite_option)
+    created = _make_parents(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
+    hint = "choose a folder you can write to"
     try:
-        tmp.mkdir()
-        _write_tree(tmp, subjects, list(modalities), list(class_names), dataset_name,
-                    dict(metadata or {}))
-        replace_directory(tmp, out_dir)
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            raise DafnetError(f"cannot write {out_dir}: cannot create a folder in {out_dir.parent} "
+                              f"({_reason(exc)})", hint=hint) from exc
+        try:
+            _write_tree(tmp, subjects, list(modalities), list(class_names), dataset_name,
+                        dict(metadata or {}))
+            replace_directory(tmp, out_dir)
+        except OSError as exc:
+            raise DafnetError(f"cannot write {out_dir}: {_reason(exc)}; nothing was written",
+                              hint="check the free disk space and the folder's permissions") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created):  # only the (empty) parents made above
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return out_dir
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def check_output(out_dir: str | Path, overwrite: bool = False,
+                 overwrite_option: str = "overwrite=True") -> None:
+    """The checks :func:`write_nnunet_raw` makes of ``out_dir`` before writing (creates
+    nothing), for callers that want to fail before generating the subjects."""
+    out_dir = Path(out_dir)
+    try:
+        _check_target(out_dir, overwrite, overwrite_option)
+        _missing_parents(out_dir)
+    except OSError as exc:  # e.g. a parent that cannot be searched
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise DafnetError(f"cannot write {out_dir}: {_reason(exc)}{where}",
+                          hint="choose a folder you can write to") from exc
+
+
+def _missing_parents(out_dir: Path) -> list[Path]:
+    """The missing parents of ``out_dir``, outermost first; a DafnetError when the nearest
+    existing one is a file or not writable."""
+    missing = []
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():  # a dangling link
+            break
+        missing.append(parent)
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise DafnetError(f"cannot write {out_dir}: {parent} is a file, not a folder",
+                          hint="choose a path under a folder")
+    hint = "choose a folder you can write to"
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise DafnetError(f"cannot write {out_dir}: the folder {parent} is not writable", hint=hint)
+    return missing[::-1]
+
+
+def _make_parents(out_dir: Path) -> list[Path]:
+    """Create the missing parents of ``out_dir`` (outermost first, returned) or say why not."""
+    hint = "choose a folder you can write to"
+    created = []
+    for folder in _missing_parents(out_dir):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise DafnetError(f"cannot write {out_dir}: {folder} is not a folder", hint=hint) from None
+        except OSError as exc:
+            for made in reversed(created):
+                made.rmdir()
+            raise DafnetError(f"cannot write {out_dir}: cannot create the folder {folder} "
+                              f"({_reason(exc)})", hint=hint) from exc
+        else:
+            created.append(folder)
+    return created
 
 
 def _check_inputs(subjects, modalities, class_names) -> None:
@@ -100,15 +177,59 @@ def _check_inputs(subjects, modalities, class_names) -> None:
                     f"subject {subject.id!r} {name}: label values outside 0..{len(class_names)}")
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
+def _check_target(out_dir: Path, overwrite: bool, option: str = "overwrite=True") -> None:
     if not out_dir.exists():
+        if out_dir.is_symlink():
+            raise DafnetError(f"{out_dir} is a link to nothing", hint="remove it or choose another path")
         return
     if not out_dir.is_dir():
         raise DafnetError(f"{out_dir} exists and is not a folder", hint="choose another path")
-    if any(out_dir.iterdir()) and not overwrite:
+    try:
+        entries = sorted(p.name for p in out_dir.iterdir())
+    except OSError as exc:
+        raise DafnetError(f"cannot read the folder {out_dir} ({_reason(exc)})",
+                          hint="choose a folder you can write to") from exc
+    if not entries:
+        return
+    if not overwrite:
         raise DafnetError(f"{out_dir} exists and is not empty",
-                          hint="choose another folder, or pass overwrite=True (--overwrite) "
-                               "to replace it")
+                          hint=f"choose another folder, or pass {option} to replace it")
+    problem = _not_a_written_dataset(out_dir, entries)
+    if problem:
+        raise DafnetError(f"{out_dir} is not empty and does not look like a dataset written by "
+                          f"dafnet ({problem}); {option} only replaces those",
+                          hint="choose another folder, or remove or empty this one yourself")
+
+
+_WRITTEN = ("dataset.json", "imagesTr", "labelsTr")
+
+
+def _not_a_written_dataset(out_dir: Path, entries: list[str]) -> str | None:
+    """Why ``out_dir`` is not a dataset :func:`write_nnunet_raw` wrote (None when it is one)."""
+    unexpected = [name for name in entries if name not in _WRITTEN]
+    if unexpected:
+        shown = ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else "")
+        return f"it holds {shown}"
+    dataset = out_dir / "dataset.json"
+    if not dataset.is_file():
+        return "it has no dataset.json"
+    try:
+        raw = json.loads(dataset.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "its dataset.json is not valid JSON"
+    if not isinstance(raw, dict) or not isinstance(raw.get("dafnet"), dict):
+        return "its dataset.json has no \"dafnet\" section"
+    for name in _WRITTEN[1:]:
+        folder = out_dir / name
+        if not folder.exists():
+            continue
+        if folder.is_symlink() or not folder.is_dir():
+            return f"{name} is not a folder"
+        others = [p.name for p in folder.iterdir()
+                  if p.is_symlink() or not p.is_file() or not p.name.endswith(FILE_ENDING)]
+        if others:
+            return f"{name}/ holds {', '.join(sorted(others)[:5])}"
+    return None
 
 
 def _write_tree(root: Path, subjects, modalities, class_names, dataset_name, metadata) -> None:

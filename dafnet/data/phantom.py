@@ -133,13 +133,18 @@ def stack_affine(positions: np.ndarray, slice_spacing: float, size: tuple[int, i
 
 
 def write_phantom(out_dir: str | Path, params: PhantomDataSource.Params,
-                  overwrite: bool = False) -> Path:
-    """Generate the phantom and write it in the nnU-Net v2 raw layout; returns ``out_dir``."""
-    from dafnet.data.nnunet_writer import write_nnunet_raw
+                  overwrite: bool = False, overwrite_option: str = "overwrite=True") -> Path:
+    """Generate the phantom and write it in the nnU-Net v2 raw layout; returns ``out_dir``.
 
+    See :func:`dafnet.data.nnunet_writer.write_nnunet_raw` for ``overwrite`` (it replaces only
+    a dataset dafnet wrote) and ``overwrite_option`` (how messages name that switch)."""
+    from dafnet.data.nnunet_writer import check_output, write_nnunet_raw
+
+    check_output(out_dir, overwrite, overwrite_option)  # before the (possibly long) generation
     source = PhantomDataSource(params, Facts())
     return write_nnunet_raw(
         source.load(), out_dir, source.modalities, source.class_names,
         dataset_name="DafnetPhantom", overwrite=overwrite,
+        overwrite_option=overwrite_option,
         metadata={"source": "phantom", "params": params.model_dump(mode="json")},
     )

@@ -63,8 +63,8 @@ def split_subjects(subject_ids, config: SplitConfig) -> dict[str, list]:
     if n == 0:
         raise DafnetError("no subjects to split")
     shifts = _fold_shifts(n, config.folds)
-    if len(set(shifts)) < config.folds:
-        repeat = next(f for f in range(config.folds) if shifts[f] in shifts[:f])
+    if shifts[config.fold] in shifts[:config.fold]:  # this fold would train on an earlier fold's split
+        repeat = config.fold
         usable = [k for k in range(1, min(n, 10) + 1) if len(set(_fold_shifts(n, k))) == k]
         raise DafnetError(f"data.split.folds is {config.folds}, too many for {n} subjects: fold {repeat} would "
                           f"repeat fold {shifts.index(shifts[repeat])}'s split",

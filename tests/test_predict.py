@@ -1,6 +1,6 @@
 """``dafnet predict``: a tiny DAFNet trained on the phantom written to disk (and on real MR from
 open_ms) segments NIfTI cases; masks land on each target file's original grid; bad input fails
-cleanly with exit 2 and writes nothing."""
+cleanly with exit 2 and writes nothing; a run that fails halfway leaves --out as it was."""
 
 from __future__ import annotations
 
@@ -167,6 +167,84 @@ def test_input_not_found(phantom, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     expect_error(capsys, ["predict", export, "--input", tmp_path / "empty", "--out", tmp_path / "o"],
                  "is not an nnU-Net raw folder", tmp_path / "o")
+
+
+def test_a_relative_input_that_does_not_exist(phantom, tmp_path, capsys, monkeypatch):
+    _, export = phantom
+    monkeypatch.chdir(tmp_path)
+    expect_error(capsys, ["predict", export, "--input", "nowhere", "--out", tmp_path / "o"],
+                 "input nowhere does not exist", tmp_path / "o")
+
+
+def test_an_unusable_device_is_named(phantom, tmp_path, capsys, monkeypatch):
+    raw, export = phantom
+    args = ["predict", export, "--input", raw, "--out", tmp_path / "o", "--device"]
+    expect_error(capsys, [*args, "banana"], "--device 'banana' is not a device name", tmp_path / "o")
+    expect_error(capsys, [*args, "meta"], "--device 'meta': predict runs on cpu, cuda or mps", tmp_path / "o")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    expect_error(capsys, [*args, "cuda"], "--device 'cuda': CUDA is not available here", tmp_path / "o")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    code, out = run(capsys, *args, "cuda:3")
+    assert code == 2 and "this machine has 1 CUDA device(s)" in out and "safetensors" not in out, out
+
+
+def test_out_inside_the_input_dataset_is_refused(phantom, tmp_path, capsys):
+    raw, export = phantom
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    for given, out in [(copy, copy / "imagesTr"), (copy, copy / "imagesTr" / "pred"), (copy, copy / "labelsTr"),
+                       (copy, copy), (copy / "imagesTr", copy / "imagesTr"), (copy / "phantom_001", copy / "labelsTr")]:
+        code, text = run(capsys, "predict", export, "--input", given, "--out", out)
+        assert code == 2 and "--out" in text and "choose a folder outside" in " ".join(text.split()), text
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+    code, text = run(capsys, "predict", export, "--input", copy / "imagesTr", "--out", copy / "predictions")
+    assert code == 0, text  # a folder of its own beside the dataset's folders is fine
+    code, text = run(capsys, "predict", export, "--input", copy, "--out", tmp_path / "again")
+    assert code == 0, text
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_failed_run_leaves_out_as_it_was(phantom, tmp_path, capsys):
+    """Cases 000 and 001 predict, 002's voxel data is truncated: nothing reaches --out, no
+    staging folder or created parent is left, and files already in --out stay."""
+    raw, export = phantom
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    truncate(copy / "imagesTr" / "phantom_002_0001.nii.gz")
+    for out in (tmp_path / "new" / "deep" / "o", tmp_path / "o"):
+        code, text = run(capsys, "predict", export, "--input", copy, "--out", out)
+        assert code == 2 and "phantom_002_0001.nii.gz" in text, text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("x")
+    code, text = run(capsys, "predict", export, "--input", copy, "--out", keep)
+    assert code == 2, text
+    assert [p.name for p in keep.iterdir()] == ["mine.txt"]
+
+
+def test_existing_masks_are_replaced_only_with_overwrite(phantom, tmp_path, capsys):
+    raw, export = phantom
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "mine.txt").write_text("x")
+    code, text = run(capsys, "predict", export, "--input", raw / "phantom_001", "--out", out)
+    assert code == 0, text
+    stamp = (out / "phantom_001.nii.gz").stat().st_mtime_ns
+    code, text = run(capsys, "predict", export, "--input", raw, "--out", out)
+    assert code == 2 and "already holds 2 file(s)" in text and "--overwrite" in text, text
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "phantom_001.nii.gz", "phantom_001_overlay.png"]
+    assert (out / "phantom_001.nii.gz").stat().st_mtime_ns == stamp
+    code, text = run(capsys, "predict", export, "--input", raw, "--out", out, "--overwrite")
+    assert code == 0 and "replaced 2 existing file(s)" in " ".join(text.split()), text
+    check_masks(out, raw, ["phantom_000", "phantom_001", "phantom_002"], "0001", 3)
+    assert (out / "mine.txt").read_text() == "x"
 
 
 def test_no_case_of_the_target(phantom, tmp_path, capsys):

@@ -17,39 +17,49 @@ def predict(
     input: str = typer.Option(..., "--input", "-i",
                               help="nnU-Net raw folder (dataset.json + imagesTs/ or imagesTr/), one of its "
                                    "image folders, DATASET/<case>, or one <case>_XXXX.nii.gz of the case."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz and <case>_overlay.png."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz and <case>_overlay.png "
+                                                      "(outside the input's image and label folders)."),
     mode: str = typer.Option("fused", "--mode", help="fused (every sequence given) or single (target only)."),
     target: Optional[str] = typer.Option(None, "--target", help="Sequence to segment (default: the export's)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)."),
+    device: Optional[str] = typer.Option(None, "--device",
+                                         help="cpu, cuda, cuda:N or mps (default: cuda if present)."),
     ignore_unknown: bool = typer.Option(False, "--ignore-unknown",
                                         help="Skip input sequences the export does not know instead of failing."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace masks and overlays already in --out (other files are kept)."),
 ) -> None:
-    """Segment the target sequence of every case; masks on each target file's original grid."""
+    """Segment the target sequence of every case; masks on each target file's original grid.
+
+    Nothing reaches --out unless every case succeeds.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from dafnet.errors import DafnetError
     from dafnet.inference.inputs import find_input
-    from dafnet.inference.outputs import prepare_output_dir
-    from dafnet.inference.predictor import Predictor, check_headers
+    from dafnet.inference.outputs import check_output_dir, existing_outputs, output_names, staged_output
+    from dafnet.inference.predictor import Predictor, check_headers, resolve_device
 
     if mode not in _MODES:
         raise DafnetError(f"unknown --mode {mode!r}", hint="use single or fused")
+    device = resolve_device(device)
     inputs = find_input(input)
+    out_dir = check_output_dir(out, inputs.root, inputs.folders())
     predictor = Predictor(export, mode=mode, target=target, batch_size=batch_size, device=device)
     cases, skipped = predictor.cases(inputs, ignore_unknown)
     check_headers(cases)
-    out_dir = prepare_output_dir(out)
+    replaced = existing_outputs(out_dir, [n for case in cases for n in output_names(case)], overwrite)
     if predictor.note:
         console.print(f"[yellow]note:[/] {predictor.note}")
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with staged_output(out_dir) as staging, Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True) as progress:
         task = progress.add_task(f"predicting {predictor.target}", total=len(cases))
         for case, files in cases.items():
             progress.update(task, description=f"predicting {case}")
-            results.append(predictor.predict_case(case, files, out_dir))
+            results.append(predictor.predict_case(case, files, staging))
             progress.advance(task)
     table = Table(title=f"{len(results)} case(s) -> {out_dir}", title_justify="left")
     for column in ("case", "prediction", "slices", *predictor.class_names, "seconds"):
@@ -58,6 +68,8 @@ def predict(
         table.add_row(r.case, f"{r.mode} ({'+'.join(r.sequences)})", str(r.slices),
                       *(f"{r.foreground[c]:,}" for c in predictor.class_names), f"{r.seconds:.2f}")
     console.print(table)
+    if replaced:
+        console.print(f"[yellow]replaced {len(replaced)} existing file(s) in {out_dir} (--overwrite)[/]")
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} case(s) without a {predictor.target!r} image:[/] "
                       + ", ".join(skipped))

@@ -21,6 +21,7 @@ from dafnet.errors import DafnetError
 
 CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 IMAGE_FOLDERS = ("imagesTs", "imagesTr")
+LABEL_FOLDERS = ("labelsTr", "labelsTs")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class InputCases:
     images_dir: Path
     info: DatasetJson
     cases: dict[str, dict[int, Path]]
+
+    def folders(self) -> list[Path]:
+        """The folders of the input's files that predict must not write into: its image folder and
+        the dataset's image and label folders."""
+        return [self.images_dir, *(self.root / n for n in (*IMAGE_FOLDERS, *LABEL_FOLDERS))]
 
 
 def find_input(path: str | Path) -> InputCases:
@@ -45,7 +51,7 @@ def find_input(path: str | Path) -> InputCases:
                               hint="give the dataset folder, its imagesTs/ or imagesTr/, or a case in it")
         path, case = path.parent, match["case"]
     elif not path.exists():
-        if not path.parent.is_dir() or path.name in ("", "."):
+        if path.name in ("", ".") or not _is_layout(path.parent):
             raise DafnetError(f"input {path} does not exist",
                               hint="give an nnU-Net raw folder (dataset.json + imagesTs/ or imagesTr/), "
                                    "one of its image folders, or DATASET/<case>")
@@ -62,6 +68,12 @@ def find_input(path: str | Path) -> InputCases:
         raise DafnetError(f"input {images_dir} holds no NIfTI images <case>_<XXXX>.nii.gz",
                           hint="check the folder")
     return InputCases(root, images_dir, info, cases)
+
+
+def _is_layout(path: Path) -> bool:
+    """Whether ``path`` is an nnU-Net raw folder or one of its image folders (a case prefix's parent)."""
+    return (path / "dataset.json").is_file() or (
+        path.name in IMAGE_FOLDERS and (path.parent / "dataset.json").is_file())
 
 
 def _layout(path: Path) -> tuple[Path, Path]:

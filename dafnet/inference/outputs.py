@@ -1,10 +1,14 @@
 """Writing predictions: NIfTI masks on the input file's grid and overlay PNGs, each written to a
-temporary file in the output folder and renamed into place (readers never see half a file)."""
+temporary file and renamed into place (readers never see half a file). A run writes into a staging
+folder (:func:`staged_output`) that reaches ``--out`` only when every case succeeded."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +16,89 @@ import numpy as np
 from dafnet.errors import DafnetError
 
 
-def prepare_output_dir(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` (and parents) and check that files can be written there."""
+def output_names(case: str) -> tuple[str, str]:
+    """The files predict writes for ``case``: its mask and its overlay."""
+    return f"{case}.nii.gz", f"{case}_overlay.png"
+
+
+def check_output_dir(out_dir: str | Path, root: Path, folders: Iterable[Path]) -> Path:
+    """``--out`` checked before anything runs: not a file, not the input dataset folder ``root``
+    and not inside one of its image/label ``folders`` (a mask there would break the dataset)."""
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise DafnetError(f"output {out_dir} exists and is not a folder", hint="choose a folder for --out")
-    probe = out_dir / f".dafnet-write-test-{uuid.uuid4().hex[:8]}"
+    where = out_dir.resolve()
+    hint = f"choose a folder outside the dataset's image and label folders, e.g. {root / 'predictions'}"
+    if where == root.resolve():
+        raise DafnetError(f"--out {out_dir} is the input dataset folder {root}", hint=hint)
+    for folder in folders:
+        if where == folder.resolve() or folder.resolve() in where.parents:
+            raise DafnetError(f"--out {out_dir} is {'' if where == folder.resolve() else 'inside '}the "
+                              f"input's folder {folder}: the masks would be mixed with the dataset's own "
+                              "files and break it", hint=hint)
+    return out_dir
+
+
+def existing_outputs(out_dir: Path, names: Iterable[str], overwrite: bool) -> list[str]:
+    """The ``names`` that ``out_dir`` already holds; an error unless ``overwrite`` (or when one is a folder)."""
+    existing = [n for n in names if (out_dir / n).exists() or (out_dir / n).is_symlink()]
+    folders = [n for n in existing if (out_dir / n).is_dir()]
+    if folders:
+        raise DafnetError(f"{out_dir / folders[0]} is a folder where predict writes a file",
+                          hint="move it away or choose another --out")
+    if existing and not overwrite:
+        shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")
+        raise DafnetError(f"--out {out_dir} already holds {len(existing)} file(s) this run would write: {shown}",
+                          hint="pass --overwrite to replace them (other files there are kept), "
+                               "or choose another --out")
+    return existing
+
+
+@contextmanager
+def staged_output(out_dir: Path) -> Iterator[Path]:
+    """A hidden temporary folder to write every file of a run into: when the block ends without an
+    error it becomes ``out_dir`` (renamed into place) or, when ``out_dir`` exists, its files are moved
+    into it, replacing those of the same name; on any error it is removed and ``out_dir`` (and its
+    missing parents) are left as they were."""
+    tag = uuid.uuid4().hex[:8]
+    tmp = out_dir / f".dafnet-predict-{tag}" if out_dir.is_dir() else out_dir.parent / f".{out_dir.name}.tmp-{tag}"
+    created = [p for p in (tmp.parent, *tmp.parent.parents) if not p.exists()]
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        for folder in reversed(created):
+            folder.mkdir()
+        tmp.mkdir()
     except OSError as exc:
+        _remove_empty(created)
         raise DafnetError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}",
                           hint="choose a writable folder for --out") from exc
-    return out_dir
+    try:
+        yield tmp
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    try:
+        if not out_dir.exists():
+            os.rename(tmp, out_dir)
+            return
+        for path in sorted(tmp.iterdir()):
+            os.replace(path, out_dir / path.name)
+        tmp.rmdir()
+    except OSError as exc:
+        raise DafnetError(f"cannot move the predictions into {out_dir}: {exc.strerror or exc}",
+                          hint="check the output folder") from exc
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _atomic(path: Path, write) -> Path:

@@ -23,7 +23,7 @@ from dafnet.data.datalist import PREPROCESS_KEYS, StagedCase, StagedNnUNet, prep
 from dafnet.data.pairing import nearest_slices
 from dafnet.errors import DafnetError
 from dafnet.inference.inputs import InputCases, resolve_channels
-from dafnet.inference.outputs import write_mask, write_overlay
+from dafnet.inference.outputs import output_names, write_mask, write_overlay
 from dafnet.interfaces import Volume
 
 Mode = Literal["single", "fused"]
@@ -52,7 +52,7 @@ class Predictor:
     """An exported model with the preprocessing its recipe used."""
 
     def __init__(self, export: str | Path, mode: Mode = "fused", target: str | None = None,
-                 batch_size: int = 16, device: str | None = None) -> None:
+                 batch_size: int = 16, device: str | torch.device | None = None) -> None:
         from dafnet.config.schema import Recipe
         from dafnet.engine.export import load_export, read_index
 
@@ -60,10 +60,9 @@ class Predictor:
             raise DafnetError(f"unknown --mode {mode!r}", hint="use single or fused")
         if batch_size < 1:
             raise DafnetError(f"--batch-size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
         index = read_index(export)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.method = load_export(export, device=device)
-        self.device = torch.device(device)
+        self.method = load_export(export, device=self.device)
         self.recipe = Recipe.model_validate(index["recipe"])
         self.modalities = tuple(self.method.modalities)
         self.class_names = tuple(index["facts"]["class_names"] or ())
@@ -145,9 +144,10 @@ class Predictor:
                             {n: int(counts[i + 1]) for i, n in enumerate(self.class_names)}, 0.0,
                             prediction=prediction)
         if out_dir is not None:
-            result.mask_path = write_mask(out_dir / f"{case}.nii.gz", mask, files[self.target])
+            mask_name, overlay_name = output_names(case)
+            result.mask_path = write_mask(out_dir / mask_name, mask, files[self.target])
             result.overlay_path = write_overlay(
-                out_dir / f"{case}_overlay.png", volumes[self.target].image, prediction, self.class_names,
+                out_dir / overlay_name, volumes[self.target].image, prediction, self.class_names,
                 f"{case}: {self.target} ({kind}: {'+'.join(result.sequences)})")
         result.seconds = time.perf_counter() - began
         return result
@@ -163,6 +163,34 @@ class Predictor:
             else:
                 skipped.append(case)
         return usable, skipped
+
+
+_DEVICE_HINT = "use cpu, cuda, cuda:N or mps, or leave --device out (cuda when present, else cpu)"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``--device`` checked before anything is loaded: one torch knows and this machine has."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DafnetError(f"--device {str(device)!r} is not a device name", hint=_DEVICE_HINT) from exc
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise DafnetError(f"--device {str(device)!r}: CUDA is not available here ({why})",
+                              hint="use --device cpu, or leave --device out")
+        if parsed.index is not None and parsed.index >= count:
+            raise DafnetError(f"--device {str(device)!r}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}", hint=_DEVICE_HINT)
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DafnetError(f"--device {str(device)!r}: MPS is not available here", hint=_DEVICE_HINT)
+    elif parsed.type != "cpu":
+        raise DafnetError(f"--device {str(device)!r}: predict runs on cpu, cuda or mps", hint=_DEVICE_HINT)
+    return parsed
 
 
 def check_headers(cases: dict[str, dict[str, Path]]) -> None:

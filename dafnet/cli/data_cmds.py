@@ -64,7 +64,8 @@ def check(
     target = target or default_target
     if target not in modalities:
         raise DafnetError(f"--target {target!r} is not a sequence of the data", hint=f"sequences: {list(modalities)}")
-    reports = check_cases(cases, modalities, class_names, params, target)
+    datalist = path if path is not None and path.is_file() else None  # the file that declares the classes
+    reports = check_cases(cases, modalities, class_names, params, target, classes_from=datalist)
     for note in notes:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
     for report in reports:

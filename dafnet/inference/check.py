@@ -47,8 +47,9 @@ class CaseReport:
 
 
 def check_cases(cases: dict[str, StagedCase], modalities, class_names, params: dict,
-                target: str) -> list[CaseReport]:
-    """One report per case; every volume is read on its own so one broken file does not hide others."""
+                target: str, classes_from: Path | None = None) -> list[CaseReport]:
+    """One report per case; every volume is read on its own so one broken file does not hide others.
+    ``classes_from`` (a datalist JSON) is the file messages name as declaring the classes."""
     reports = []
     for case, files in cases.items():
         report = CaseReport(case)
@@ -58,7 +59,7 @@ def check_cases(cases: dict[str, StagedCase], modalities, class_names, params: d
             for modality in modalities:
                 if modality not in files.images:
                     continue
-                volume, info = _read_one(case, modality, files, class_names, params)
+                volume, info = _read_one(case, modality, files, class_names, params, classes_from)
                 report.volumes[modality] = info
                 if volume is None:
                     report.errors.append(f"{modality}: {info.error}")
@@ -81,7 +82,8 @@ def check_cases(cases: dict[str, StagedCase], modalities, class_names, params: d
     return reports
 
 
-def _read_one(case: str, modality: str, files: StagedCase, class_names, params) -> tuple[Volume | None, VolumeReport]:
+def _read_one(case: str, modality: str, files: StagedCase, class_names, params,
+              classes_from: Path | None = None) -> tuple[Volume | None, VolumeReport]:
     path = files.images[modality]
     info = VolumeReport(modality, path)
     label = files.labels.get(modality)
@@ -91,7 +93,7 @@ def _read_one(case: str, modality: str, files: StagedCase, class_names, params) 
         shape, affine = read_header(path)
         info.shape = shape
         info.spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))
-        with StagedNnUNet({case: staged}, [modality], class_names, params) as reader:
+        with StagedNnUNet({case: staged}, [modality], class_names, params, classes_from=classes_from) as reader:
             volume = reader.load()[0].volumes[modality]
     except DafnetError as exc:
         info.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")

@@ -247,6 +247,26 @@ def test_shipped_specs_validate():
         load_spec(REPO / "recipes" / "experiments" / "missing.yaml")
 
 
+def test_a_copied_shipped_spec_still_finds_its_recipes(tmp_path, capsys):
+    from dafnet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["recipes", "cp", "experiments/phantom_quick", str(tmp_path / "mine.yaml")])
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", str(tmp_path / "mine.yaml"), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert not exc.value.code
+    assert "copy__expert" in capsys.readouterr().out
+
+
+def test_a_spec_is_not_taken_for_a_recipe(capsys):
+    from dafnet.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "experiments/phantom_quick"])
+    assert exc.value.code == 2
+    assert "experiment spec" in " ".join(capsys.readouterr().err.split())
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_evaluate_from_reuses_the_trained_cells_with_other_weightless_choices(tmp_path, jobs):
     from dafnet.evaluation import evaluate

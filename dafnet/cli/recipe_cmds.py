@@ -43,10 +43,12 @@ def list_recipes() -> None:
 
     table = Table(title="built-in recipes", title_justify="left")
     table.add_column("name", style="cyan")
+    table.add_column("kind")
     table.add_column("description", overflow="fold")
     for name, path in builtin_recipes().items():
         data = yaml.safe_load(path.read_text()) or {}
-        table.add_row(name, str(data.get("description", "")).strip())
+        kind = "experiment spec" if "methods" in data else "recipe"
+        table.add_row(name, kind, str(data.get("description", "")).strip())
     console.print(table)
 
 

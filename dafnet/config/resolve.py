@@ -144,7 +144,11 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read, merge, override, validate and resolve a recipe file. Raises :class:`RecipeError`."""
     try:
-        data = apply_overrides(load_recipe_dict(path), list(overrides))
+        data = load_recipe_dict(path)
+        if "methods" in data and "method" not in data and "data" not in data:
+            raise RecipeError([RecipeIssue("<recipe>", "this is an experiment spec (a grid of methods), not a recipe",
+                                           f"run it with: dafnet experiment {path}")])
+        data = apply_overrides(data, list(overrides))
         return resolve(parse_recipe(data))
     except RecipeError as exc:
         raise exc.with_source(str(path)) from None

@@ -32,6 +32,8 @@ from dafnet.interfaces.facts import Facts
 INDEX_FILE = "dafnet_index.json"
 FORMAT = "dafnet-export"
 FORMAT_VERSION = 1
+_DAMAGED = ("copy the export again from where the run wrote it, or train the run again "
+            "(an export is written whole, so a damaged copy cannot be mended)")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -135,15 +137,15 @@ def read_index(path: str | Path) -> dict:
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DafnetError(f"{index_path} is corrupt: {exc}", hint="re-export the run or retrain") from exc
+        raise DafnetError(f"{index_path} is corrupt: {exc}", hint=_DAMAGED) from exc
     if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise DafnetError(f"{index_path} is not a dafnet export index", hint="re-export the run")
+        raise DafnetError(f"{index_path} is not a dafnet export index", hint=_DAMAGED)
     if index.get("format_version", 0) > FORMAT_VERSION:
         raise DafnetError(f"{index_path} has format version {index.get('format_version')}, this dafnet "
                           f"reads up to {FORMAT_VERSION}", hint="upgrade dafnet")
     missing = [k for k in ("method", "facts", "roles", "networks", "recipe") if k not in index]
     if missing:
-        raise DafnetError(f"{index_path} is corrupt: missing {missing}", hint="re-export the run")
+        raise DafnetError(f"{index_path} is corrupt: missing {missing}", hint=_DAMAGED)
     return index
 
 
@@ -206,15 +208,15 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
         file = export_dir / expected[role]["file"]
         if not file.is_file():
             raise DafnetError(f"export {export_dir} is missing the weights of {role!r} ({file.name})",
-                              hint="the export is incomplete; re-export the run")
+                              hint="the export is incomplete; " + _DAMAGED)
         if "sha256" in expected[role] and _sha256(file) != expected[role]["sha256"]:
             raise DafnetError(f"{file} is corrupt (its checksum differs from the index)",
-                              hint="re-export the run")
+                              hint=_DAMAGED)
         try:
             state = load_file(str(file), device=str(device))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise DafnetError(f"{file} is not a readable safetensors file: {exc}",
-                              hint="re-export the run") from exc
+                              hint=_DAMAGED) from exc
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:

@@ -74,9 +74,17 @@ def pairing_overrides(cls, pairing: str, candidates: int) -> list[str] | None:
 
 
 def _find_recipe(text: str, base: Path) -> Path:
+    """A method's recipe: relative to the spec; else, for a copy of a shipped spec (``dafnet recipes
+    cp experiments/...``), the same relative path from the shipped specs' folder; else a path
+    from here or a built-in recipe name."""
+    from importlib import resources
+
     path = Path(text).expanduser()
     if not path.is_absolute() and (base / path).exists():
         return base / path
+    shipped = Path(str(resources.files("dafnet.recipes"))) / "experiments" / path
+    if not path.is_absolute() and shipped.is_file():
+        return shipped.resolve()
     from dafnet.cli.recipe_cmds import find_recipe
 
     return find_recipe(text)

@@ -212,3 +212,17 @@ def test_deep_merge_and_apply_overrides_are_pure():
     assert base == {"a": {"b": 1}, "m": {"name": "x", "params": {"p": 1}}}
     out = apply_overrides({"m": "x"}, ["m.params.p=3"])
     assert out == {"m": {"name": "x", "params": {"p": 3}}}
+
+
+def test_cross_field_problems_are_filed_under_the_key_at_fault():
+    from dafnet.config.loading import apply_overrides
+    from dafnet.config.resolve import parse_recipe
+
+    base = {"method": "dafnet", "data": {"source": "phantom", "modalities": ["cine", "lge"]}}
+    for override, path, message in (("data.target=nope", "data.target", "'nope' is not one of modalities "
+                                                                        "['cine', 'lge']"),
+                                    ("data.split.fold=5", "data.split.fold", "fold 5 does not exist with folds=3 "
+                                                                             "(0-based)")):
+        with pytest.raises(RecipeError) as err:
+            parse_recipe(apply_overrides(base, [override]))
+        assert {i.path: i.message for i in err.value.issues}[path] == message

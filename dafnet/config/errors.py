@@ -48,6 +48,10 @@ _HINTS = {
 }
 
 
+FIELD_MARK = "@"
+"""A model validator's ``ValueError("@target: ...")`` files its problem under that field."""
+
+
 def _join(prefix: str, loc: tuple) -> str:
     parts = [prefix] if prefix else []
     for item in loc:
@@ -71,6 +75,9 @@ def issues_from_validation(exc: ValidationError, prefix: str = "") -> list[Recip
             msg = "unknown key"
         elif err["type"] == "value_error":  # our own validators' messages say what they got
             msg = msg.removeprefix("Value error, ")
+            if msg.startswith(FIELD_MARK):  # a cross-field check that names the key at fault
+                key, _, msg = msg[len(FIELD_MARK):].partition(": ")
+                loc = (*loc, *key.split("."))
         elif "input" in err and err["type"] not in {"missing"}:
             shown = repr(err["input"])
             if len(shown) > 60:

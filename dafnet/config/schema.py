@@ -47,7 +47,7 @@ class SplitConfig(Strict):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + validation + test must be 1, got {total:g}")
         if self.fold >= self.folds:
-            raise ValueError(f"fold {self.fold} does not exist with folds={self.folds} (0-based)")
+            raise ValueError(f"@fold: fold {self.fold} does not exist with folds={self.folds} (0-based)")
         return self
 
 
@@ -77,11 +77,11 @@ class DataConfig(Strict):
     def _check(self) -> "DataConfig":
         if self.modalities is not None:
             if len(self.modalities) < 2:
-                raise ValueError("give at least two modalities")
+                raise ValueError("@modalities: give at least two modalities")
             if len(set(self.modalities)) != len(self.modalities):
-                raise ValueError(f"modalities repeat: {self.modalities}")
+                raise ValueError(f"@modalities: modalities repeat: {self.modalities}")
             if self.target is not None and self.target not in self.modalities:
-                raise ValueError(f"target {self.target!r} is not one of modalities {self.modalities}")
+                raise ValueError(f"@target: {self.target!r} is not one of modalities {self.modalities}")
         return self
 
 

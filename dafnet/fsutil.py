@@ -24,6 +24,25 @@ def replace_directory(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def missing_parents(path: str | Path, what: str) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, outermost first; a :class:`DafnetError`
+    naming ``what`` (e.g. ``--out``) when the nearest existing one is a file or not writable."""
+    from dafnet.errors import DafnetError
+
+    path = Path(path)
+    missing, parent = [], path.parent
+    while not parent.exists() and parent != parent.parent and not parent.is_symlink():
+        missing.append(parent)
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise DafnetError(f"{what} {path} cannot be created: {parent} is a file, not a folder",
+                          hint="give a path under a folder")
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise DafnetError(f"{what} {path} cannot be written: {parent} is not writable",
+                          hint="give a path in a folder you can write to")
+    return missing[::-1]
+
+
 def check_output_folder(path: str | Path, what: str) -> Path:
     """``path`` as a folder dafnet may create or write into: a :class:`DafnetError` naming ``what``
     (e.g. ``--out``) when it is a file, lies under a file, or its nearest existing folder is not
@@ -33,13 +52,9 @@ def check_output_folder(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DafnetError(f"{what} {path} exists and is not a folder", hint="give a folder path")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DafnetError(f"{what} {path} cannot be created: {parent} is a file, not a folder",
-                          hint="give a path under a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DafnetError(f"{what} {path} cannot be written: {parent} is not writable",
+    if not path.exists():
+        missing_parents(path, what)
+    elif not os.access(path, os.W_OK | os.X_OK):
+        raise DafnetError(f"{what} {path} cannot be written: it is not writable",
                           hint="give a path in a folder you can write to")
     return path

@@ -15,7 +15,6 @@ reader) hands the arrays back as (slice, row, col).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import uuid
@@ -26,7 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from dafnet.errors import DafnetError
-from dafnet.fsutil import replace_directory
+from dafnet.fsutil import missing_parents, replace_directory
 from dafnet.interfaces import Subject
 
 FILE_ENDING = ".nii.gz"
@@ -107,37 +106,18 @@ def check_output(out_dir: str | Path, overwrite: bool = False,
     out_dir = Path(out_dir)
     try:
         _check_target(out_dir, overwrite, overwrite_option)
-        _missing_parents(out_dir)
+        missing_parents(out_dir, "output folder")
     except OSError as exc:  # e.g. a parent that cannot be searched
         where = f" ({exc.filename})" if exc.filename else ""
         raise DafnetError(f"cannot write {out_dir}: {_reason(exc)}{where}",
                           hint="choose a folder you can write to") from exc
 
 
-def _missing_parents(out_dir: Path) -> list[Path]:
-    """The missing parents of ``out_dir``, outermost first; a DafnetError when the nearest
-    existing one is a file or not writable."""
-    missing = []
-    parent = out_dir.parent
-    while not parent.exists() and parent != parent.parent:
-        if parent.is_symlink():  # a dangling link
-            break
-        missing.append(parent)
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise DafnetError(f"cannot write {out_dir}: {parent} is a file, not a folder",
-                          hint="choose a path under a folder")
-    hint = "choose a folder you can write to"
-    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-        raise DafnetError(f"cannot write {out_dir}: the folder {parent} is not writable", hint=hint)
-    return missing[::-1]
-
-
 def _make_parents(out_dir: Path) -> list[Path]:
     """Create the missing parents of ``out_dir`` (outermost first, returned) or say why not."""
     hint = "choose a folder you can write to"
     created = []
-    for folder in _missing_parents(out_dir):
+    for folder in missing_parents(out_dir, "output folder"):
         try:
             folder.mkdir()
         except FileExistsError:

@@ -106,7 +106,7 @@ def train_error(tmp_path, raw) -> str:
 def test_a_component_breaking_its_output_contract_stops_training_before_it_starts(tmp_path, role, cls, needle):
     register(role, "broken_toy", cls)
     message = train_error(tmp_path, recipe_with(role, "broken_toy"))
-    assert f"'broken_toy'" in message and needle in message
+    assert "'broken_toy'" in message and needle in message
 
 
 @pytest.mark.parametrize("cls, needle", [

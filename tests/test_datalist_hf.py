@@ -93,6 +93,17 @@ def test_datalist_formats_shared_labels_sections_and_modalities(raw, tmp_path):
     assert chosen.modalities == ("lge",) and set(chosen.load()[0].volumes) == {"lge"}
 
 
+def test_datalist_warns_of_images_its_modality_list_leaves_out(raw, tmp_path):
+    path = write_datalist(raw, tmp_path / "list.json", relative=False)
+    data = json.loads(path.read_text())
+    data["modality"] = {"0": "cine"}  # "lge" images are present but not declared
+    data["training"][0]["image"]["extra"] = data["training"][0]["image"]["lge"]  # and not declared either
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"images of \['lge', 'extra'\] are not read"):
+        source = DatalistDataSource(DatalistDataSource.Params(path=str(path), image_size=32))
+    assert source.modalities == ("cine",)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.pop("labels"), "lacks 'labels'"),
     (lambda d: d.update(labels={"0": "background", "2": "x"}), "label values must be 0..L"),

@@ -329,4 +329,9 @@ class DatalistDataSource(PreprocessedSource):
                               hint=f"modalities with images: {present}")
         if len(set(chosen)) != len(chosen):
             raise DafnetError(f"data.source.params.modalities repeat: {chosen}")
+        ignored = [m for m in present if m not in chosen]
+        if ignored and not self.params.modalities:  # a subset the recipe asked for is not news
+            warnings.warn(f"{self.path}: images of {ignored} are not read: the JSON's \"modality\" declares "
+                          f"{chosen} (misspelt image keys? list them there, or choose with "
+                          "data.source.params.modalities)", UserWarning, stacklevel=2)
         return tuple(chosen)

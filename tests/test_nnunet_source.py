@@ -264,6 +264,14 @@ def test_nan_images(tmp_path):
         load_quiet(source(tmp_path))
 
 
+def test_complex_images_are_refused(tmp_path):
+    path = _only_case(tmp_path)
+    img = nib.load(path)
+    save(path, np.asarray(img.dataobj).astype(np.complex64), img.affine)
+    with pytest.raises(DafnetError, match="a_0000.nii.gz: its voxels are complex"):
+        load_quiet(source(tmp_path))
+
+
 def test_constant_image_has_no_usable_slice(tmp_path):
     path = _only_case(tmp_path, labels="none")
     save(path, np.zeros((20, 20, 5), np.float32), np.eye(4))

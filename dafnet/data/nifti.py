@@ -57,6 +57,10 @@ def read_volume(path: str | Path, volume_index: int | None = None) -> NiftiVolum
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DafnetError(f"{path}: the voxel-to-world affine is degenerate:\n{affine}",
                           hint="fix the file's qform/sform (e.g. re-save it with nibabel or SimpleITK)")
+    kind = image.get_data_dtype()
+    if kind.names is not None or np.issubdtype(kind, np.complexfloating):
+        raise DafnetError(f"{path}: its voxels are {'RGB' if kind.names else 'complex'} ({kind}), not one real "
+                          "value each", hint="save magnitude (or a single channel) images as float or integer NIfTI")
     try:
         if len(shape) in (2, 3):
             data = np.asarray(image.get_fdata(dtype=np.float32))

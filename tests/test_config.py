@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -226,3 +227,12 @@ def test_cross_field_problems_are_filed_under_the_key_at_fault():
         with pytest.raises(RecipeError) as err:
             parse_recipe(apply_overrides(base, [override]))
         assert {i.path: i.message for i in err.value.issues}[path] == message
+
+
+def test_a_value_fitting_no_member_of_a_union_is_one_problem_at_the_key():
+    with pytest.raises(RecipeError) as err:
+        load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml",
+                    ["data.source.params.image_size=abc"])
+    [issue] = err.value.issues
+    assert issue.path == "data.source.params.image_size"
+    assert issue.message == "Input should be a valid integer or a valid tuple (got 'abc')"

@@ -65,10 +65,36 @@ def _join(prefix: str, loc: tuple) -> str:
     return ".".join(parts) or "<recipe>"
 
 
+def _union_choices(errors: list[dict]) -> list[dict]:
+    """pydantic reports a value that fits no member of a union once per member, with the member's
+    tag (``constrained-int``, ``tuple[int, int]``) as the last location item: merge those into one
+    error at the field itself ("Input should be a valid integer, or a valid tuple")."""
+    groups: dict[tuple, list[dict]] = {}
+    for err in errors:
+        groups.setdefault(err["loc"][:-1], []).append(err)
+    merged, done = [], set()
+    for err in errors:
+        key = err["loc"][:-1]
+        members = groups[key]
+        is_union = (len(members) > 1 and "input" in err and all(isinstance(m["loc"][-1], str) for m in members)
+                    and all(m.get("input", object()) is err["input"] or m.get("input") == err["input"]
+                            for m in members) and len({m["loc"][-1] for m in members}) == len(members)
+                    and any(not str(m["loc"][-1]).isidentifier() for m in members))
+        if not is_union:
+            merged.append(err)
+        elif key not in done:
+            done.add(key)
+            said = list(dict.fromkeys(m["msg"].split(",")[0] for m in members))
+            text = ("Input should be " + " or ".join(m.removeprefix("Input should be ") for m in said)
+                    if all(m.startswith("Input should be ") for m in said) else "; or ".join(said))
+            merged.append({**err, "loc": key, "type": "union", "msg": text})
+    return merged
+
+
 def issues_from_validation(exc: ValidationError, prefix: str = "") -> list[RecipeIssue]:
     """Translate pydantic's errors to recipe issues with full dotted paths."""
     issues = []
-    for err in exc.errors(include_url=False):
+    for err in _union_choices(exc.errors(include_url=False)):
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -119,6 +119,8 @@ def test_recipes_list_and_cp(tmp_path, capsys):
     assert code == 2 and "--force" in err
     code, _, err = run(capsys, "recipes", "cp", "nope", str(tmp_path))
     assert code == 2 and "quickstart" in err
+    code, _, _ = run(capsys, "recipes", "cp", "quickstart", str(tmp_path / "new") + "/")  # a folder to make
+    assert code == 0 and (tmp_path / "new" / "quickstart.yaml").is_file()
 
 
 def test_usage_error_exit_2(capsys):

@@ -66,7 +66,8 @@ def copy_recipe(
     if stem not in known:
         raise DafnetError(f"no built-in recipe {name!r}", hint=f"built-in recipes: {', '.join(known)}")
     src = known[stem]
-    target = dest / src.name if dest.is_dir() else dest
+    folder = dest.is_dir() or str(dest).endswith(("/", "\\")) or not dest.suffix  # "newdir/" or "newdir"
+    target = dest / src.name if folder else dest
     todo = [(src, target)]
     base = (yaml.safe_load(src.read_text()) or {}).get("base")
     while isinstance(base, str):

@@ -34,7 +34,7 @@ def train(
         overrides = ([recipe] if recipe is not None else []) + list(overrides or [])
         if any("=" not in item for item in overrides):
             raise DafnetError("--resume continues a run with its own recipe; only KEY=VALUE overrides may follow",
-                              hint="e.g. dafnet train --resume RUN train.epochs=60 (epochs, patience and logging "
+                              hint="e.g. dafnet train --resume RUN train.epochs=60 (epochs, patience, logging and the device "
                                    "may change), or start a new run without --resume")
         resolved = resume_recipe(resume, overrides)
     elif recipe is None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 import typing
 
 from pydantic import BaseModel
@@ -127,7 +128,7 @@ def render(include_components: bool = True) -> str:
             parts.append(f"### {KINDS[kind].title}\n")
             for comp in table:
                 cls = registry(kind).get(comp)
-                doc = (cls.__doc__ or "").strip().split("\n")[0]
+                doc = " ".join(inspect.getdoc(cls).split("\n\n")[0].split()) if cls.__doc__ else ""
                 parts.append(f"#### `{comp}`\n\n{doc}\n")
                 if cls.Params.model_fields:
                     parts.append(params_table(cls.Params) + "\n")

@@ -26,7 +26,10 @@ from dafnet.interfaces.method import LossOutput
 
 _RESUME_FIXED = ("method", "model", "data", "losses")
 _RESUME_FIXED_TRAIN = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch",
-                       "gradient_accumulation_steps", "seed", "swa_start", "min_delta", "validate_every")
+                       "gradient_accumulation_steps", "seed", "swa_start", "min_delta", "validate_every",
+                       "mixed_precision")
+"""What a resume may not change (with method, model, data, losses). It may change train.epochs,
+patience, log_every, cpu (where it runs) and memory_format, and output.*."""
 
 
 @dataclass
@@ -66,8 +69,9 @@ def _check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
     if diffs:
         raise DafnetError(f"cannot resume {run_dir}: the recipe changes {', '.join(diffs)} against the one its state "
                           f"was saved with" + (f" ({stored})" if stored else ""),
-                          hint="undo those changes (in the run's recipe.yaml, too); only train.epochs, "
-                               "train.patience and logging may change, e.g. dafnet train --resume RUN train.epochs=60")
+                          hint="undo those changes (in the run's recipe.yaml, too); a resume may change only "
+                               "train.epochs, patience, log_every, cpu and memory_format, and output.*, e.g. "
+                               "dafnet train --resume RUN train.epochs=60")
 
 
 def _mean_stats(accelerator, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:

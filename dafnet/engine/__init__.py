@@ -5,6 +5,7 @@ method with its weights. See docs/engine.md.
 """
 
 from dafnet.engine.export import load_export, read_index
-from dafnet.engine.trainer import TrainResult, resume_recipe, train
+from dafnet.engine.resume import resume_recipe
+from dafnet.engine.trainer import TrainResult, train
 
 __all__ = ["TrainResult", "load_export", "read_index", "resume_recipe", "train"]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,18 +17,11 @@ from dafnet.engine import logging as runlog
 from dafnet.engine.early_stopping import BestWeights, EarlyStopping
 from dafnet.engine.export import write_export
 from dafnet.engine.optim import Freezer, build_optimizers, check_contract
+from dafnet.engine.resume import check_resume_recipe, clean_after_failure, continue_run, resume_recipe
 from dafnet.engine.streams import TrainStreams, derived_seed, eval_loader
 from dafnet.engine.swa import WeightAverager, recompute_batchnorm
 from dafnet.errors import DafnetError
 from dafnet.interfaces.method import LossOutput
-
-_RESUME_FIXED = ("method", "model", "data", "losses")
-_RESUME_FIXED_TRAIN = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch",
-                       "gradient_accumulation_steps", "seed", "swa_start", "min_delta", "validate_every",
-                       "mixed_precision")
-"""What a resume may not change (with method, model, data, losses). It may change train.epochs,
-patience, log_every, cpu (where it runs) and memory_format, and output.*."""
-
 
 @dataclass
 class TrainResult:
@@ -48,30 +39,6 @@ class TrainResult:
     """Which weights were exported: ``swa``, ``best`` or ``last``."""
     stopped_early: bool = False
     figures: list[Path] = field(default_factory=list)
-
-
-def resume_recipe(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """The run's recipe (``recipe.yaml`` in the run folder), with ``overrides`` such as
-    ``train.epochs=60`` (``dafnet train --resume RUN train.epochs=60``)."""
-    return rundir.read_run_recipe(run_dir, list(overrides))
-
-
-def _check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
-    """``recipe`` may differ from the one the run's state was saved under only in what does not
-    change the computation so far (epochs, patience, logging)."""
-    from dafnet.config.resolve import load_recipe
-
-    stored = checkpoint.saved_recipe_path(run_dir / "state")
-    saved = load_recipe(stored) if stored is not None else resume_recipe(run_dir)
-    a, b = recipe.model_dump(mode="json"), saved.model_dump(mode="json")
-    diffs = [k for k in _RESUME_FIXED if a[k] != b[k]]
-    diffs += [f"train.{k}" for k in _RESUME_FIXED_TRAIN if a["train"][k] != b["train"][k]]
-    if diffs:
-        raise DafnetError(f"cannot resume {run_dir}: the recipe changes {', '.join(diffs)} against the one its state "
-                          f"was saved with" + (f" ({stored})" if stored else ""),
-                          hint="undo those changes (in the run's recipe.yaml, too); a resume may change only "
-                               "train.epochs, patience, log_every, cpu and memory_format, and output.*, e.g. "
-                               "dafnet train --resume RUN train.epochs=60")
 
 
 def _mean_stats(accelerator, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
@@ -403,7 +370,7 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
     console = console or Console()
     root = _run_dir_for_all_processes(recipe, run_dir, resume)
     if resume is not None:
-        _check_resume_recipe(recipe, root)
+        check_resume_recipe(recipe, root)
     paths = rundir.RunPaths(root)
     fresh = resume is None and not root.exists()
     try:
@@ -411,7 +378,7 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
         session.fit()
         return session.finish()
     except BaseException as exc:
-        _after_failure(root, paths, fresh, resume is None, console, exc)
+        clean_after_failure(root, paths, fresh, resume is None, console, exc)
         raise
 
 
@@ -419,52 +386,8 @@ def _start(recipe: Recipe, paths: rundir.RunPaths, console: Console, resume: boo
     """The session, with a resumed run's state loaded."""
     session = _Session(recipe, paths, console, resume=resume)
     if resume:
-        _continue(session, recipe, paths)
+        continue_run(session, recipe, paths)
     if session.skipped:
         session.console.print("skipping phases with empty streams: " +
                               ", ".join(f"{p.name} ({p.stream})" for p in session.skipped))
     return session
-
-
-def _continue(session: _Session, recipe: Recipe, paths: rundir.RunPaths) -> None:
-    """Load a resumed run's state; an error unless it has epochs left to train."""
-    root = paths.root
-    checkpoint.load_checkpoint(session.accelerator, paths.state)
-    done = session.progress
-    if done.epochs_done >= recipe.train.epochs:
-        raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
-                          hint=f"raise train.epochs to train further: dafnet train --resume {root} "
-                               f"train.epochs={2 * done.epochs_done}")
-    if session.stopper.should_stop(done.epochs_done):  # with the (possibly raised) patience
-        raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
-                          f"{session.stopper.best_epoch})",
-                          hint=f"raise train.patience to train further: dafnet train --resume {root} train.patience=N")
-    done.stopped_early = False
-    if session.accelerator.is_main_process:
-        meta = json.loads(paths.metadata.read_text()) if paths.metadata.exists() else {}
-        meta.setdefault("resumed", []).append({"after_epoch": done.epochs_done,
-                                               "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        rundir.write_json(paths.metadata, meta)
-        paths.recipe.write_text(rundir.recipe_yaml(recipe), encoding="utf-8")
-
-
-def _after_failure(root: Path, paths: rundir.RunPaths, fresh: bool, new_run: bool, console: Console,
-                   exc: BaseException) -> None:
-    """A new run that stops before its first epoch's state is saved can be neither resumed nor
-    reused: its folder goes (only what this call created). Otherwise the state stays, and an
-    interruption says how to continue."""
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
-        return
-    if new_run and not paths.state.exists() and root.exists():
-        if fresh:
-            shutil.rmtree(root, ignore_errors=True)
-        else:  # it existed, empty: empty it again
-            for child in root.iterdir():
-                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-        if isinstance(exc, KeyboardInterrupt):
-            console.print(f"[yellow]interrupted before the first epoch ended: nothing kept in {root}[/]")
-    elif isinstance(exc, KeyboardInterrupt) and paths.state.exists():
-        console.print(f"[yellow]interrupted: the state of the last finished epoch is in {paths.state}; "
-                      f"continue with: dafnet train --resume {root}[/]")

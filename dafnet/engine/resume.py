@@ -1,0 +1,90 @@
+"""Resuming a run: its recipe, the check against the recipe its state was saved under, loading
+the state, and cleaning up after a new run that stopped before it had any state."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from dafnet.config.schema import Recipe
+from dafnet.engine import checkpoint, rundir
+from dafnet.errors import DafnetError
+
+RESUME_FIXED = ("method", "model", "data", "losses")
+RESUME_FIXED_TRAIN = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch",
+                      "gradient_accumulation_steps", "seed", "swa_start", "min_delta", "validate_every",
+                      "mixed_precision")
+"""What a resume may not change (with method, model, data, losses). It may change train.epochs,
+patience, log_every, cpu (where it runs) and memory_format, and output.*."""
+
+
+def resume_recipe(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The run's recipe (``recipe.yaml`` in the run folder), with ``overrides`` such as
+    ``train.epochs=60`` (``dafnet train --resume RUN train.epochs=60``)."""
+    return rundir.read_run_recipe(run_dir, list(overrides))
+
+
+def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """``recipe`` may differ from the one the run's state was saved under only where
+    :data:`RESUME_FIXED` and :data:`RESUME_FIXED_TRAIN` allow (epochs, patience, logging, device)."""
+    from dafnet.config.resolve import load_recipe
+
+    stored = checkpoint.saved_recipe_path(run_dir / "state")
+    saved = load_recipe(stored) if stored is not None else resume_recipe(run_dir)
+    a, b = recipe.model_dump(mode="json"), saved.model_dump(mode="json")
+    diffs = [k for k in RESUME_FIXED if a[k] != b[k]]
+    diffs += [f"train.{k}" for k in RESUME_FIXED_TRAIN if a["train"][k] != b["train"][k]]
+    if diffs:
+        raise DafnetError(f"cannot resume {run_dir}: the recipe changes {', '.join(diffs)} against the one its state "
+                          f"was saved with" + (f" ({stored})" if stored else ""),
+                          hint="undo those changes (in the run's recipe.yaml, too); a resume may change only "
+                               "train.epochs, patience, log_every, cpu and memory_format, and output.*, e.g. "
+                               "dafnet train --resume RUN train.epochs=60")
+
+
+def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> None:
+    """Load a resumed run's state; an error unless it has epochs left to train."""
+    root = paths.root
+    checkpoint.load_checkpoint(session.accelerator, paths.state)
+    done = session.progress
+    if done.epochs_done >= recipe.train.epochs:
+        raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
+                          hint=f"raise train.epochs to train further: dafnet train --resume {root} "
+                               f"train.epochs={2 * done.epochs_done}")
+    if session.stopper.should_stop(done.epochs_done):  # with the (possibly raised) patience
+        raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
+                          f"{session.stopper.best_epoch})",
+                          hint=f"raise train.patience to train further: dafnet train --resume {root} train.patience=N")
+    done.stopped_early = False
+    if session.accelerator.is_main_process:
+        meta = json.loads(paths.metadata.read_text()) if paths.metadata.exists() else {}
+        meta.setdefault("resumed", []).append({"after_epoch": done.epochs_done,
+                                               "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        rundir.write_json(paths.metadata, meta)
+        paths.recipe.write_text(rundir.recipe_yaml(recipe), encoding="utf-8")
+
+
+def clean_after_failure(root: Path, paths: rundir.RunPaths, fresh: bool, new_run: bool, console: Console,
+                   exc: BaseException) -> None:
+    """A new run that stops before its first epoch's state is saved can be neither resumed nor
+    reused: its folder goes (only what this call created). Otherwise the state stays, and an
+    interruption says how to continue."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    if new_run and not paths.state.exists() and root.exists():
+        if fresh:
+            shutil.rmtree(root, ignore_errors=True)
+        else:  # it existed, empty: empty it again
+            for child in root.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        if isinstance(exc, KeyboardInterrupt):
+            console.print(f"[yellow]interrupted before the first epoch ended: nothing kept in {root}[/]")
+    elif isinstance(exc, KeyboardInterrupt) and paths.state.exists():
+        console.print(f"[yellow]interrupted: the state of the last finished epoch is in {paths.state}; "
+                      f"continue with: dafnet train --resume {root}[/]")

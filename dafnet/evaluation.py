@@ -120,7 +120,7 @@ def volume_geometry(volume) -> tuple[tuple[float, float], float | None]:
 
 def metric_params(items: list[str], names: list[str]) -> dict[str, dict]:
     """``NAME.KEY=VALUE`` items (``dcor.max_samples=2000``; values parsed as YAML) -> params per metric."""
-    from dafnet.config.loading import _parse_value
+    from dafnet.config.loading import parse_value
 
     out: dict[str, dict] = {}
     for item in items:
@@ -132,7 +132,7 @@ def metric_params(items: list[str], names: list[str]) -> dict[str, dict]:
         if name not in names:
             raise DafnetError(f"--metric-param {item!r}: {name!r} is not one of the --metric names {names}",
                               hint=f"add --metric {name}")
-        out.setdefault(name, {})[field] = _parse_value(raw)
+        out.setdefault(name, {})[field] = parse_value(raw)
     return out
 
 

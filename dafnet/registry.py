@@ -120,10 +120,14 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._conflicts: dict[str, list[Entry]] = {}
 
-    def add(self, entry: Entry) -> None:
-        """Add a discovered entry; a second target for a known name becomes a conflict."""
+    def add(self, entry: Entry, strict: bool = False) -> None:
+        """Add an entry; a second target for a known name becomes a conflict, or with ``strict``
+        (a runtime registration) a :class:`RegistryError` at once."""
         old = self._entries.get(entry.name)
-        if old is not None and old.target != entry.target:
+        contested = entry.name in self._conflicts or (old is not None and old.target != entry.target)
+        if strict and contested:
+            raise self.duplicate_error(entry.name, (self.conflict(entry.name) or [old]) + [entry], runtime=True)
+        if contested:
             rivals = self._conflicts.setdefault(entry.name, [old])
             if all(r.target != entry.target for r in rivals):
                 rivals.append(entry)
@@ -239,10 +243,7 @@ def register(kind: str, name: str, target: str | type) -> None:
                                 hint=f"make the class derive from dafnet.interfaces.{base.__qualname__}")
         target = f"{target.__module__}:{target.__qualname__}"
     entry = Entry(kind, name, target, "runtime")
-    old = reg._entries.get(name)
-    if name in reg._conflicts or (old is not None and old.target != target):
-        raise reg.duplicate_error(name, (reg.conflict(name) or [old]) + [entry], runtime=True)
-    reg.add(entry)
+    reg.add(entry, strict=True)
     _RUNTIME.append(entry)
 
 

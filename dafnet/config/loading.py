@@ -85,7 +85,8 @@ def load_recipe_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     return deep_merge(parent, data)
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """An override's value, read as YAML (``3``, ``[64, 64]``, ``null``); text that is not YAML stays text."""
     try:
         return yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
@@ -107,7 +108,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             issues.append(RecipeIssue(key or item, f"override {item!r} is not key=value",
                                       "write dotted keys, e.g. train.epochs=3 or model.decoder=spade"))
             continue
-        value = _parse_value(raw)
+        value = parse_value(raw)
         parts = key.split(".")
         node = out
         ok = True

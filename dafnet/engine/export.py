@@ -170,6 +170,14 @@ def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple
         raise exc.with_source(f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}") from None
 
 
+def _plugins_named_in(index: dict, message: str) -> list[str]:
+    """The export's non-built-in components (method included) that ``message`` names, with origins."""
+    used = [{"kind": "method", "component": index["method"].get("name"), "origin": index["method"].get("origin")}]
+    used += [r for r in index["roles"].values() if isinstance(r, dict)]
+    return sorted({f"{r.get('kind')} {r.get('component')!r} from {r.get('origin')}" for r in used
+                   if r.get("origin") not in (None, "built-in") and repr(r.get("component")) in message})
+
+
 def load_export(path: str | Path, device: str | torch.device = "cpu", overrides: list[str] | tuple[str, ...] = ()):
     """Rebuild the exported method (in eval mode) and load its weights.
 
@@ -186,10 +194,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
         recipe = _exported_recipe(index, export_dir, overrides)
         method = build_method(recipe, facts)
     except RecipeError as exc:  # most often: a plugin the export was made with is not installed here
-        used = [{"kind": "method", "component": index["method"].get("name"), "origin": index["method"].get("origin")}]
-        used += [r for r in index["roles"].values() if isinstance(r, dict)]
-        plugins = sorted({f"{r.get('kind')} {r.get('component')!r} from {r.get('origin')}" for r in used
-                          if r.get("origin") not in (None, "built-in") and repr(r.get("component")) in str(exc)})
+        plugins = _plugins_named_in(index, str(exc))
         if not plugins:
             raise
         raise DafnetError(f"{export_dir} cannot be rebuilt here: {exc}",

@@ -82,7 +82,10 @@ def clean_after_failure(root: Path, paths: rundir.RunPaths, fresh: bool, new_run
             shutil.rmtree(root, ignore_errors=True)
         else:  # it existed, empty: empty it again
             for child in root.iterdir():
-                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+                if child.is_dir():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
         if isinstance(exc, KeyboardInterrupt):
             console.print(f"[yellow]interrupted before the first epoch ended: nothing kept in {root}[/]")
     elif isinstance(exc, KeyboardInterrupt) and paths.state.exists():

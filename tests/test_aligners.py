@@ -65,16 +65,19 @@ def test_tps_is_the_identity_at_initialisation():
     torch.testing.assert_close(out.warped, moving.double(), atol=1e-6, rtol=0)
 
 
-def test_control_points_land_where_the_offsets_say():
+@pytest.mark.parametrize(("grid_range", "scale"), [("unit", 2.0), ("symmetric", 1.0)])
+def test_control_points_land_where_the_offsets_say(grid_range, scale):
     # 33 px with align_corners=True: the 5x5 control points sit on pixels 0, 8, 16, 24, 32.
-    aligner = build("aligner", "tps", {}, facts(33, 33, 2))
+    # In the original's [0, 1] frame (unit) an offset moves a control point twice as far in
+    # grid_sample's [-1, 1] frame as in the symmetric one.
+    aligner = build("aligner", "tps", {"grid_range": grid_range}, facts(33, 33, 2))
     offsets = 0.2 * torch.randn(25, 2, generator=torch.Generator().manual_seed(3))
     set_offsets(aligner, offsets)
     moving = soft_anatomy(1, 2, 33, 33)
     out = aligner(moving, moving)
     torch.testing.assert_close(out.parameters[0], offsets)
     at_controls = out.grid[0, ::8, ::8].reshape(-1, 2)
-    torch.testing.assert_close(at_controls, control_grid(5).float() + offsets, atol=1e-6, rtol=0)
+    torch.testing.assert_close(at_controls, control_grid(5).float() + scale * offsets, atol=1e-6, rtol=0)
     # The interpolation matrix evaluated at the control points is the identity.
     at_points = tps_interpolation_matrix(control_grid(5), control_grid(5))
     torch.testing.assert_close(at_points, torch.eye(25, dtype=torch.float64), atol=1e-12, rtol=0)
@@ -96,7 +99,7 @@ def test_dense_field_matches_scipy_thin_plate_rbf(height, width, grid_size):
 
 
 def test_aligner_field_matches_scipy_in_float32():
-    aligner = build("aligner", "tps", {}, facts(32, 45, 2))
+    aligner = build("aligner", "tps", {"grid_range": "symmetric"}, facts(32, 45, 2))
     offsets = 0.25 * torch.randn(25, 2, generator=torch.Generator().manual_seed(5))
     set_offsets(aligner, offsets)
     moving = soft_anatomy(1, 2, 32, 45)
@@ -107,10 +110,25 @@ def test_aligner_field_matches_scipy_in_float32():
     np.testing.assert_allclose(grid, pixels + spline(pixels), atol=1e-4, rtol=0)
 
 
+def test_unit_frame_is_the_original_spline_on_0_1():
+    # The original's TPS: control grid and offsets on [0, 1]^2; scipy's spline there, mapped
+    # back to grid_sample's [-1, 1] frame (x 2), is the default aligner's field.
+    aligner = build("aligner", "tps", {}, facts(32, 45, 2))
+    offsets = 0.1 * torch.randn(25, 2, generator=torch.Generator().manual_seed(6))
+    set_offsets(aligner, offsets)
+    moving = soft_anatomy(1, 2, 32, 45)
+    grid = aligner(moving, moving).grid[0].reshape(-1, 2).detach().double().numpy()
+    pixels = pixel_grid(32, 45).reshape(-1, 2).numpy()
+    unit = (pixels + 1) / 2
+    spline = RBFInterpolator((control_grid(5).numpy() + 1) / 2, offsets.double().numpy(),
+                             kernel="thin_plate_spline", degree=1, smoothing=0)
+    np.testing.assert_allclose(grid, 2 * (unit + spline(unit)) - 1, atol=1e-4, rtol=0)
+
+
 def test_tps_reproduces_a_translation_exactly():
     # Equal offsets are an affine field, which the TPS (degree 1) reproduces everywhere.
     height, width, shift = 32, 37, 3
-    aligner = build("aligner", "tps", {}, facts(height, width, 2)).double()
+    aligner = build("aligner", "tps", {"grid_range": "symmetric"}, facts(height, width, 2)).double()
     offsets = torch.zeros(25, 2, dtype=torch.float64)
     offsets[:, 0] = 2 * shift / (width - 1)  # sample 3 px to the right
     set_offsets(aligner, offsets)

@@ -55,6 +55,15 @@ class AugmentConfig(Strict):
     rotation_degrees: float = Field(
         20.0, ge=0, le=180, description="random rotation in +-degrees, shared within a pair"
     )
+    misalignment_degrees: float = Field(
+        0.0, ge=0, le=180,
+        description="named deviation (docs/method.md): each non-target modality of a training "
+                    "sample gets its own extra random rotation in +-degrees (0: off, the paper)")
+    misalignment_shift: float = Field(
+        0.0, ge=0, le=0.5,
+        description="named deviation (docs/method.md): each non-target modality of a training "
+                    "sample gets its own extra random shift, up to +-this fraction of the slice "
+                    "size per axis (0: off, the paper)")
 
 
 class DataConfig(Strict):

@@ -12,7 +12,9 @@ the target's own row repeats its slice k times so every row has the same shape):
 
 Training samples get one random rotation in +-degrees applied identically to every
 image and mask of the sample (bilinear with border fill for images, nearest with
-background fill for masks).
+background fill for masks). With ``misalignment_degrees`` / ``misalignment_shift`` (a named
+deviation, docs/method.md) every non-target modality also gets its own random rigid motion,
+so the relative misalignment the aligner must undo differs in every sample.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class SampleConfig:
     rotation_degrees: float = 0.0
     seed: int = 0
     """Seed of the fixed shuffled pairs of evaluation datasets."""
+    misalignment_degrees: float = 0.0
+    """Extra random rotation (+-degrees) of each non-target modality of a training sample."""
+    misalignment_shift: float = 0.0
+    """Extra random shift (+- fraction of the slice size, per axis) of each non-target modality."""
 
     def __post_init__(self) -> None:
         if self.target not in self.modalities:
@@ -54,21 +60,37 @@ class SampleConfig:
         return self.modalities.index(self.target)
 
 
-def rotate_sample(images: Tensor, masks: Tensor, degrees: float) -> tuple[Tensor, Tensor]:
-    """Rotate (N, 1, H, W) images and (N, H, W) masks by one angle about the image centre.
-
-    The rotation is a true rotation in pixel space also for non-square images.
-    """
-    height, width = images.shape[-2:]
+def rigid_theta(degrees: float, height: int, width: int, shift: tuple[float, float] = (0.0, 0.0)) -> Tensor:
+    """3x3 map from output to input normalised coordinates (``affine_grid``'s theta, plus a last
+    row): a rotation by ``degrees`` about the image centre (a true rotation in pixel space, also
+    for non-square images) after a shift of ``shift`` = (x, y) fractions of the slice size."""
     angle = math.radians(degrees)
     cos, sin = math.cos(angle), math.sin(angle)
-    theta = torch.tensor([[cos, -sin * height / width, 0.0], [sin * width / height, cos, 0.0]],
-                         dtype=images.dtype).expand(images.shape[0], 2, 3)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    rotated = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    rotated_masks = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest",
-                                  padding_mode="zeros", align_corners=False)
-    return rotated, rotated_masks.squeeze(1).round().long()
+    return torch.tensor([[cos, -sin * height / width, 2.0 * shift[0]],
+                         [sin * width / height, cos, 2.0 * shift[1]],
+                         [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def warp_sample(images: Tensor, masks: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """Resample (N, 1, H, W) images (bilinear, border fill) and (N, H, W) masks (nearest,
+    background fill) with per-row ``theta`` (N, 3, 3) from :func:`rigid_theta`."""
+    grid = F.affine_grid(theta[:, :2].to(images.dtype), list(images.shape), align_corners=False)
+    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    warped_masks = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest",
+                                 padding_mode="zeros", align_corners=False)
+    return warped, warped_masks.squeeze(1).round().long()
+
+
+def rotate_sample(images: Tensor, masks: Tensor, degrees: float) -> tuple[Tensor, Tensor]:
+    """Rotate (N, 1, H, W) images and (N, H, W) masks by one angle about the image centre."""
+    height, width = images.shape[-2:]
+    theta = rigid_theta(degrees, height, width).expand(images.shape[0], 3, 3)
+    return warp_sample(images, masks, theta)
+
+
+def _uniform(limit: float) -> float:
+    """One draw in [-limit, limit] from torch's generator (DataLoader worker seeding applies)."""
+    return (2 * float(torch.rand(())) - 1) * limit
 
 
 class PairedSliceDataset(Dataset):
@@ -154,11 +176,9 @@ class PairedSliceDataset(Dataset):
                 masks[m] = volume.label[chosen[m]]
                 labelled[m] = True
         images_t, masks_t = torch.from_numpy(images), torch.from_numpy(masks)
-        if self.training and cfg.rotation_degrees > 0:
-            angle = (2 * float(torch.rand(())) - 1) * cfg.rotation_degrees
-            flat_images, flat_masks = rotate_sample(images_t.view(n * k, 1, height, width),
-                                                    masks_t.view(n * k, height, width), angle)
-            images_t, masks_t = flat_images.view_as(images_t), flat_masks.view_as(masks_t)
+        if self.training and (cfg.rotation_degrees > 0 or cfg.misalignment_degrees > 0
+                              or cfg.misalignment_shift > 0):
+            images_t, masks_t = self._augment(images_t, masks_t)
         return {
             "images": images_t,
             "masks": masks_t,
@@ -167,6 +187,25 @@ class PairedSliceDataset(Dataset):
             "subject": torch.tensor(key[0], dtype=torch.int64),
             "slice": torch.tensor(key[1], dtype=torch.int64),
         }
+
+
+    def _augment(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """One random rotation for the whole sample; with misalignment on, each non-target
+        modality also gets its own random rigid motion (its k candidates share it). One
+        resampling per image: the motions are composed."""
+        cfg = self.config
+        n, k, _, height, width = images.shape
+        common = rigid_theta(_uniform(cfg.rotation_degrees), height, width)
+        thetas = []
+        for m in range(n):
+            theta = common
+            if m != cfg.target_index and (cfg.misalignment_degrees > 0 or cfg.misalignment_shift > 0):
+                shift = (_uniform(cfg.misalignment_shift), _uniform(cfg.misalignment_shift))
+                theta = common @ rigid_theta(_uniform(cfg.misalignment_degrees), height, width, shift)
+            thetas.append(theta.expand(k, 3, 3))
+        flat_images, flat_masks = warp_sample(images.view(n * k, 1, height, width),
+                                              masks.view(n * k, height, width), torch.cat(thetas))
+        return flat_images.view_as(images), flat_masks.view_as(masks)
 
 
 def training_streams(subjects: list[Subject], config: SampleConfig,
@@ -187,4 +226,4 @@ def training_streams(subjects: list[Subject], config: SampleConfig,
     }
 
 
-__all__ = ["PairedSliceDataset", "SampleConfig", "rotate_sample", "training_streams"]
+__all__ = ["PairedSliceDataset", "SampleConfig", "rigid_theta", "rotate_sample", "training_streams", "warp_sample"]

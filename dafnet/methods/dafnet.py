@@ -234,8 +234,11 @@ class DAFNet(Method):
         data = getattr(self.recipe, "data", None)
         rotation = data.augment.rotation_degrees if data is not None else 0.0
         seed = getattr(getattr(self.recipe, "train", None), "seed", 0)
+        augment = data.augment if data is not None else None
         return SampleConfig(self.modalities, self.target, self.num_candidates, self.params.candidate_radius,
-                            self.params.pairing, rotation, seed)
+                            self.params.pairing, rotation, seed,
+                            misalignment_degrees=augment.misalignment_degrees if augment else 0.0,
+                            misalignment_shift=augment.misalignment_shift if augment else 0.0)
 
     def train_streams(self, subjects: list) -> dict[str, PairedSliceDataset]:
         data = getattr(self.recipe, "data", None)

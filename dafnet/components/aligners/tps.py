@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from typing import Literal
+
 from pydantic import Field
 from torch import Tensor
 
@@ -21,7 +23,12 @@ class TPSAligner(Aligner):
     """Warps the moving anatomy onto the fixed one with a TPS on a fixed control grid.
 
     The localisation net regresses (x, y) offsets of the grid_size x grid_size control
-    points on [-1, 1]^2 (last layer zero-initialised: the first warp is the identity). Each
+    points (last layer zero-initialised: the first warp is the identity). With
+    ``grid_range: unit`` (the original code's) the control grid and the offsets are in a
+    [0, 1]^2 frame, so an offset of 1 spans the whole slice; with ``symmetric`` they are in
+    the [-1, 1]^2 sampling frame, where the same head output moves pixels half as far. (The
+    TPS itself is invariant to a uniform scaling of its coordinates, so the two differ by that
+    factor 2 only.) Each
     output pixel p samples the moving anatomy at p + d(p), d the TPS interpolating the offsets
     (kernel r^2 log r, affine part, no regularisation): a fixed (H*W x K) matrix, precomputed
     in float64 and kept as a non-persistent buffer. Bilinear sampling, zero padding,
@@ -33,12 +40,16 @@ class TPSAligner(Aligner):
                                description="control points per side of the grid on [-1, 1]^2")
         loc_filters: int = Field(20, ge=1, description="filters of each localisation conv")
         hidden: int = Field(100, ge=1, description="units of the tanh dense layer")
+        grid_range: Literal["unit", "symmetric"] = Field(
+            "unit", description="frame of the control grid and its offsets: 'unit' [0, 1]^2 (the "
+                                "original code's), 'symmetric' [-1, 1]^2 (moves pixels half as far)")
 
     def __init__(self, params: Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.channels = facts.require("anatomy_channels")
         self.image_size = tuple(facts.require("image_size"))
         self.num_points = params.grid_size ** 2
+        self.offset_scale = 2.0 if params.grid_range == "unit" else 1.0
         self.localisation = LocalisationNet(2 * self.channels, self.image_size,
                                             params.loc_filters, params.hidden,
                                             2 * self.num_points)
@@ -55,7 +66,7 @@ class TPSAligner(Aligner):
         dtype = torch.promote_types(moving.dtype, torch.float32)
         with torch.autocast(device_type=moving.device.type, enabled=False):
             offsets = offsets.to(dtype)
-            grid = tps_sampling_grid(offsets, self.displacement_matrix.to(dtype),
+            grid = tps_sampling_grid(offsets * self.offset_scale, self.displacement_matrix.to(dtype),
                                      self.base_grid.to(dtype))
             warped = sample(moving.to(dtype), grid).to(moving.dtype)
         return AlignmentOutput(warped=warped, grid=grid, parameters=offsets)

@@ -37,6 +37,10 @@ class Cross:
     weights: Tensor | None
     """(B, kk) pairing weights; None with one candidate."""
     candidates: int
+    warped: Tensor | None = None
+    """(B * kk, C, H, W) Align(s_i -> s_j), as the segmentor and decoder read it."""
+    fixed: Tensor | None = None
+    """(B * kk, C, H, W) s_j, the anatomy it was aligned to."""
 
 
 @dataclass
@@ -88,7 +92,8 @@ def training_graph(method, batch: dict, with_images: bool = True) -> Graph:
         if weights is None and kk > 1:
             weights = method.pairing_head(cand_s[t][:, 0], rows(warped, kk)).weights
         image = method.decoder(warped, flat(z)) if with_images else None
-        return Cross(i, j, method.segmentor(warped), image, *(flat(v) for v in truth), weights, kk)
+        return Cross(i, j, method.segmentor(warped), image, *(flat(v) for v in truth), weights, kk,
+                     warped=warped, fixed=flat(fixed))
 
     weights_of = {}
     for i in range(n):  # every other modality onto the target first: it yields the pairing weights

@@ -60,6 +60,18 @@ def _supervised(method, graph: Graph, batch: dict) -> Tensor:
     return total
 
 
+def _fused_supervised(method, graph: Graph) -> Tensor:
+    """Named deviation (``losses.fused_sup``): L_sup of Seg(Fuse(s_j, Align(s_i -> s_j))) against
+    j's mask, for every ordered pair whose destination has ground truth, so the segmentor also
+    learns to read fused anatomies (the paper gives fusion no loss, footnote 6)."""
+    total = graph.anatomy[0].new_zeros(())
+    for c in graph.crosses:
+        if bool(c.truth_labelled.any()):
+            seg = method.segmentor(method.fuser([c.fixed, c.warped]))
+            total = total + _weighted(method.supervised.per_sample(seg.logits, c.truth_mask), c, True)
+    return total
+
+
 def _reconstruction(method, graph: Graph, batch: dict) -> Tensor:
     images = batch["images"]
     total = sum(method.l1(y, images[:, i, 0]) for i, y in enumerate(graph.reconstruction))
@@ -105,6 +117,8 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         terms: dict[str, Tensor] = {}
         if w["sup"] > 0:
             terms["sup"] = _supervised(method, graph, batch)
+        if w.get("fused_sup", 0) > 0:
+            terms["fused_sup"] = _fused_supervised(method, graph)
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])

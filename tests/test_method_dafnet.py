@@ -72,7 +72,7 @@ def test_registered_with_paper_roles_and_weights(two):
     method, _ = two
     assert registry("method").get("dafnet") is DAFNet and isinstance(method, Method)
     assert DAFNet.loss_weights == {"sup": 10.0, "adv_mask": 1.0, "rec": 1.0, "adv_image": 1.0, "kl": 0.1,
-                                   "z_rec": 1.0, "fused_sup": 0.0}  # fused_sup: a named deviation, off
+                                   "z_rec": 1.0, "fused_sup": 0.0, "anatomy_align": 0.0}  # named deviations, off
     defaults = {r: role.default for r, role in DAFNet.roles.items()}
     assert defaults == {"anatomy_encoder": "unet_shared_decoder", "modality_encoder": "vae", "segmentor": "conv_head",
                         "aligner": "tps", "fuser": "max", "decoder": "film", "discriminator": "lsgan_conv",
@@ -517,3 +517,46 @@ def test_identity_aligner_trains_with_swa_and_exports(tmp_path, one_thread):
     assert result.epochs_run == 2
     method = load_export(result.export_dir)
     assert sum(p.numel() for p in method.aligner.parameters()) == 0
+
+
+def test_fused_supervision_is_the_supervised_loss_of_the_fused_pairs():
+    # losses.fused_sup (a named deviation, off by default): L_sup of Seg(Fuse(s_j, Align(s_i -> s_j)))
+    # against j's mask, only where j has ground truth; its gradient reaches the segmentor.
+    method, subjects = build(losses={"fused_sup": 10.0})
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
+    assert "fused_sup" in out.terms and torch.isfinite(out.terms["fused_sup"])
+    from dafnet.methods.dafnet_steps import _fused_supervised
+    method.eval()
+    try:
+        with torch.no_grad():
+            graph = training_graph(method, batch, with_images=False)
+            value = _fused_supervised(method, graph)
+            onto_cine = [c for c in graph.crosses if c.dest == 0][0]  # the target (lge) has no truth here
+            fused = method.fuser([graph.anatomy[0], onto_cine.warped])
+            expected = method.supervised(method.segmentor(fused).logits, batch["masks"][:, 0, 0])
+    finally:
+        method.train()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert "fused_sup" not in build()[0].phases()[0].step(
+        first_batch(build()[0].train_streams(subjects)["labelled"], build()[0]), {}).terms
+
+
+def test_anatomy_alignment_is_the_l1_between_warped_and_fixed_anatomies():
+    method, subjects = build(losses={"anatomy_align": 1.0})
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
+    assert "anatomy_align" in out.terms and torch.isfinite(out.terms["anatomy_align"])
+    from dafnet.methods.dafnet_steps import _anatomy_alignment
+    method.eval()
+    try:
+        with torch.no_grad():
+            graph = training_graph(method, batch, with_images=False)
+            value = _anatomy_alignment(graph)
+            expected = sum((c.warped - graph.anatomy[c.dest]).abs().mean() for c in graph.crosses)
+    finally:
+        method.train()
+    assert len(graph.crosses) == 2 and value.item() == pytest.approx(expected.item(), rel=1e-5)
+    graph = training_graph(method, batch, with_images=False)  # its gradient reaches the aligner
+    _anatomy_alignment(graph).backward()
+    assert method.aligner.localisation.head.weight.grad.abs().sum() > 0

@@ -182,6 +182,34 @@ def test_rotation_is_shared_by_every_image_and_mask_of_a_sample():
     assert rotated_any
 
 
+def test_misalignment_moves_each_non_target_modality_on_its_own():
+    # data.augment.misalignment_*: the target row keeps the shared rotation only (here none), every
+    # other modality gets its own rigid motion, shared by its k candidates; images and masks together.
+    torch.manual_seed(1)
+    size = 24
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    mask = ((xx > 8) & (xx < 15) & (yy > 8) & (yy < 15)).long()
+    image = mask.float() * 2 - 1
+    vols = {m: Volume(image[None].numpy().repeat(2, 0), mask[None].numpy().repeat(2, 0), np.array([0.0, 8.0]))
+            for m in ("cine", "t2", "lge")}
+    config = SampleConfig(("cine", "t2", "lge"), "lge", num_candidates=2, rotation_degrees=0.0,
+                          misalignment_degrees=10.0, misalignment_shift=0.15)
+    ds = PairedSliceDataset([Subject("m", vols)], config, training=True)
+    moved = 0
+    for _ in range(4):
+        sample = ds[0]
+        images, masks = sample["images"][:, :, 0], sample["masks"]
+        assert torch.equal(masks[2, 0], mask) and torch.equal(masks[2, 1], mask)  # the target stays
+        for m in range(2):
+            assert torch.equal(masks[m, 0], masks[m, 1]) and torch.equal(images[m, 0], images[m, 1])
+            fg, bright = masks[m, 0].float(), (images[m, 0] > 0).float()
+            assert 2 * (bright * fg).sum() / (bright.sum() + fg.sum()) > 0.8  # image and mask move together
+        moved += int(not torch.equal(masks[0, 0], masks[1, 0]))
+    assert moved >= 3  # cine and t2 move independently
+    evaluation = PairedSliceDataset([Subject("m", vols)], config, training=False)
+    assert torch.equal(evaluation[0]["masks"][0, 0], mask)  # never at evaluation
+
+
 def test_rotate_sample_by_zero_is_the_identity():
     images = torch.rand(3, 1, 8, 12)
     masks = torch.randint(0, 3, (3, 8, 12))

@@ -72,6 +72,19 @@ def _fused_supervised(method, graph: Graph) -> Tensor:
     return total
 
 
+def _anatomy_alignment(graph: Graph) -> Tensor:
+    """Named deviation (``losses.anatomy_align``): mean |Align(s_i -> s_j) - s_j| over every ordered
+    pair (pairing-weighted over candidates). Each anatomy is held in its own image's frame by its
+    reconstruction (and the source's by its masks), so this is lowest when the aligner undoes the
+    true misalignment; it also pulls an unlabelled modality's anatomy towards the same channel
+    semantics as the labelled one's. Needs no labels."""
+    total = graph.anatomy[0].new_zeros(())
+    for c in graph.crosses:
+        per_sample = (c.warped - c.fixed).abs().flatten(1).mean(1)
+        total = total + _weighted(per_sample, c, False)
+    return total
+
+
 def _reconstruction(method, graph: Graph, batch: dict) -> Tensor:
     images = batch["images"]
     total = sum(method.l1(y, images[:, i, 0]) for i, y in enumerate(graph.reconstruction))
@@ -117,6 +130,8 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         terms: dict[str, Tensor] = {}
         if w["sup"] > 0:
             terms["sup"] = _supervised(method, graph, batch)
+        if w.get("anatomy_align", 0) > 0:
+            terms["anatomy_align"] = _anatomy_alignment(graph)
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
         if w["adv_mask"] > 0:

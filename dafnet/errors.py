@@ -13,3 +13,17 @@ class DafnetError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+
+
+class TrainingFailed(DafnetError):
+    """A run that trains but does not learn (a training health check tripped, docs/engine.md):
+    the run folder keeps its log and state and gets ``failed.json``; nothing is exported."""
+
+    def __init__(self, message: str, hint: str | None = None, *, check: str, epoch: int,
+                 details: dict | None = None) -> None:
+        super().__init__(message, hint)
+        self.check = check
+        """Which check tripped: ``non_finite``, ``dice_floor``, ``loss_not_falling`` or ``loss_rebound``."""
+        self.epoch = epoch
+        self.details = details or {}
+        """The numbers the check read."""

@@ -320,3 +320,59 @@ def test_bad_evaluate_from_exits_2(tmp_path, capsys, methods, needle):
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert needle in " ".join((captured.out + captured.err).split())
+
+
+def test_a_cell_that_fails_a_health_check_is_marked_failed_not_averaged(tmp_path, capsys):
+    from dafnet.cli import main
+
+    stuck = ["train.epochs=2", "train.lr=1e-12", "train.health.grace_epochs=0", "train.health.loss_window_epochs=1",
+             "train.health.loss_min_fall=0.9"]  # a U-Net that cannot learn: its loss cannot fall by 90%
+    spec = write_spec(tmp_path, fractions=[1.0], folds=[0],
+                      methods={"UNet-multi": {"recipe": "unet.yaml"},
+                               "UNet-stuck": {"recipe": "unet.yaml", "overrides": stuck},
+                               "copy": {"recipe": "copy.yaml"}})
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", str(spec), "--out", str(out)])
+    assert exc.value.code == 2
+    cell = "UNet-stuck__expert__f100__fold0__all-terms"
+    assert f"1 cell(s) failed: {cell}" in " ".join(capsys.readouterr().err.split())
+    failed = json.loads((out / "cells" / cell / "failed.json").read_text())
+    assert failed["check"] == "loss_not_falling" and failed["epoch"] == 2
+    assert not (out / "cells" / cell / "export").exists() and not (out / "cells" / cell / "per_volume.json").exists()
+    text = (out / "tables.md").read_text()
+    assert "| UNet-stuck | - | n/a |" in text
+    assert f"- {cell}: loss_not_falling at epoch 2: training health check" in text
+    rows = {r["row"]: r for r in csv.DictReader((out / "table_I.csv").open())}
+    assert rows["UNet-stuck"]["volumes"] == "0" and rows["UNet-multi"]["volumes"] != "0"
+
+
+def test_tables_compare_every_row_with_copy_and_count_seeds(tmp_path):
+    from dafnet.experiment.tables import build_tables
+
+    spec_path = write_spec(tmp_path, seeds=[0, 1], fractions=[1.0], folds=[0])
+    spec, base = load_spec(spec_path)
+    cells, reference = expand(spec, base)
+    volumes = [f"s{i}" for i in range(8)]
+    copy = {v: 50.0 + i for i, v in enumerate(volumes)}
+    offsets = {"UNet-multi": 20.0, "UNet-single": -0.5}
+    results = {c.id: {"single": {v: copy[v] + (offsets[c.method] if c.method in offsets else 0.0)
+                                 + (0.3 * i if c.method == "UNet-single" else 0.0)
+                                 for i, v in enumerate(volumes)}} for c in cells}
+    results["UNet-single__expert__f100__fold0__all-terms__seed1"] = None  # one seed unfinished
+    table = build_tables(spec, cells, reference, results)[0]
+    rows = dict(table.rows)
+    multi, single, copied = rows["UNet-multi"][0], rows["UNet-single"][0], rows["copy"][0]
+    assert (multi.above_copy, multi.copy_volumes, multi.seeds) == (8, 8, 2)
+    assert multi.copy_p_value < 0.05 and "(8/8 > copy, p 0.0078)" in multi.text()
+    # -0.5 + 0.3 i: volumes 2..7 are above copy
+    assert (single.above_copy, single.copy_volumes, single.seeds) == (6, 8, 1)
+    assert copied.above_copy is None and copied.seeds == 1 and "> copy" not in copied.text()
+    markdown = table.markdown()
+    assert "| Method | Seeds | 100% |" in markdown and "| UNet-single | 1 |" in markdown and "| copy | 1 |" in markdown
+    table.write_csv(tmp_path / "t.csv")
+    by = {r["row"]: r for r in csv.DictReader((tmp_path / "t.csv").open())}
+    assert (by["UNet-multi"]["volumes_above_copy"], by["UNet-multi"]["volumes_vs_copy"], by["UNet-multi"]["seeds"]) == \
+        ("8", "8", "2")
+    assert float(by["UNet-multi"]["p_value_vs_copy"]) == pytest.approx(multi.copy_p_value, abs=1e-4)
+    assert by["copy"]["p_value_vs_copy"] == "" and by["copy"]["volumes_above_copy"] == ""

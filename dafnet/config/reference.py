@@ -11,7 +11,8 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from dafnet.config.schema import AugmentConfig, DataConfig, OutputConfig, Recipe, SplitConfig, TrainConfig
+from dafnet.config.schema import (AugmentConfig, DataConfig, HealthConfig, OutputConfig, Recipe, SplitConfig,
+                                  TrainConfig)
 
 _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("", Recipe),
@@ -19,6 +20,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("data.split", SplitConfig),
     ("data.augment", AugmentConfig),
     ("train", TrainConfig),
+    ("train.health", HealthConfig),
     ("output", OutputConfig),
 ]
 

@@ -94,6 +94,28 @@ class DataConfig(Strict):
         return self
 
 
+class HealthConfig(Strict):
+    """The training health checks (docs/engine.md): a run that stops learning fails instead of
+    exporting a broken model. A non-finite training loss always stops a run."""
+
+    enabled: bool = Field(True, description="run the checks below (a non-finite training loss stops a run anyway)")
+    grace_epochs: int = Field(
+        10, ge=0, description="epochs before the Dice and loss checks start (the non-finite check runs from epoch 1)")
+    dice_floor: float = Field(
+        0.02, ge=0, le=1, description="validation Dice (fraction) below which a validated epoch counts as failing; "
+        "the Dice is the one the method declares (e.g. DAFNet's fused target Dice); 0 switches the check off")
+    patience_epochs: int = Field(
+        10, ge=1, description="consecutive validated epochs after the grace period below dice_floor that fail the run")
+    loss_window_epochs: int = Field(
+        3, ge=1, description="epochs averaged for the loss checks: the first ones (the start) and the latest ones")
+    loss_min_fall: float = Field(
+        0.05, ge=0, lt=1, description="the supervised loss's latest mean must be this fraction below its start; "
+        "0 switches both loss checks off")
+    loss_max_rebound: float = Field(
+        0.75, gt=0, le=1, description="fail when, after falling by more than loss_min_fall, the supervised loss has "
+        "climbed back at least this fraction of its fall (1: all the way back to its start)")
+
+
 class TrainConfig(Strict):
     epochs: int = Field(500, ge=1, description="maximum number of epochs")
     batch_size: int = Field(6, ge=1, description="samples per batch (per process)")
@@ -117,6 +139,7 @@ class TrainConfig(Strict):
     validate_every: int = Field(1, ge=1, description="epochs between validations")
     seed: int = Field(0, description="seed of weights, sampling and augmentation")
     log_every: int = Field(10, ge=1, description="iterations between log lines")
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
 
 class OutputConfig(Strict):

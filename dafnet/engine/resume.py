@@ -12,14 +12,14 @@ from rich.console import Console
 
 from dafnet.config.schema import Recipe
 from dafnet.engine import checkpoint, rundir
-from dafnet.errors import DafnetError
+from dafnet.errors import DafnetError, TrainingFailed
 
 RESUME_FIXED = ("method", "model", "data", "losses")
 RESUME_FIXED_TRAIN = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch",
                       "gradient_accumulation_steps", "seed", "swa_start", "min_delta", "validate_every",
                       "mixed_precision")
 """What a resume may not change (with method, model, data, losses). It may change train.epochs,
-patience, log_every, cpu (where it runs) and memory_format, and output.*."""
+patience, log_every, cpu (where it runs), memory_format and health, and output.*."""
 
 
 def resume_recipe(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -42,7 +42,7 @@ def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
         raise DafnetError(f"cannot resume {run_dir}: the recipe changes {', '.join(diffs)} against the one its state "
                           f"was saved with" + (f" ({stored})" if stored else ""),
                           hint="undo those changes (in the run's recipe.yaml, too); a resume may change only "
-                               "train.epochs, patience, log_every, cpu and memory_format, and output.*, e.g. "
+                               "train.epochs, patience, log_every, cpu, memory_format and health, and output.*, e.g. "
                                "dafnet train --resume RUN train.epochs=60")
 
 
@@ -61,6 +61,7 @@ def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> None:
                           hint=f"raise train.patience to train further: dafnet train --resume {root} train.patience=N")
     done.stopped_early = False
     if session.accelerator.is_main_process:
+        paths.failed.unlink(missing_ok=True)  # a failed run resumed (with other train.health, say) is no longer failed
         meta = json.loads(paths.metadata.read_text()) if paths.metadata.exists() else {}
         meta.setdefault("resumed", []).append({"after_epoch": done.epochs_done,
                                                "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -71,13 +72,14 @@ def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> None:
 def clean_after_failure(root: Path, paths: rundir.RunPaths, fresh: bool, new_run: bool, console: Console,
                    exc: BaseException) -> None:
     """A new run that stops before its first epoch's state is saved can be neither resumed nor
-    reused: its folder goes (only what this call created). Otherwise the state stays, and an
+    reused: its folder goes (only what this call created), unless a training health check failed
+    it (the folder then keeps ``failed.json`` for inspection). Otherwise the state stays, and an
     interruption says how to continue."""
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
         return
-    if new_run and not paths.state.exists() and root.exists():
+    if new_run and not paths.state.exists() and root.exists() and not isinstance(exc, TrainingFailed):
         if fresh:
             shutil.rmtree(root, ignore_errors=True)
         else:  # it existed, empty: empty it again

@@ -11,6 +11,7 @@
     <run>/export/          dafnet_index.json + <role>.safetensors
     <run>/figures/         loss_curves.png
     <run>/summary.json     the final evaluation numbers
+    <run>/failed.json      only when a training health check stopped the run: which, when, why
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed.json"
 
 
 def default_run_name(recipe: Recipe) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ import torch
 from rich.console import Console
 
 from dafnet.config.schema import Recipe
-from dafnet.engine import checkpoint, distributed, rundir
+from dafnet.engine import checkpoint, distributed, health, rundir
 from dafnet.engine import logging as runlog
 from dafnet.engine.early_stopping import BestWeights, EarlyStopping
 from dafnet.engine.export import write_export
@@ -20,7 +19,7 @@ from dafnet.engine.optim import Freezer, build_optimizers, check_contract
 from dafnet.engine.resume import check_resume_recipe, clean_after_failure, continue_run, resume_recipe
 from dafnet.engine.streams import TrainStreams, derived_seed, eval_loader
 from dafnet.engine.swa import WeightAverager, recompute_batchnorm
-from dafnet.errors import DafnetError
+from dafnet.errors import DafnetError, TrainingFailed
 from dafnet.interfaces.method import LossOutput
 
 @dataclass
@@ -84,6 +83,7 @@ class _Session:
         self.networks = method.networks()
         datasets = method.train_streams(self.splits["train"])
         self.phases = method.phases()
+        self.health_signals = method.health_signals()
         self.groups = method.optimizer_groups()
         check_contract(recipe.method.name, self.networks, self.groups, self.phases, datasets)
         self.evaluation_only = not self.phases
@@ -153,13 +153,6 @@ class _Session:
         self.optimizers[phase.group].zero_grad(set_to_none=True)
         return outputs
 
-    def _check_finite(self, values: dict[str, float], epoch: int, iteration: int) -> None:
-        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-        if bad:
-            raise DafnetError(f"non-finite loss at epoch {epoch}, iteration {iteration}: {bad}",
-                              hint="lower train.lr, check the data, use mixed_precision: no, or check the components "
-                                   "of the terms named (a plugin returning NaN, say)")
-
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, epoch: int, progress, task) -> dict[str, float]:
         """``iterations`` batches per stream; every ``gradient_accumulation_steps`` of them make
@@ -190,7 +183,7 @@ class _Session:
                 self.progress.global_step += k
                 if before // t.log_every != self.progress.global_step // t.log_every or first + k == n:
                     values = {key: float(v) for key, v in last.items()}
-                    self._check_finite(values, epoch, first + k)
+                    health.check_finite_losses(values, epoch, first + k)
                     acc.log({f"train/{key}": v for key, v in values.items()}, step=self.progress.global_step)
                     totals = [(key[:-len("/total")], v) for key, v in values.items() if key.endswith("/total")]
                     info = "  ".join(f"{key}={v:.3g}" for key, v in totals[:3])
@@ -272,6 +265,9 @@ class _Session:
                 if acc.is_main_process:
                     runlog.write_csv(self.paths.log, self.progress.history)
                 checkpoint.save_checkpoint(acc, self.paths.state, rundir.recipe_yaml(self.recipe))
+                failure = health.diagnose(self.progress.history, t.health, self.health_signals)
+                if failure is not None:
+                    raise failure
                 progress.update(epochs_task, completed=epoch,
                                 info=f"monitor={row['validation/monitor']:.4f}" if "validation/monitor" in row else "")
                 if self.progress.stopped_early:
@@ -378,6 +374,8 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
         session.fit()
         return session.finish()
     except BaseException as exc:
+        if isinstance(exc, TrainingFailed):
+            health.record_failure(paths, exc, console)
         clean_after_failure(root, paths, fresh, resume is None, console, exc)
         raise
 

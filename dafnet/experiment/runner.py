@@ -13,8 +13,10 @@ evaluation does), which the tables pool over folds.
 * a cell of a method with ``evaluate_from`` trains nothing: it evaluates the export of the
   matching trained cell with its overrides (after that cell, also with ``jobs > 1``);
 * a cell whose training fails with a user error (e.g. a single-modality model at 0% target
-  labels: nothing to learn from) is recorded in ``failed.json`` and shown as n/a; it is retried
-  on the next run (the CLI then exits with status 2, naming the failed cells).
+  labels: nothing to learn from) or a training health check (``TrainingFailed``: a run that does
+  not learn, docs/engine.md) is recorded in ``failed.json`` and shown as n/a with its reason,
+  never averaged into the tables; it is trained again from the start on the next run (the CLI
+  then exits with status 2, naming the failed cells).
 
 With ``jobs > 1`` the cells run side by side in that many spawned processes (each cell is its
 own folder, so they do not interfere); each cell's console output goes to ``OUT/logs/<cell>.log``.
@@ -45,10 +47,10 @@ def cell_status(folder: Path) -> str:
         return "done"
     if (folder / "summary.json").is_file():
         return "evaluate"
+    if (folder / "failed.json").is_file():  # before state/: a run failed by a health check keeps its state
+        return "failed"
     if (folder / "state").is_dir():
         return "resume"
-    if (folder / "failed.json").is_file():
-        return "failed"
     return "new"
 
 
@@ -205,9 +207,10 @@ def run_cell(cell: Cell, folder: Path, console: Console) -> str:
         evaluate_export(folder)
         return action
     except DafnetError as exc:
+        from dafnet.engine.health import failure_record
+
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "failed.json", {"error": exc.message, "hint": exc.hint,
-                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        _write_json(folder / "failed.json", failure_record(exc))
         console.print(f"[red]{cell.id} failed:[/] {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
         return "failed"
 
@@ -239,6 +242,16 @@ def _run_side_by_side(cells: list[Cell], folders: dict[str, Path], logs: Path, j
             actions[cell_id] = action
             console.print(f"[{done}/{len(cells)}] {cell_id}: {action} in {seconds:.0f} s")
     return actions
+
+
+def read_failure(folder: Path) -> str | None:
+    """Why a failed cell failed (``failed.json``: a health check's name and epoch, and the error), else None."""
+    path = folder / "failed.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    check = f"{record['check']} at epoch {record['epoch']}: " if record.get("check") else ""
+    return check + str(record.get("error", "failed"))
 
 
 def read_cell(folder: Path) -> dict | None:
@@ -289,9 +302,10 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
         actions[cell.id] = run_cell(cell, folders[cell.id], console)
         console.print(f"{cell.id}: {actions[cell.id]} in {time.perf_counter() - began:.0f} s")
     results = {c.id: read_cell(folders[c.id]) for c in cells}
-    tables = write_tables(spec, cells, reference, results, out)
+    failures = {c.id: reason for c in cells if (reason := read_failure(folders[c.id])) is not None}
+    tables = write_tables(spec, cells, reference, results, out, failures)
     return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
 
 
 __all__ = ["cell_status", "evaluate_export", "evaluate_trained_cell", "evaluate_untrained", "per_volume_dice",
-           "read_cell", "run_cell", "run_experiment"]
+           "read_cell", "read_failure", "run_cell", "run_experiment"]

@@ -10,9 +10,15 @@ averaged over the seeds of its setting, so every volume counts once. An asterisk
 * Table III: the expert pairing of the same method and fraction;
 * Table IV: the un-ablated reference method at the same fraction.
 
+In Tables I and II every row is also compared with ``copy`` (the method whose recipe is the
+``copy`` baseline, when the spec has one): the Wilcoxon p-value against it and how many of the
+shared volumes score above it (``12/15 > copy``). Every table says how many seeds each row's
+entries average (``Seeds``: one number, or a range when the entries differ).
+
 Table I: fractions 100% and 0%; Table II: the other fractions; Table III: pairing modes (only when
 the spec has more than expert); Table IV: ablations (only when the spec has any). n/a: no
-finished cell (e.g. a single-modality model cannot train without target labels).
+finished cell (e.g. a single-modality model cannot train without target labels, or a run that a
+training health check failed); tables.md lists the failed cells with their reasons.
 """
 
 from __future__ import annotations
@@ -34,6 +40,14 @@ class Entry:
     """``fold:subject`` -> Dice (percent)."""
     p_value: float = float("nan")
     significant: bool = False
+    seeds: int = 0
+    """How many seeds the finished cells behind it trained with (0: none finished)."""
+    copy_p_value: float = float("nan")
+    """Wilcoxon p against ``copy`` over the shared volumes (NaN: no copy, or not compared)."""
+    above_copy: int | None = None
+    """Shared volumes whose Dice is above copy's (None: not compared)."""
+    copy_volumes: int = 0
+    """Volumes shared with copy."""
 
     @property
     def mean(self) -> float:
@@ -46,7 +60,11 @@ class Entry:
     def text(self) -> str:
         if not self.values:
             return "n/a"
-        return f"{self.mean:.1f} ± {self.std:.1f}{'*' if self.significant else ''}"
+        text = f"{self.mean:.1f} ± {self.std:.1f}{'*' if self.significant else ''}"
+        if self.above_copy is not None and self.copy_volumes:
+            p = f", p {self.copy_p_value:.2g}" if math.isfinite(self.copy_p_value) else ""
+            text += f" ({self.above_copy}/{self.copy_volumes} > copy{p})"
+        return text
 
 
 @dataclass
@@ -58,19 +76,30 @@ class Table:
     note: str = ""
 
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(["Method", *self.columns]) + " |",
-                 "|" + "---|" * (len(self.columns) + 1)]
-        lines += ["| " + " | ".join([label, *(e.text() for e in entries)]) + " |" for label, entries in self.rows]
+        lines = [f"### {self.title}", "", "| " + " | ".join(["Method", "Seeds", *self.columns]) + " |",
+                 "|" + "---|" * (len(self.columns) + 2)]
+        lines += ["| " + " | ".join([label, _seeds_text(entries), *(e.text() for e in entries)]) + " |"
+                  for label, entries in self.rows]
         return "\n".join(lines + ([""] + [self.note] if self.note else []))
 
     def write_csv(self, path: Path) -> None:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["row", "column", "mean", "std", "volumes", "p_value", "significant"])
+            writer.writerow(["row", "column", "mean", "std", "volumes", "p_value", "significant", "seeds",
+                             "p_value_vs_copy", "volumes_above_copy", "volumes_vs_copy"])
             for label, entries in self.rows:
                 for column, e in zip(self.columns, entries):
                     writer.writerow([label, column, _num(e.mean), _num(e.std), len(e.values), _num(e.p_value),
-                                     int(e.significant)])
+                                     int(e.significant), e.seeds, _num(e.copy_p_value),
+                                     "" if e.above_copy is None else e.above_copy,
+                                     e.copy_volumes if e.above_copy is not None else ""])
+
+
+def _seeds_text(entries: list[Entry]) -> str:
+    counts = sorted({e.seeds for e in entries if e.values})
+    if not counts:
+        return "-"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
 def _num(x: float) -> str:
@@ -98,18 +127,35 @@ class _Results:
     def kinds(self, method: str) -> set[str]:
         return {k for c in self.cells if c.method == method and self.results.get(c.id) for k in self.results[c.id]}
 
-    def values(self, method: str, kind: str, fraction: float | None, pairing: str = "expert",
-               ablation: str = FULL) -> dict[str, float]:
-        seen: dict[str, list[float]] = {}
+    def _matching(self, method: str, fraction: float | None, pairing: str, ablation: str) -> list[Cell]:
+        out = []
         for c in self.cells:
             if (c.method, c.pairing, c.ablation) != (method, pairing, ablation):
                 continue
             if c.fraction is not None and (fraction is None or not math.isclose(c.fraction, fraction)):
                 continue
+            out.append(c)
+        return out
+
+    def values(self, method: str, kind: str, fraction: float | None, pairing: str = "expert",
+               ablation: str = FULL) -> dict[str, float]:
+        seen: dict[str, list[float]] = {}
+        for c in self._matching(method, fraction, pairing, ablation):
             per_kind = (self.results.get(c.id) or {}).get(kind, {})
             for subject, v in per_kind.items():  # one list per volume: its Dice under each seed
                 seen.setdefault(f"{c.fold}:{subject}", []).append(v)
         return {volume: float(np.mean(v)) for volume, v in seen.items()}
+
+    def entry(self, method: str, kind: str, fraction: float | None, pairing: str = "expert",
+              ablation: str = FULL) -> Entry:
+        """The pooled values, and how many seeds the finished cells behind them trained with."""
+        seeds = {c.seed for c in self._matching(method, fraction, pairing, ablation)
+                 if (self.results.get(c.id) or {}).get(kind)}
+        return Entry(self.values(method, kind, fraction, pairing, ablation), seeds=len(seeds))
+
+    def copy_method(self) -> str | None:
+        """The spec's label of the ``copy`` baseline, if it has one."""
+        return next((c.method for c in self.cells if c.recipe is not None and c.recipe.method.name == "copy"), None)
 
 
 def row_kinds(spec: ExperimentSpec, results: _Results, method: str, pairing: str = "expert") -> list[str]:
@@ -137,20 +183,36 @@ def _mark(entry: Entry, against: dict[str, float], alpha: float) -> Entry:
     return entry
 
 
+def _against_copy(entry: Entry, copy: dict[str, float]) -> Entry:
+    shared = sorted(set(entry.values) & set(copy))
+    if entry.values and shared:
+        entry.copy_p_value = wilcoxon_p(entry.values, copy)
+        entry.above_copy = sum(entry.values[k] > copy[k] for k in shared)
+        entry.copy_volumes = len(shared)
+    return entry
+
+
 def fraction_table(spec, results: _Results, reference: str, fractions: list[float], key: str, title: str) -> Table:
+    copy = results.copy_method()
+    against_copy = (f"; (k/n > copy, p): volumes above {copy} of those both have, and the Wilcoxon p against it"
+                    if copy is not None else "")
     table = Table(key, title, [_pct(f) for f in fractions],
                   note=f"paper Dice (%) of the target, mean ± std over the test volumes of folds {spec.folds}"
-                       f"{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} against {reference}.")
+                       f"{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} against {reference}"
+                       f"{against_copy}.")
     ref_kind = row_kinds(spec, results, reference)[0]
+    copy_kind = row_kinds(spec, results, copy)[0] if copy is not None else None
     for method in spec.methods:
         kinds = row_kinds(spec, results, method)
         for kind in kinds:
             label = method if len(kinds) == 1 else f"{method} ({kind})"
             entries = []
             for f in fractions:
-                entry = Entry(results.values(method, kind, f))
+                entry = results.entry(method, kind, f)
                 if not (method == reference and kind == ref_kind):
                     _mark(entry, results.values(reference, ref_kind, f), spec.alpha)
+                if copy is not None and method != copy:
+                    _against_copy(entry, results.values(copy, copy_kind, f))
                 entries.append(entry)
             table.rows.append((label, entries))
     return table
@@ -170,7 +232,7 @@ def pairing_table(spec, results: _Results) -> Table:
         entries = []
         for _, method, f in columns:
             kind = row_kinds(spec, results, method, pairing)[0]
-            entry = Entry(results.values(method, kind, f, pairing))
+            entry = results.entry(method, kind, f, pairing)
             if pairing != "expert":
                 expert_kind = row_kinds(spec, results, method)[0]
                 _mark(entry, results.values(method, expert_kind, f, "expert"), spec.alpha)
@@ -187,7 +249,7 @@ def ablation_table(spec, results: _Results, reference: str) -> Table:
     for ablation in [*spec.ablations, FULL]:
         entries = []
         for f in spec.fractions:
-            entry = Entry(results.values(reference, kind, f, ablation=ablation))
+            entry = results.entry(reference, kind, f, ablation=ablation)
             if ablation != FULL:
                 _mark(entry, results.values(reference, kind, f), spec.alpha)
             entries.append(entry)
@@ -215,16 +277,20 @@ def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str,
 
 
 def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
-                 out: Path) -> list[Table]:
-    """tables.md (every table) and table_<I..IV>.csv in ``out``."""
+                 out: Path, failures: dict[str, str] | None = None) -> list[Table]:
+    """tables.md (every table) and table_<I..IV>.csv in ``out``; ``failures``: cell id -> why it failed."""
+    failures = failures or {}
     tables = build_tables(spec, cells, reference, results)
-    missing = [c.id for c in cells if not results.get(c.id)]
+    missing = [c.id for c in cells if not results.get(c.id) and c.id not in failures]
+    failed = [c.id for c in cells if not results.get(c.id) and c.id in failures]
     text = [f"# {spec.name}", ""] + ([spec.description, ""] if spec.description else [])
     for table in tables:
         text += [table.markdown(), ""]
         table.write_csv(out / f"table_{table.key}.csv")
+    if failed:
+        text += ["Failed cells (n/a, left out of every mean):", ""] + [f"- {c}: {failures[c]}" for c in failed] + [""]
     if missing:
-        text += [f"Unfinished or failed cells (n/a): {', '.join(missing)}", ""]
+        text += [f"Unfinished cells (n/a): {', '.join(missing)}", ""]
     (out / "tables.md").write_text("\n".join(text), encoding="utf-8")
     return tables
 

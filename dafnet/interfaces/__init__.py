@@ -6,7 +6,7 @@ Importing this package imports torch; the CLI imports it lazily.
 from dafnet.interfaces.base import Component, Params
 from dafnet.interfaces.data import DataSource, Subject, Volume
 from dafnet.interfaces.facts import Facts, MissingFactError
-from dafnet.interfaces.method import LossOutput, Method, Phase, ResultTable, Role, RoleSummary
+from dafnet.interfaces.method import HealthSignals, LossOutput, Method, Phase, ResultTable, Role, RoleSummary
 from dafnet.interfaces.metric import Metric, MetricInputs, MetricResult
 from dafnet.interfaces.networks import (
     AlignmentOutput,
@@ -37,6 +37,7 @@ __all__ = [
     "Discriminator",
     "Facts",
     "Fuser",
+    "HealthSignals",
     "LossOutput",
     "LossTerm",
     "Method",

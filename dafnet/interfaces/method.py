@@ -68,6 +68,19 @@ class ResultTable:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class HealthSignals:
+    """What the engine's training health checks (docs/engine.md) read of a method's log rows."""
+
+    supervised_losses: tuple[str, ...] = ()
+    """Logged training keys ``<phase>/<term>`` (each checked on its own) of loss terms that fall
+    while the method learns, e.g. a supervised segmentation loss. Empty: the loss checks are off."""
+    validation_dice: str | None = None
+    """The ``evaluation_summary()`` key of a Dice in percent (0-100) that a learning run keeps
+    above ``train.health.dice_floor``. None: the Dice check is off (e.g. a model evaluated on a
+    modality it never saw labels of, whose chance-level Dice is the expected result)."""
+
+
 class Method(Component, nn.Module, ABC):
     """Built as ``Cls(params, facts, recipe)`` where ``recipe`` is the validated recipe."""
 
@@ -101,6 +114,11 @@ class Method(Component, nn.Module, ABC):
         """Called by the engine before each training epoch (1-based), the first epoch of a resumed
         run included; a method with epoch-dependent behaviour (a loss-weight schedule) sets it here.
         The default does nothing."""
+
+    def health_signals(self) -> HealthSignals:
+        """The loss terms and the validation Dice the training health checks watch. The default
+        declares none: only non-finite losses and monitor stop a run."""
+        return HealthSignals()
 
     @abstractmethod
     def summary(self) -> list[RoleSummary]:

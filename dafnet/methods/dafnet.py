@@ -23,7 +23,7 @@ from dafnet.config.schema import ComponentSpec
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, training_streams
 from dafnet.data.splits import annotated_subjects
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, Method, Params, Phase, ResultTable, Role, RoleSummary
+from dafnet.interfaces import Facts, HealthSignals, Method, Params, Phase, ResultTable, Role, RoleSummary
 from dafnet.losses import (
     KLDivergenceLoss,
     L1ReconstructionLoss,
@@ -190,6 +190,11 @@ class DAFNet(Method):
                 out += [Phase(f"{stream}/image_discriminator/{m}", f"image_discriminator_{m}", stream,
                               partial(steps.image_critic_step, self, i)) for i, m in enumerate(self.modalities)]
         return out
+
+    def health_signals(self) -> HealthSignals:
+        """L_sup of each stream's generator phase and the fused target Dice (the monitor's)."""
+        return HealthSignals(supervised_losses=("labelled/generator/sup", "unlabelled/generator/sup"),
+                             validation_dice="dice_fused")
 
     def summary(self) -> list[RoleSummary]:
         """One batch-1 forward of every role, each output checked against its kind's contract

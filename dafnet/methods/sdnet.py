@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from dafnet.builder import build_and_declare
 from dafnet.components.init import count_trainable
 from dafnet.config.schema import ComponentSpec
-from dafnet.interfaces import Facts, Method, Params, Phase, ResultTable, Role, RoleSummary
+from dafnet.interfaces import Facts, HealthSignals, Method, Params, Phase, ResultTable, Role, RoleSummary
 from dafnet.losses import KLDivergenceLoss, L1ReconstructionLoss, LSGANDiscriminatorLoss, SupervisedLoss, \
     ZReconstructionLoss
 from dafnet.methods import dafnet_steps as steps
@@ -123,6 +123,10 @@ class SDNet(Method):
                 out.append(Phase(f"{stream}/mask_discriminator", "mask_discriminator", stream,
                                  partial(steps.mask_critic_step, self, 0)))
         return out
+
+    def health_signals(self) -> HealthSignals:
+        return td.health_signals(self.recipe, self.target, self.train_modalities,
+                                 ("labelled/generator/sup", "unlabelled/generator/sup"))
 
     def summary(self) -> list[RoleSummary]:
         """One batch-1 forward of every role, each output checked against its kind's contract."""

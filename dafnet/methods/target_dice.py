@@ -22,7 +22,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from dafnet.data.slices import PairedSliceDataset, SampleConfig
 from dafnet.data.splits import annotated_subjects
 from dafnet.errors import DafnetError
-from dafnet.interfaces import MetricInputs, ResultTable
+from dafnet.interfaces import HealthSignals, MetricInputs, ResultTable
 from dafnet.metrics.dice import class_overlaps_per_slice, dice_3d_per_volume, mean_per_volume, \
     paper_dice_per_slice, summarise_percent
 
@@ -124,6 +124,14 @@ def dice_summary(stats: dict[str, Tensor], monitor_kind: str) -> dict[str, float
             out[f"dice3d_{kind}"] = float(np.nanmean(table)) if np.isfinite(table).any() else float("nan")
     out["monitor"] = 1.0 - out.get(f"dice_{monitor_kind}", float("nan")) / 100.0
     return out
+
+
+def health_signals(recipe, target: str, train_modalities, supervised_losses: tuple[str, ...]) -> HealthSignals:
+    """The supervised loss always; the target Dice only when target labels are among the training
+    data (a model trained on another modality scores about chance on the target, as it should)."""
+    fraction = getattr(getattr(recipe, "data", None), "annotation_fraction", 1.0)
+    sees_target = target in train_modalities and fraction > 0
+    return HealthSignals(supervised_losses=supervised_losses, validation_dice="dice_single" if sees_target else None)
 
 
 def dice_table(summary: dict[str, float], target: str, kinds: tuple[str, ...], note: str) -> ResultTable | None:

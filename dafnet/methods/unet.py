@@ -23,7 +23,7 @@ from typing import Literal
 from dafnet.components.anatomy import ContractingPath, UpStage
 from dafnet.components.init import ConvBlock, conv2d, count_trainable
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, LossOutput, Method, Params, Phase, ResultTable, RoleSummary
+from dafnet.interfaces import Facts, HealthSignals, LossOutput, Method, Params, Phase, ResultTable, RoleSummary
 from dafnet.losses import SupervisedLoss
 from dafnet.methods import target_dice as td
 
@@ -105,6 +105,9 @@ class UNet(Method):
 
     def phases(self) -> list[Phase]:
         return [Phase("labelled/unet", "unet", "labelled", self.step)]
+
+    def health_signals(self) -> HealthSignals:
+        return td.health_signals(self.recipe, self.target, self.train_modalities, ("labelled/unet/sup",))
 
     def summary(self) -> list[RoleSummary]:
         h, w = self.facts.require("image_size")

@@ -442,11 +442,12 @@ def test_validation_evaluates_the_swa_average_and_training_continues_from_the_li
         assert not torch.equal(validated[epoch - 1]["generator"]["1.running_mean"],
                                live[epoch - 1]["generator"]["1.running_mean"])
     rows, live_rows = swa_run.history, live_run.history
-    assert "validation/weights_swa" not in rows[0] and all(r["validation/weights_swa"] == 1.0 for r in rows[1:])
+    assert "validated_swa" not in rows[0] and all(r["validated_swa"] == 1.0 for r in rows[1:])
     assert rows[2]["validation/monitor"] != live_rows[2]["validation/monitor"]
 
     def training_columns(history):
-        return [{k: v for k, v in r.items() if not k.startswith("validation/") and k != "seconds"} for r in history]
+        return [{k: v for k, v in r.items() if not k.startswith("validation/") and k not in ("seconds", "validated_swa")}
+                for r in history]
 
     assert training_columns(rows) == training_columns(live_rows)
     for name in ("model.safetensors", "model_1.safetensors"):  # live weights and buffers at the end

@@ -232,7 +232,7 @@ class _Session:
         with torch.random.fork_rng(devices=devices), \
                 averaged_weights(self.averager, self.networks, self._forward_pass_over_training_data):
             distributed.broadcast_buffers(self.accelerator, self.networks.values())
-            return self._validate_and_track(epoch, {"validation/weights_swa": 1.0})
+            return self._validate_and_track(epoch, {"validated_swa": 1.0})
 
     def _validate_and_track(self, epoch: int, row: dict[str, float]) -> dict[str, float]:
         summary = self.evaluate("validation")

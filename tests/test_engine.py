@@ -403,9 +403,9 @@ def test_early_stopping_triggers_and_exports_the_best_epoch(tmp_path):
 def test_swa_is_the_uniform_average_of_epoch_end_snapshots(tmp_path):
     from dafnet.engine import train
 
-    result = train(toy_recipe(tmp_path, train={"epochs": 4, "swa_start": 2}), console=quiet())
+    result = train(toy_recipe(tmp_path, train={"epochs": 4, "swa_start": 2, "validate_swa": False}), console=quiet())
     assert result.weights == "swa"
-    snaps = ToyMethod.snapshots[:4]  # validations after epochs 1..4 (live weights)
+    snaps = ToyMethod.snapshots[:4]  # validations after epochs 1..4 (live weights: validate_swa false)
     w = exported(result.run_dir)
     for role in w:
         for key in w[role]:
@@ -413,6 +413,53 @@ def test_swa_is_the_uniform_average_of_epoch_end_snapshots(tmp_path):
             torch.testing.assert_close(w[role][key], manual, rtol=1e-5, atol=1e-6)
     index = json.loads((result.run_dir / "export" / "dafnet_index.json").read_text())
     assert index["weights"] == {"source": "swa", "snapshots": 3, "epochs": [2, 4]}
+
+
+
+def test_validation_evaluates_the_swa_average_and_training_continues_from_the_live_weights(tmp_path):
+    """With validate_swa (the default) the validations from swa_start on see the running SWA average
+    (BatchNorm statistics recomputed), early stopping's best weights are those validated, and the
+    live weights, buffers included, train on exactly as with validate_swa false."""
+    from dafnet.engine import train
+
+    settings = {"epochs": 4, "swa_start": 2, "patience": 10, "min_delta": 0.0}
+    live_run = train(toy_recipe(tmp_path, train={**settings, "validate_swa": False}, method={"batchnorm": True}),
+                     run_dir=tmp_path / "live", console=quiet())
+    live = ToyMethod.snapshots[:4]  # the live weights after epochs 1..4
+    ToyMethod.snapshots.clear()
+    swa_run = train(toy_recipe(tmp_path, train=settings, method={"batchnorm": True}),
+                    run_dir=tmp_path / "swa", console=quiet())
+    validated = ToyMethod.snapshots[:4]
+
+    for role in live[0]:  # epoch 1 is before swa_start: the live weights
+        assert all(torch.equal(validated[0][role][k], live[0][role][k]) for k in live[0][role])
+    for epoch in (2, 3, 4):
+        for role, weights in validated[epoch - 1].items():
+            for key in ("0.weight", "0.bias", "3.weight") if role == "generator" else ("net.0.weight",):
+                average = torch.stack([s[role][key] for s in live[1:epoch]]).mean(0)
+                torch.testing.assert_close(weights[key], average, rtol=1e-5, atol=1e-6)
+        # BatchNorm statistics were recomputed for the average, not the live ones
+        assert not torch.equal(validated[epoch - 1]["generator"]["1.running_mean"],
+                               live[epoch - 1]["generator"]["1.running_mean"])
+    rows, live_rows = swa_run.history, live_run.history
+    assert "validated_swa" not in rows[0] and all(r["validated_swa"] == 1.0 for r in rows[1:])
+    assert rows[2]["validation/monitor"] != live_rows[2]["validation/monitor"]
+
+    def training_columns(history):
+        return [{k: v for k, v in r.items() if not k.startswith("validation/") and k not in ("seconds", "validated_swa")}
+                for r in history]
+
+    assert training_columns(rows) == training_columns(live_rows)
+    for name in ("model.safetensors", "model_1.safetensors"):  # live weights and buffers at the end
+        a = load_file(str(live_run.run_dir / "state" / name))
+        b = load_file(str(swa_run.run_dir / "state" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    best_epoch = min(range(4), key=lambda e: rows[e]["validation/monitor"]) + 1
+    assert swa_run.best_epoch == best_epoch
+    best = torch.load(swa_run.run_dir / "state" / "custom_checkpoint_2.pkl", weights_only=False)
+    assert best["epoch"] == best_epoch
+    for role, weights in best["weights"].items():
+        assert all(torch.equal(weights[k], validated[best_epoch - 1][role][k]) for k in weights)
 
 
 def test_swa_recomputes_batchnorm_statistics(tmp_path):

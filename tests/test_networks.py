@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.utils import parametrize
@@ -206,6 +207,33 @@ def test_spade_decoder_paper_stages_and_non_square_images(full_facts):
     assert small(random_anatomy(2, h=32, w=20), torch.randn(2, NZ)).shape == (2, 1, 32, 20)
     with pytest.raises(DafnetError, match="built for"):
         small(random_anatomy(2), torch.randn(2, NZ))
+
+
+
+def test_spade_norm_is_keras_contrib_instance_norm_over_the_whole_sample(full_facts):
+    """keras-contrib InstanceNormalization(axis=None): one mean and one std per sample over C, H, W,
+    (x - mean) / (std + 1e-3); the per-channel instance norm stays as norm: channel."""
+    from dafnet.components.decoders.spade import SPADE, sample_norm
+
+    x = torch.randn(2, 3, 4, 5) * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1) + 2.0
+    by_hand = np.empty((2, 3, 4, 5))
+    for b in range(2):
+        values = x[b].double().numpy()
+        by_hand[b] = (values - values.mean()) / (np.sqrt(((values - values.mean()) ** 2).mean()) + 1e-3)
+    torch.testing.assert_close(sample_norm(x).double(), torch.from_numpy(by_hand), rtol=1e-5, atol=1e-5)
+    per_channel = torch.nn.functional.instance_norm(x, eps=1e-3)
+    assert not torch.allclose(sample_norm(x), per_channel, atol=1e-2)
+
+    anatomy = random_anatomy(2, h=4, w=5)
+    faithful, channel = SPADE(3, C, 8), SPADE(3, C, 8, norm="channel")
+    with torch.no_grad():
+        for conv in (faithful.gamma, faithful.beta):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        channel.load_state_dict(faithful.state_dict())  # no weights in the norm: the same parameters
+    torch.testing.assert_close(faithful(x, anatomy), sample_norm(x))  # gamma = beta = 0: the norm alone
+    torch.testing.assert_close(channel(x, anatomy), per_channel)
+    assert build("decoder", "spade", TINY_SPADE, full_facts).blocks[0].spade1.norm == "sample"
 
 
 # --------------------------------------------------------------------------- discriminator

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dafnet.config.schema import SplitConfig
-from dafnet.data.pairing import candidate_slices, draw_candidates, nearest_slices
+from dafnet.data.pairing import candidate_window, draw_candidates, nearest_slices
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, rotate_sample, training_streams
 from dafnet.data.splits import annotated_subjects, split_subjects
 from dafnet.errors import DafnetError
@@ -21,17 +21,29 @@ def test_nearest_slice_by_position_not_by_index():
     assert nearest_slices(target, other).tolist() == [3, 2, 1, 0]
 
 
-def test_candidates_lie_within_two_slices_nearest_first():
+def test_candidates_are_the_expert_slice_then_random_others_within_the_window():
+    """As the original's expand_pairs: the nearest slice first, then k - 1 other slices of the
+    +-radius window drawn at random without replacement; seeded, so reproducible."""
     other = np.arange(10) * 5.0  # 0, 5, ..., 45
-    cands = candidate_slices(21.0, other, 5, radius=2)
-    assert cands[0] == 4  # 20 mm is nearest
-    assert sorted(cands.tolist()) == [2, 3, 4, 5, 6]
-    assert cands[1] == 5  # 25 mm before 15 mm (distance 4 < 6)
-    # At the volume's edge the window is clipped and the nearest slice repeats.
-    edge = candidate_slices(0.0, [0.0, 5.0, 10.0], 4, radius=2)
-    assert edge.tolist() == [0, 1, 2, 0]
-    with pytest.raises(DafnetError):
-        candidate_slices(0.0, other, 6, radius=2)
+    assert draw_candidates(21.0, other, 1, 2, "expert", None).tolist() == [4]  # 20 mm is nearest
+    draws = [draw_candidates(21.0, other, 3, 2, "expert", np.random.default_rng(seed)) for seed in range(200)]
+    for cands in draws:
+        assert cands[0] == 4 and len(set(cands.tolist())) == 3
+        assert set(cands[1:].tolist()) <= {2, 3, 5, 6}
+    assert {int(c) for cands in draws for c in cands[1:]} == {2, 3, 5, 6}  # random, not the nearest two
+    assert len({tuple(c.tolist()) for c in draws}) > 1
+    rerun = [draw_candidates(21.0, other, 3, 2, "expert", np.random.default_rng(seed)) for seed in range(200)]
+    assert all(np.array_equal(a, b) for a, b in zip(draws, rerun))
+    full = draw_candidates(21.0, other, 5, 2, "expert", np.random.default_rng(0))
+    assert full[0] == 4 and sorted(full.tolist()) == [2, 3, 4, 5, 6]
+    # At the stack's edge the window is clipped and the nearest slice fills the rest.
+    edge = draw_candidates(0.0, [0.0, 5.0, 10.0], 4, 2, "expert", np.random.default_rng(0))
+    assert edge[0] == 0 and sorted(edge[1:3].tolist()) == [1, 2] and edge[3] == 0
+    assert candidate_window(0.0, [0.0, 5.0, 10.0], 4, 2)[1].tolist() == [0, 1, 2]
+    with pytest.raises(DafnetError, match="do not fit"):
+        draw_candidates(0.0, other, 6, 2, "expert", np.random.default_rng(0))
+    with pytest.raises(DafnetError, match="random generator"):
+        draw_candidates(21.0, other, 3, 2, "expert", None)
 
 
 def test_shuffled_pairing_draws_within_the_window():
@@ -39,9 +51,9 @@ def test_shuffled_pairing_draws_within_the_window():
     rng = np.random.default_rng(0)
     draws = {int(draw_candidates(20.0, other, 1, 2, "shuffled", rng)[0]) for _ in range(200)}
     assert draws == {8, 9, 10, 11, 12}
-    perm = draw_candidates(20.0, other, 3, 2, "shuffled", rng)
-    assert sorted(perm.tolist()) == sorted(candidate_slices(20.0, other, 3, 2).tolist())
-    assert draw_candidates(20.0, other, 3, 2, "expert", None).tolist() == candidate_slices(20.0, other, 3, 2).tolist()
+    perms = [draw_candidates(20.0, other, 3, 2, "shuffled", rng) for _ in range(50)]
+    assert all(10 in p and len(set(p.tolist())) == 3 and set(p.tolist()) <= draws for p in perms)
+    assert any(p[0] != 10 for p in perms)  # the expert slice is not always first
 
 
 # --------------------------------------------------------------------------- splits
@@ -140,6 +152,21 @@ def test_candidates_stack_and_target_row_repeats():
     assert sample["images"].shape == (2, 3, 1, 16, 16)
     assert torch.equal(sample["images"][1, 0], sample["images"][1, 2])
     assert not torch.equal(sample["images"][0, 0], sample["images"][0, 1])
+
+
+
+def test_training_candidates_are_drawn_once_seeded_with_the_expert_first():
+    subjects = [make_subject(0, slices=6)]  # cine slice i is the nearest to lge slice i
+    config = SampleConfig(("cine", "lge"), "lge", num_candidates=3, candidate_radius=2, seed=5)
+    data = PairedSliceDataset(subjects, config, training=True)
+    again = PairedSliceDataset(subjects, config, training=True)
+    volume = subjects[0].volumes["cine"]
+    for item in range(len(data)):
+        first, second = data[item]["images"], data[item]["images"]
+        assert torch.equal(first, second) and torch.equal(first, again[item]["images"])  # fixed, seeded
+        chosen = data._fixed[data.index[item]][0]
+        assert chosen[0] == item  # the expert (same-position) slice first
+        assert abs(chosen - item).max() <= 2 and len(set(chosen.tolist())) == 3
 
 
 def test_subjects_without_a_target_label_are_unlabelled_and_missing_modalities_skipped():

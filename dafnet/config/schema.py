@@ -134,6 +134,9 @@ class TrainConfig(Strict):
     swa_start: int | None = Field(
         40, ge=0, description="epoch from which weights are averaged (SWA); null disables"
     )
+    validate_swa: bool = Field(
+        True, description="once SWA has a snapshot, validate (and early-stop on) the SWA average with "
+        "recomputed BatchNorm statistics, as the original; false: always the live weights")
     patience: int | None = Field(60, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.01, ge=0, description="minimum improvement of the monitored loss")
     validate_every: int = Field(1, ge=1, description="epochs between validations")

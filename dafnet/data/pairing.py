@@ -2,9 +2,11 @@
 
 Volumes of one subject need not have the same slices: a target slice is paired with
 the slice of another modality whose centre is nearest along the stack normal (the
-expert pair). Non-expert pairing draws k candidates from the slices within +-radius
-slices of the nearest one; with ``shuffled`` pairing the candidate order is random
-(and with k = 1 the one candidate is a random slice of that window: the paper's
+expert pair). Non-expert pairing (k > 1) draws candidates as the original code does
+(``MultimodalPairedData.expand_pairs``): the expert slice first, then k - 1 slices drawn
+at random without replacement from the other slices within +-radius slices of it
+(the window clipped to the stack). With ``shuffled`` pairing the candidate order is
+random, and with k = 1 the one candidate is a random slice of that window (the paper's
 "shuffled by up to two positions" lower bound).
 """
 
@@ -28,13 +30,8 @@ def nearest_slices(target_positions, other_positions) -> np.ndarray:
     return np.abs(other[None, :] - target[:, None]).argmin(axis=1)
 
 
-def candidate_slices(target_position: float, other_positions, k: int, radius: int = 2) -> np.ndarray:
-    """k slice indices of the other volume around the nearest one, nearest first.
-
-    Candidates are the slices within +-``radius`` slices of the nearest one, ordered by
-    distance to ``target_position`` (then index). When the volume has fewer than k
-    slices in that window, the nearest slice is repeated.
-    """
+def candidate_window(target_position: float, other_positions, k: int, radius: int) -> tuple[int, np.ndarray]:
+    """The nearest slice and the slices within +-``radius`` of it, clipped to the stack."""
     if k < 1:
         raise DafnetError(f"number of pairing candidates must be >= 1, got {k}")
     if k > 2 * radius + 1:
@@ -44,32 +41,31 @@ def candidate_slices(target_position: float, other_positions, k: int, radius: in
         )
     other = np.asarray(other_positions, dtype=np.float64).reshape(-1)
     nearest = int(nearest_slices([target_position], other)[0])
-    window = np.arange(max(0, nearest - radius), min(other.size, nearest + radius + 1))
-    order = np.lexsort((window, np.abs(other[window] - target_position)))
-    chosen = window[order][:k]
-    if chosen.size < k:
-        chosen = np.concatenate([chosen, np.full(k - chosen.size, nearest)])
-    return chosen.astype(np.int64)
+    return nearest, np.arange(max(0, nearest - radius), min(other.size, nearest + radius + 1))
 
 
 def draw_candidates(target_position: float, other_positions, k: int, radius: int,
                     pairing: Pairing, rng: np.random.Generator | None) -> np.ndarray:
-    """The k candidates to use for one sample: nearest first (expert) or shuffled.
+    """The k candidate slice indices of one sample.
 
-    ``shuffled`` with k = 1 picks one slice uniformly from the +-radius window around the
-    nearest slice; with k > 1 it returns the expert candidates in a random order.
+    ``expert``: the nearest slice, then (k > 1) k - 1 others of the window drawn with ``rng``
+    without replacement; when the clipped window has fewer than k slices, the nearest slice
+    fills the rest. ``shuffled``: the same draw in a random order; with k = 1 one slice drawn
+    uniformly from the window.
     """
-    if pairing == "expert":
-        return candidate_slices(target_position, other_positions, k, radius)
-    if pairing != "shuffled":
+    if pairing not in ("expert", "shuffled"):
         raise DafnetError(f"unknown pairing {pairing!r}", hint="use 'expert' or 'shuffled'")
+    nearest, window = candidate_window(target_position, other_positions, k, radius)
+    if k == 1 and pairing == "expert":
+        return np.asarray([nearest], dtype=np.int64)
     if rng is None:
-        raise DafnetError("shuffled pairing needs a random generator")
+        raise DafnetError(f"{pairing} pairing with {k} candidate(s) needs a random generator")
     if k == 1:
-        window = np.unique(candidate_slices(target_position, other_positions, 2 * radius + 1, radius))
         return np.asarray([rng.choice(window)], dtype=np.int64)
-    chosen = candidate_slices(target_position, other_positions, k, radius)
-    return chosen[rng.permutation(k)]
+    others = window[window != nearest]
+    drawn = rng.choice(others, size=min(k - 1, others.size), replace=False)
+    chosen = np.concatenate([[nearest], drawn, np.full(k - 1 - drawn.size, nearest)]).astype(np.int64)
+    return chosen if pairing == "expert" else chosen[rng.permutation(k)]
 
 
-__all__ = ["Pairing", "candidate_slices", "draw_candidates", "nearest_slices"]
+__all__ = ["Pairing", "candidate_window", "draw_candidates", "nearest_slices"]

@@ -7,11 +7,17 @@ method's networks and :func:`recompute_batchnorm` re-estimates BatchNorm statist
 pass over training data *through the method* (networks take several inputs, so
 ``swa_utils.update_bn``'s ``model(input)`` cannot drive them). That pass also refreshes
 spectral-norm power-iteration vectors for the averaged weights.
+
+With ``train.validate_swa`` the per-epoch validation also evaluates the average (as the
+original monitors its SWA copies): :func:`averaged_weights` swaps it into the networks,
+recomputes BatchNorm statistics the same way, and puts every live parameter and buffer back
+afterwards, so training continues from the live weights.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -93,3 +99,21 @@ def recompute_batchnorm(networks: dict[str, nn.Module], forward_pass: Callable[[
         for layer, momentum in momenta.items():
             layer.momentum = momentum
     return len(layers)
+
+
+@contextmanager
+def averaged_weights(averager: WeightAverager, networks: dict[str, nn.Module],
+                     forward_pass: Callable[[], None]) -> Iterator[None]:
+    """Inside the block ``networks`` hold the SWA average with BatchNorm statistics recomputed
+    (:func:`recompute_batchnorm` over ``forward_pass``); on exit every parameter and buffer
+    (running statistics, spectral-norm vectors) of every network is restored to its live value."""
+    live = {role: {k: v.detach().clone() for k, v in net.state_dict().items()} for role, net in networks.items()}
+    try:
+        averager.copy_to_networks()
+        recompute_batchnorm(networks, forward_pass)
+        yield
+    finally:
+        with torch.no_grad():
+            for role, net in networks.items():
+                for key, tensor in net.state_dict(keep_vars=True).items():
+                    tensor.copy_(live[role][key])

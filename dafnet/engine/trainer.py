@@ -18,7 +18,7 @@ from dafnet.engine.export import write_export
 from dafnet.engine.optim import Freezer, build_optimizers, check_contract
 from dafnet.engine.resume import check_resume_recipe, clean_after_failure, continue_run, resume_recipe
 from dafnet.engine.streams import TrainStreams, derived_seed, eval_loader
-from dafnet.engine.swa import WeightAverager, recompute_batchnorm
+from dafnet.engine.swa import WeightAverager, averaged_weights, recompute_batchnorm
 from dafnet.errors import DafnetError, TrainingFailed
 from dafnet.interfaces.method import LossOutput
 
@@ -216,6 +216,23 @@ class _Session:
                               hint="return the quantity early stopping minimises under 'monitor'")
         return {k: float(v) for k, v in summary.items()}
 
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Evaluate the validation split and update early stopping (and the best weights) with it:
+        the SWA average once it has a snapshot (``train.validate_swa``), else the live weights."""
+        if not (self.recipe.train.validate_swa and self.averager.snapshots > 0):
+            return self._validate_and_track(epoch, {})
+        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), \
+                averaged_weights(self.averager, self.networks, self._forward_pass_over_training_data):
+            distributed.broadcast_buffers(self.accelerator, self.networks.values())
+            return self._validate_and_track(epoch, {"validated_swa": 1.0})
+
+    def _validate_and_track(self, epoch: int, row: dict[str, float]) -> dict[str, float]:
+        summary = self.evaluate("validation")
+        if self.stopper.update(epoch, summary["monitor"]):
+            self.best.capture(epoch)  # the weights just validated
+        return {**row, **{f"validation/{k}": v for k, v in summary.items()}}
+
     # ------------------------------------------------------------------ SWA batch statistics
     @torch.no_grad()
     def _forward_pass_over_training_data(self) -> None:
@@ -253,10 +270,7 @@ class _Session:
                 if self.averager.update(epoch):
                     row["swa_snapshots"] = self.averager.snapshots
                 if epoch % t.validate_every == 0 and "validation" in self.eval_loaders:
-                    summary = self.evaluate("validation")
-                    row.update({f"validation/{k}": v for k, v in summary.items()})
-                    if self.stopper.update(epoch, summary["monitor"]):
-                        self.best.capture(epoch)
+                    row.update(self.validate(epoch))
                 row["seconds"] = round(time.perf_counter() - began, 3)
                 self.progress.history.append(row)
                 self.progress.epochs_done = epoch

@@ -63,8 +63,10 @@ class DAFNet(Method):
         candidate_radius: int = Field(2, ge=0, le=8, description="candidates lie within +-radius slices of the "
                                       "nearest slice")
         pairing: Literal["expert", "shuffled"] = Field(
-            "expert", description="expert: nearest slice first; shuffled: random slice of the window (k = 1) or "
-            "candidates in random order (k > 1), as in the paper's pairing experiment")
+            "expert", description="expert: nearest slice first, then (k > 1) k - 1 other slices of the window "
+            "drawn at random without replacement, once per dataset (seeded), as the original; shuffled: random "
+            "slice of the window (k = 1) or those candidates in random order (k > 1), as in the paper's pairing "
+            "experiment")
         ce_weight: float = Field(0.01, ge=0, description="cross-entropy weight inside L_sup = (1 - Dice) + w CE")
         dice_smooth: float = Field(1e-12, gt=0, description="smoothing of the soft Dice in L_sup")
         adversarial_warmup_epochs: int = Field(

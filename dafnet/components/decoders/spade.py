@@ -7,11 +7,18 @@ size/32 and x2 upsampling. For sides not divisible by 2^(n-1) (BOLD's 192x114) t
 start is rounded up (114 -> 4, 8, 15, 29, 57, 114) and the last stage is exactly the
 image size, so no crop or final resize is needed. (The original Keras code floored
 the start size and could not build for such sides.)
+
+Normalisation. The original's ``InstanceNormalization()`` (keras-contrib, ``axis=None``)
+normalises each sample with ONE mean and ONE standard deviation over H, W and C together,
+adds eps to the std, (x - mean) / (std + eps) with eps = 1e-3, no affine: ``norm: sample``
+(the default). ``norm: channel`` is the usual per-channel instance norm (one mean and
+variance per sample and channel, eps added to the variance).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,18 +32,36 @@ from dafnet.interfaces import Decoder, Facts, Params
 INSTANCE_NORM_EPS = 1e-3
 """keras_contrib InstanceNormalization default epsilon."""
 
+Norm = Literal["sample", "channel"]
+
+
+def sample_norm(x: Tensor, eps: float = INSTANCE_NORM_EPS) -> Tensor:
+    """keras-contrib ``InstanceNormalization(axis=None)``: (x - mean) / (std + eps) with one mean
+    and one (population) std per sample over all of C, H and W; computed in float32."""
+    flat = x.float().flatten(1)
+    mean = flat.mean(1).view(-1, *([1] * (x.ndim - 1)))
+    std = flat.std(1, correction=0).view_as(mean)
+    return ((x.float() - mean) / (std + eps)).to(x.dtype)
+
+
+def normalise(x: Tensor, norm: Norm) -> Tensor:
+    if norm == "sample":
+        return sample_norm(x)
+    return F.instance_norm(x, eps=INSTANCE_NORM_EPS)
+
 
 class SPADE(nn.Module):
-    """x -> InstanceNorm(x) * (1 + gamma(a)) + beta(a), a = ReLU(conv3x3(resize(s)))."""
+    """x -> Norm(x) * (1 + gamma(a)) + beta(a), a = ReLU(conv3x3(resize(s)))."""
 
-    def __init__(self, channels: int, anatomy_channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, anatomy_channels: int, hidden: int, norm: Norm = "sample") -> None:
         super().__init__()
+        self.norm = norm
         self.shared = conv2d(anatomy_channels, hidden, 3)
         self.gamma = conv2d(hidden, channels, 3)
         self.beta = conv2d(hidden, channels, 3)
 
     def forward(self, x: Tensor, anatomy: Tensor) -> Tensor:
-        normalised = F.instance_norm(x, eps=INSTANCE_NORM_EPS)
+        normalised = normalise(x, self.norm)
         s = F.interpolate(anatomy, size=x.shape[-2:], mode="nearest")
         a = F.relu(self.shared(s))
         return normalised * (1 + self.gamma(a)) + self.beta(a)
@@ -45,17 +70,18 @@ class SPADE(nn.Module):
 class SPADEBlock(nn.Module):
     """Residual of [SPADE, LReLU, conv3x3] x 2; a learned [SPADE, 1x1 conv] shortcut when widths differ."""
 
-    def __init__(self, fin: int, fout: int, anatomy_channels: int, hidden: int, slope: float) -> None:
+    def __init__(self, fin: int, fout: int, anatomy_channels: int, hidden: int, slope: float,
+                 norm: Norm = "sample") -> None:
         super().__init__()
         middle = min(fin, fout)
         self.slope = slope
-        self.spade1 = SPADE(fin, anatomy_channels, hidden)
+        self.spade1 = SPADE(fin, anatomy_channels, hidden, norm)
         self.conv1 = conv2d(fin, middle, 3)
-        self.spade2 = SPADE(middle, anatomy_channels, hidden)
+        self.spade2 = SPADE(middle, anatomy_channels, hidden, norm)
         self.conv2 = conv2d(middle, fout, 3)
         self.learned_shortcut = fin != fout
         if self.learned_shortcut:
-            self.shortcut_spade = SPADE(fin, anatomy_channels, hidden)
+            self.shortcut_spade = SPADE(fin, anatomy_channels, hidden, norm)
             self.shortcut_conv = conv2d(fin, fout, 1, bias=False)
 
     def forward(self, x: Tensor, anatomy: Tensor) -> Tensor:
@@ -76,6 +102,9 @@ class SPADEDecoder(Decoder):
         )
         hidden_channels: int = Field(128, ge=1, description="width of each SPADE's shared conv on the anatomy")
         negative_slope: float = Field(0.2, ge=0, description="LeakyReLU slope inside the SPADE blocks")
+        norm: Norm = Field("sample", description="sample: the original's keras-contrib instance norm, one mean "
+                           "and std per sample over C, H, W, (x - mean) / (std + 1e-3); channel: per-channel "
+                           "instance norm (eps 1e-3 on the variance)")
 
     def __init__(self, params: "SPADEDecoder.Params", facts: Facts) -> None:
         super().__init__(params, facts)
@@ -94,7 +123,8 @@ class SPADEDecoder(Decoder):
         blocks, fin = [], self.start_channels
         for fout in params.block_filters:
             blocks.append(
-                SPADEBlock(fin, fout, self.anatomy_channels, params.hidden_channels, params.negative_slope)
+                SPADEBlock(fin, fout, self.anatomy_channels, params.hidden_channels, params.negative_slope,
+                           params.norm)
             )
             fin = fout
         self.blocks = nn.ModuleList(blocks)

@@ -46,6 +46,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     "metric": {
         "dice": "dafnet.metrics.dice:DiceMetric",
         "hd95": "dafnet.metrics.hd95:HD95Metric",
+        "alignment": "dafnet.metrics.alignment:AlignmentMetric",
         "dcor": "dafnet.metrics.dcor:DistanceCorrelationMetric",
         "probe": "dafnet.metrics.probe:ModalityProbeMetric",
         "traversal": "dafnet.metrics.traversal:LatentTraversalMetric",

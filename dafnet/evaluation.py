@@ -245,6 +245,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     per_volume = _merge_rows(results)
     files = [f for r in results.values() for f in r.files]
     summaries = {name: r.summary for name, r in results.items()}
+    info["notes"] = {name: list(r.notes) for name, r in results.items() if r.notes}
     _write_json(out / "metrics.json", {"info": info, "metrics": summaries, "files": files})
     _write_csv(out / "per_volume.csv", per_volume)
     return EvaluationResult(out, summaries, per_volume, files + [str(out / "metrics.json"),

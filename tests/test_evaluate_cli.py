@@ -62,6 +62,46 @@ def test_evaluate_writes_metrics_csv_and_figures(run, tmp_path, capsys):
     assert all((out / p).stat().st_size > 1000 for p in pngs)
 
 
+def test_alignment_metric_writes_the_error_against_the_truth(run, tmp_path, capsys):
+    out = tmp_path / "alignment"
+    code = cli(["evaluate", str(run), "--metric", "alignment", "--split", "all", "--out", str(out), "--cpu"])
+    assert code == 0, capsys.readouterr()
+    numbers = json.loads((out / "metrics.json").read_text())["metrics"]["alignment"]
+    assert numbers["alignment_pixels"] > 0
+    for key in ("align_median_mm", "align_p95_mm", "identity_median_mm", "identity_p95_mm"):
+        assert 0.0 < numbers[key] < 60.0  # mm: the phantom's stacks differ by up to 8 mm shifts, 10 degrees
+    assert numbers["align_median_mm"] <= numbers["align_p95_mm"]
+    with open(out / "per_volume.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and all(float(r["identity_median_mm"]) > 0 for r in rows)
+    assert (out / "alignment_error.png").stat().st_size > 1000
+
+
+def test_alignment_is_na_with_a_note_when_the_data_have_no_coordinates(run, tmp_path, capsys):
+    from dafnet.data.phantom import PhantomDataSource, write_phantom
+
+    phantom = RECIPE["data"]["source"]["params"]
+    raw = write_phantom(tmp_path / "raw", PhantomDataSource.Params(**phantom))
+    recipe = tmp_path / "nnunet.yaml"
+    recipe.write_text(json.dumps({"name": "nnunet", "data": {
+        "source": {"name": "nnunet", "params": {"root": str(raw), "image_size": 32}}}}))
+    out = tmp_path / "na"
+    code = cli(["evaluate", str(run), "--metric", "alignment", "--data", str(recipe), "--split", "all",
+                "--out", str(out), "--cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["metrics"]["alignment"] == {"alignment_pixels": 0.0}
+    assert "n/a" in report["info"]["notes"]["alignment"][0] and "n/a" in captured.out
+
+
+def test_log_has_the_alignment_columns(run):
+    with open(run / "log.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    for key in ("align_median_mm", "align_p95_mm", "identity_median_mm", "identity_p95_mm"):
+        assert float(row[f"validation/{key}"]) > 0
+
+
 def test_default_output_folder_all_split_and_shuffled_pairing(run, capsys):
     code = cli(["evaluate", str(run), "--metric", "dice", "--split", "all", "--pairing", "shuffled", "--cpu"])
     assert code == 0, capsys.readouterr()

@@ -235,7 +235,8 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
     batch = next(iter(DataLoader(method.eval_dataset(subjects), batch_size=3, collate_fn=method.collate)))
     inputs = method.evaluation_inputs(batch)
     kinds = [i.prediction_type for i in inputs]
-    assert kinds == ["single", "deformed", "fused", "copy_cine", "aligned_copy_cine", "factors", "factors"]
+    assert kinds == ["single", "deformed", "fused", "copy_cine", "aligned_copy_cine", "alignment_cine",
+                     "factors", "factors"]
     for item in inputs[:5]:
         assert item.prediction.shape == (3, facts.num_classes + 1, 32, 32) and item.target.shape == (3, 32, 32)
         assert item.modality == ["lge"] * 3 and item.anatomy is None
@@ -243,7 +244,12 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
     copy, aligned = inputs[3].prediction, inputs[4].prediction
     assert torch.equal(copy.argmax(1), batch["masks"][:, 0, 0]) and torch.equal(inputs[3].target, batch["masks"][:, 1, 0])
     torch.testing.assert_close(aligned, copy, atol=1e-4, rtol=0)  # the TPS starts at the identity
-    factors = {i.modality[0]: i for i in inputs[5:]}
+    errors = inputs[5].alignment  # the phantom's coordinates: the error against the truth, no prediction
+    assert inputs[5].prediction is None and errors.source == "cine" and errors.aligner_mm.shape == (3, 32, 32)
+    counted = errors.identity_mm.isfinite()
+    assert torch.equal(counted, batch["masks"][:, 1, 0] > 0)  # the target's foreground
+    torch.testing.assert_close(errors.aligner_mm[counted], errors.identity_mm[counted], atol=1e-3, rtol=0)
+    factors = {i.modality[0]: i for i in inputs[6:]}
     assert set(factors) == {"cine", "lge"}
     assert factors["cine"].z.shape == factors["cine"].logvar.shape == (3, method.z_dim)
     assert factors["cine"].anatomy.shape[1] == method.facts.anatomy_channels
@@ -257,11 +263,13 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
         moved = method.evaluation_inputs(batch)
         images = batch["images"][:, :, 0]
         s_cine, s_lge = (method.anatomy_encoder(images[:, m], m).anatomy for m in (0, 1))
-        expected = sample(copy, method.aligner(s_cine, s_lge).grid)
+        grid = method.aligner(s_cine, s_lge).grid
+        expected = sample(copy, grid)
     assert (moved[4].prediction - copy).abs().max() > 0.1
     torch.testing.assert_close(moved[4].prediction, expected)
-    torch.testing.assert_close(moved[5].anatomy, s_cine)
-    torch.testing.assert_close(moved[6].z, method.modality_encoder(images[:, 1], s_lge).mu)
+    torch.testing.assert_close(moved[5].alignment.grid, grid)  # the same grid
+    torch.testing.assert_close(moved[6].anatomy, s_cine)
+    torch.testing.assert_close(moved[7].z, method.modality_encoder(images[:, 1], s_lge).mu)
     metric = FiguresMetric(FiguresMetric.Params(samples=2), facts)
     metric.attach(method)
     metric.output_dir = tmp_path

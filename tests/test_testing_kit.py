@@ -559,6 +559,7 @@ TINY_BUILTIN_PARAMS: dict[tuple[str, str], dict] = {
     ("loss", "z_reconstruction"): {},
     ("metric", "dice"): {},
     ("metric", "hd95"): {},
+    ("metric", "alignment"): {},
     ("metric", "dcor"): {},
     ("metric", "probe"): {},
     ("metric", "figures"): {},

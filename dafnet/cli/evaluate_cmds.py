@@ -24,7 +24,7 @@ def evaluate(
         None, show_default=False, help="Dotted overrides of the export's recipe for choices without weights, "
         "e.g. model.fuser.name=mean (the same weights, fused by the mean)."),
     metric: List[str] = typer.Option(..., "--metric", "-m", help="A metric name (repeat for several): "
-                                     "dice, hd95, dcor, probe, traversal, figures or a plugin's."),
+                                     "dice, hd95, alignment, dcor, probe, traversal, figures or a plugin's."),
     metric_param: Optional[List[str]] = typer.Option(
         None, "--metric-param", show_default=False, help="A metric's parameter as NAME.KEY=VALUE (repeat for "
         "several), e.g. dcor.max_samples=2000; `dafnet plugins info NAME` lists them."),
@@ -64,6 +64,9 @@ def evaluate(
             table.add_row(name if i == 0 else "", key, _format(value))
         table.add_section()
     console.print(table)
+    for name, notes in info.get("notes", {}).items():
+        for note in notes:
+            console.print(f"[yellow]note[/yellow] ({name}): {note}")
     console.print(f"metrics: {result.out_dir / 'metrics.json'}")
     console.print(f"per volume: {result.out_dir / 'per_volume.csv'}")
     for file in [f for f in result.files if f.endswith(".png")]:

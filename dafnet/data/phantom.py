@@ -109,7 +109,8 @@ class PhantomDataSource(DataSource):
             volumes[name] = Volume(image=image, label=LABEL_OF_TISSUE[tissue],
                                    slice_positions=positions,
                                    affine=stack_affine(positions, acq.spacing, self.image_size,
-                                                       self.spacing_mm))
+                                                       self.spacing_mm),
+                                   coordinates=np.stack([acq.u, acq.v], axis=1).astype(np.float32))
         return Subject(id=f"phantom_{index:03d}", volumes=volumes)
 
     def load(self) -> list[Subject]:

@@ -10,6 +10,15 @@ the target's own row repeats its slice k times so every row has the same shape):
 * ``present``  bool    (n,), whether the subject has that modality (always true in training)
 * ``subject``  int64, index of the subject in the dataset's subject list; ``slice`` int64
 
+Evaluation samples (``training=False``) of subjects whose volumes know the truth
+(:attr:`~dafnet.interfaces.data.Volume.coordinates`, the phantom's) also carry
+
+* ``coordinates``     float32 (n, k, 2, H, W), the anatomy coordinate (u, v) in mm each pixel
+  shows, zeros where unknown
+* ``has_coordinates`` bool    (n,), whether that modality's volume has them
+
+(both keys present in every sample of the dataset as soon as one of its volumes has coordinates).
+
 Training samples get one random rotation in +-degrees applied identically to every
 image and mask of the sample (bilinear with border fill for images, nearest with
 background fill for masks). With ``misalignment_degrees`` / ``misalignment_shift`` (a named
@@ -117,6 +126,8 @@ class PairedSliceDataset(Dataset):
             (i, s) for i, subject in enumerate(self.subjects)
             for s in range(subject.volumes[config.target].num_slices)
         ]
+        self._with_coordinates = not training and any(
+            v.coordinates is not None for s in self.subjects for m, v in s.volumes.items() if m in config.modalities)
         self._fixed: dict[tuple[int, int], np.ndarray] = {}
         if not (training and config.pairing == "shuffled"):
             rng = np.random.default_rng(config.seed)
@@ -179,7 +190,7 @@ class PairedSliceDataset(Dataset):
         if self.training and (cfg.rotation_degrees > 0 or cfg.misalignment_degrees > 0
                               or cfg.misalignment_shift > 0):
             images_t, masks_t = self._augment(images_t, masks_t)
-        return {
+        sample = {
             "images": images_t,
             "masks": masks_t,
             "labelled": torch.from_numpy(labelled),
@@ -187,6 +198,22 @@ class PairedSliceDataset(Dataset):
             "subject": torch.tensor(key[0], dtype=torch.int64),
             "slice": torch.tensor(key[1], dtype=torch.int64),
         }
+        if self._with_coordinates:
+            sample.update(self._coordinates(subject, chosen))
+        return sample
+
+    def _coordinates(self, subject: Subject, chosen: np.ndarray) -> dict[str, Tensor]:
+        """``coordinates`` (n, k, 2, H, W) and ``has_coordinates`` (n,) of the chosen slices."""
+        cfg = self.config
+        height, width = subject.volumes[cfg.target].image.shape[1:]
+        coordinates = np.zeros((len(cfg.modalities), cfg.num_candidates, 2, height, width), dtype=np.float32)
+        has = np.zeros(len(cfg.modalities), dtype=bool)
+        for m, modality in enumerate(cfg.modalities):
+            volume = subject.volumes.get(modality)
+            if volume is not None and volume.coordinates is not None:
+                coordinates[m] = volume.coordinates[chosen[m]]
+                has[m] = True
+        return {"coordinates": torch.from_numpy(coordinates), "has_coordinates": torch.from_numpy(has)}
 
 
     def _augment(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ from dafnet.interfaces.base import Component, Params
 from dafnet.interfaces.data import DataSource, Subject, Volume
 from dafnet.interfaces.facts import Facts, MissingFactError
 from dafnet.interfaces.method import HealthSignals, LossOutput, Method, Phase, ResultTable, Role, RoleSummary
-from dafnet.interfaces.metric import Metric, MetricInputs, MetricResult
+from dafnet.interfaces.metric import AlignmentErrors, Metric, MetricInputs, MetricResult
 from dafnet.interfaces.networks import (
     AlignmentOutput,
     Aligner,
@@ -27,6 +27,7 @@ from dafnet.interfaces.networks import (
 )
 
 __all__ = [
+    "AlignmentErrors",
     "AlignmentOutput",
     "Aligner",
     "AnatomyEncoder",

@@ -29,6 +29,10 @@ class Volume:
     """(S,) float64, the position of each slice centre along the stack normal, in mm."""
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     """4x4 voxel-to-world (RAS, mm) matrix of the (S, H, W) array, axis order (slice, row, col)."""
+    coordinates: np.ndarray | None = None
+    """(S, 2, H, W) float32 or None: the in-plane anatomy coordinate (u to the image right, v to
+    the image bottom, mm, in the subject's own anatomy frame) each pixel shows. Only a source that
+    knows the truth fills it (the phantom); it measures alignment against the truth."""
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3:
@@ -40,6 +44,11 @@ class Volume:
         if len(self.slice_positions) != self.image.shape[0]:
             raise ValueError(
                 f"Volume has {self.image.shape[0]} slices but {len(self.slice_positions)} positions"
+            )
+        expected = (self.image.shape[0], 2, *self.image.shape[1:])
+        if self.coordinates is not None and tuple(self.coordinates.shape) != expected:
+            raise ValueError(
+                f"Volume.coordinates shape {self.coordinates.shape} is not (slices, 2, H, W) = {expected}"
             )
 
     @property

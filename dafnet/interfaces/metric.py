@@ -12,6 +12,23 @@ from dafnet.interfaces.facts import Facts
 
 
 @dataclass
+class AlignmentErrors:
+    """Per-pixel errors of one batch for one source modality (``MetricInputs.alignment``; see
+    :mod:`dafnet.metrics.alignment_error`)."""
+
+    source: str
+    """The source (moving) modality's name."""
+    aligner_mm: Tensor
+    """(B, H, W) the aligner's error in mm, NaN where not counted or sampled outside the source."""
+    identity_mm: Tensor
+    """(B, H, W) the identity's error in mm, NaN where not counted."""
+    source_mask: Tensor | None = None
+    """(B, H, W) the source slice's truth mask, when labelled (for the figure)."""
+    grid: Tensor | None = None
+    """(B, H, W, 2) the aligner's sampling grid (for the figure)."""
+
+
+@dataclass
 class MetricInputs:
     """What an evaluation pass hands to every metric; a metric uses the fields it needs."""
 
@@ -39,6 +56,8 @@ class MetricInputs:
     """(B,) index of each sample's (target) slice in its volume (to stack slices in 3D)."""
     slice_spacing: float | None = None
     """Distance between neighbouring slices in mm, when known (for 3D distance metrics)."""
+    alignment: AlignmentErrors | None = None
+    """The aligner's and the identity's in-plane error against the truth, when the data know it."""
 
 
 @dataclass
@@ -49,6 +68,8 @@ class MetricResult:
     """One row per case (written as CSV)."""
     files: list[str] = field(default_factory=list)
     """Figures or tables the metric wrote."""
+    notes: list[str] = field(default_factory=list)
+    """Messages for the reader, e.g. why a number is n/a (printed and written to metrics.json)."""
 
 
 class Metric(Component, ABC):

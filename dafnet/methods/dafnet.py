@@ -32,6 +32,7 @@ from dafnet.losses import (
     ZReconstructionLoss,
 )
 from dafnet.methods import dafnet_steps as steps
+from dafnet.methods.dafnet_alignment import alignment_summary
 from dafnet.methods.dafnet_inference import evaluation_statistics, predict_target
 from dafnet.methods.role_outputs import checked, shape_text
 from dafnet.methods.target_dice import dice_summary, dice_table
@@ -276,8 +277,9 @@ class DAFNet(Method):
             return evaluation_statistics(self, batch)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        """Paper Dice per volume (mean, std) and 3D Dice per prediction type; monitor = 1 - fused Dice."""
-        return dice_summary(stats, "fused")
+        """Paper Dice per volume (mean, std) and 3D Dice per prediction type; monitor = 1 - fused Dice;
+        with coordinates in the data, the alignment error in mm (dafnet_alignment)."""
+        return {**dice_summary(stats, "fused"), **alignment_summary(stats)}
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
         target = self.recipe.data.target if self.recipe is not None else "target"

@@ -11,6 +11,11 @@ For a batch of :class:`~dafnet.data.slices.PairedSliceDataset` samples it return
   and ``aligned_copy_<m>``, m's mask moved by the learned aligner (the sampling grid of
   Align(s_m -> s_target), bilinear). Their difference measures the alignment alone, whatever
   the segmentor does (paper Fig. 7 in numbers);
+* per other modality m, when the batch carries the truth's ``coordinates`` (the phantom's),
+  ``alignment_<m>``: ``alignment`` (:class:`~dafnet.interfaces.AlignmentErrors`: the aligner's and
+  the identity's error in mm per target pixel, from the same grid as ``aligned_copy_<m>``;
+  :mod:`dafnet.methods.dafnet_alignment`), ``target``, ``image``, for the samples with counted
+  pixels (labelled target foreground, both slices with coordinates); no ``prediction``;
 * one ``MetricInputs`` per modality with ``prediction_type = "factors"``: ``image``, its
   ``anatomy`` s, ``z`` (the mean of q(z | x, s)) and ``logvar``, for the samples that have the
   modality (anchors only: candidate 0).
@@ -26,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from dafnet.components.aligners.thin_plate import sample
-from dafnet.interfaces import MetricInputs
+from dafnet.interfaces import AlignmentErrors, MetricInputs
+from dafnet.methods.dafnet_alignment import alignment_error_maps
 from dafnet.methods.dafnet_inference import predict_target
 
 
@@ -56,6 +62,7 @@ def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
                 prediction=probabilities[index], target=truth[index], image=anchors[t][index],
                 modality=[names[t]] * len(rows), slice_index=slices[index.to(slices.device)], **common))
     out += _copies(method, batch, anchors, present, encoded, case_ids, slices, common)
+    out += _alignment(method, batch, anchors, encoded, case_ids, slices, common)
     for m in range(n):
         rows = present[m].nonzero().flatten().tolist()
         if not rows:
@@ -91,6 +98,27 @@ def _copies(method, batch, anchors, present, encoded, case_ids, slices, common) 
                 case_ids=[case_ids[i] for i in rows], prediction_type=kind, prediction=prediction,
                 target=masks[:, t, 0][index], image=anchors[t][index], modality=[names[t]] * len(rows),
                 slice_index=slices[index.to(slices.device)], **common))
+    return out
+
+
+def _alignment(method, batch, anchors, encoded, case_ids, slices, common) -> list[MetricInputs]:
+    """``alignment_<m>`` per other modality m, for the samples with counted pixels (module docstring)."""
+    t, names = method.target_index, method.modalities
+    out = []
+    for m, (aligner, identity) in alignment_error_maps(method, batch, encoded).items():
+        rows = identity.flatten(1).isfinite().any(dim=1).nonzero().flatten().tolist()
+        if not rows:
+            continue
+        index = torch.tensor(rows, device=anchors[t].device)
+        source_labelled = batch["labelled"][:, m, 0].bool()[index]
+        errors = AlignmentErrors(
+            source=names[m], aligner_mm=aligner[index], identity_mm=identity[index],
+            source_mask=batch["masks"][:, m, 0][index] if bool(source_labelled.all()) else None,
+            grid=encoded["alignment"][m].grid[index])
+        out.append(MetricInputs(
+            case_ids=[case_ids[i] for i in rows], prediction_type=f"alignment_{names[m]}",
+            target=batch["masks"][:, t, 0][index], image=anchors[t][index], modality=[names[t]] * len(rows),
+            slice_index=slices[index.to(slices.device)], alignment=errors, **common))
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dafnet.methods.dafnet_alignment import alignment_statistics
 from dafnet.methods.dafnet_graph import flat, rows
 from dafnet.metrics.dice import class_overlaps_per_slice, paper_dice_per_slice
 
@@ -84,16 +85,19 @@ def _weighted(method, target, s_t, candidates, present, ones) -> Tensor:
 
 
 def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
-    """Per-sample statistics of the target predictions: paper Dice per slice and class overlaps."""
+    """Per-sample statistics of the target predictions: paper Dice per slice and class overlaps;
+    with coordinates in the batch, the alignment error maps (:mod:`dafnet.methods.dafnet_alignment`)."""
     images, t = batch["images"], method.target_index
     n = images.shape[1]
     anchors = {m: images[:, m, 0] for m in range(n)}
     present = {m: batch["present"][:, m] for m in range(n)}
     candidates = {m: images[:, m] for m in range(n) if m != t} if method.num_candidates > 1 else None
-    predictions = predict_target(method, t, anchors, present, candidates)
+    encoded = {}
+    predictions = predict_target(method, t, anchors, present, candidates, encoded)
     truth = batch["masks"][:, t, 0]
     stats = {"subject": batch["subject"], "labelled": batch["labelled"][:, t, 0]}
     for kind, probabilities in predictions.items():
         stats[f"paper_{kind}"] = paper_dice_per_slice(probabilities, truth)
         stats[f"overlap_{kind}"] = torch.stack(class_overlaps_per_slice(probabilities, truth), dim=1)
+    stats.update(alignment_statistics(method, batch, encoded))
     return stats

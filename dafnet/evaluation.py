@@ -88,7 +88,7 @@ def _check_facts(exported, facts) -> None:
 
 
 def _split_subjects(recipe, subjects, run_root: Path, use_run_splits: bool, split: str) -> tuple[list, str]:
-    from dafnet.data.splits import split_subjects
+    from dafnet.data.splits import split_data
 
     by_id = {s.id: s for s in subjects}
     if split == "all":
@@ -102,7 +102,7 @@ def _split_subjects(recipe, subjects, run_root: Path, use_run_splits: bool, spli
                               hint="evaluate on the data the run was trained on, or use --split all")
         source = str(path)
     else:
-        ids = [str(i) for i in split_subjects(list(by_id), recipe.data.split)[split]]
+        ids = [str(i) for i in split_data(subjects, recipe.data)[split]]
         source = f"split_subjects (fold {recipe.data.split.fold}, seed {recipe.data.split.seed})"
     return [by_id[i] for i in ids], source
 

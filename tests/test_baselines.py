@@ -31,7 +31,7 @@ def tiny(method: str, params: dict | None = None, fraction: float = 0.5, model: 
     data = {"name": "tiny", "method": {"name": method, "params": params or {}},
             "data": {"source": {"name": "phantom", "params": {"subjects": 6, "slices": 3, "image_size": 32}},
                      "annotation_fraction": fraction,
-                     "split": {"folds": 3, "train": 0.5, "validation": 0.25, "test": 0.25}},
+                     "split": {"folds": 3, "validation": 0.25}},
             "train": {"epochs": 1, "batch_size": 2, "iterations_per_epoch": 2, "swa_start": None},
             "output": {"tensorboard": False, "figures": False}}
     if model:

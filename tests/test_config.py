@@ -198,7 +198,7 @@ def test_split_and_modalities_checks(tmp_path, toys):
     with pytest.raises(RecipeError) as err:
         load_recipe(write(tmp_path, "r.yaml", text))
     got = paths(err.value)
-    assert "data.split" in got
+    assert "data.split.train" in got  # 0.5 + validation 0.15 + test 1/3 (3 folds) is not 1
     text = toys.TOY_RECIPE.replace("data:\n", "data:\n  modalities: [a, z]\n")
     with pytest.raises(RecipeError) as err:
         load_recipe(write(tmp_path, "r.yaml", text))

@@ -471,12 +471,12 @@ def test_swa_recomputes_batchnorm_statistics(tmp_path):
                               train={"epochs": 2, "swa_start": 1}), console=quiet())
     w = exported(result.run_dir)["generator"]
     from dafnet.assemble import build_data_source
-    from dafnet.data.splits import split_subjects
+    from dafnet.data.splits import split_data
 
     recipe = toy_recipe(tmp_path, source=src, split=split)
     source, _ = build_data_source(recipe)
     subjects = {s.id: s for s in source.load()}
-    ids = split_subjects(list(subjects), recipe.data.split)["train"]
+    ids = split_data(list(subjects.values()), recipe.data)["train"]
     x = Pairs([subjects[i] for i in ids]).x
     pre_bn = x @ w["0.weight"].T + w["0.bias"]
     # 16 samples in 4 equal batches: the cumulative average of batch means is the data mean

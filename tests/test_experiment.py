@@ -30,7 +30,7 @@ TINY = {
     "method": {"name": "unet", "params": {"mode": "multi", "base_filters": 4, "depth": 2}},
     "data": {"source": {"name": "phantom", "params": {"subjects": 8, "slices": 2, "image_size": 32}},
              "modalities": ["cine", "lge"], "target": "lge",
-             "split": {"folds": 2, "train": 0.5, "validation": 0.25, "test": 0.25}},
+             "split": {"folds": 2, "validation": 0.25}},
     "train": {"epochs": 1, "batch_size": 4, "iterations_per_epoch": 2, "swa_start": None},
     "output": {"tensorboard": False, "figures": False},
 }

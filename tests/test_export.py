@@ -40,7 +40,7 @@ def test_index_describes_the_method(trained):
 
 def test_load_export_round_trip(trained, tmp_path):
     from dafnet.assemble import build_data_source
-    from dafnet.data.splits import split_subjects
+    from dafnet.data.splits import split_data
     from dafnet.engine import load_export
     from dafnet.engine.rundir import read_run_recipe
 
@@ -57,7 +57,7 @@ def test_load_export_round_trip(trained, tmp_path):
     recipe = read_run_recipe(trained.run_dir)
     source, _ = build_data_source(recipe)
     subjects = {s.id: s for s in source.load()}
-    test_ids = split_subjects(list(subjects), recipe.data.split)["test"]
+    test_ids = split_data(list(subjects.values()), recipe.data)["test"]
     batch = torch.utils.data.default_collate(list(method.eval_dataset([subjects[i] for i in test_ids])))
     with torch.no_grad():
         summary = method.evaluation_summary(method.evaluation_step(batch))

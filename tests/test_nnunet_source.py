@@ -163,6 +163,20 @@ def test_label_map_maps_file_values_and_rejects_unmapped_ones(tmp_path):
         source(tmp_path, label_map={"flair": {7: 3}})
 
 
+def test_label_map_keeps_background_unless_it_maps_zero_itself(tmp_path):
+    make_dataset(tmp_path, cases=("a",))
+    path = tmp_path / "labelsTr" / "a_0000.nii.gz"
+    img = nib.load(path)
+    stored = np.asarray(img.dataobj)
+    save(path, stored * 7, img.affine)  # lesion stored as 7, background 0
+    implied = load_quiet(source(tmp_path, label_map={"flair": {7: 1}}))[0].volumes["flair"].label
+    explicit = load_quiet(source(tmp_path, label_map={"flair": {0: 0, 7: 1}}))[0].volumes["flair"].label
+    np.testing.assert_array_equal(implied, explicit)
+    assert set(np.unique(implied)) == {0, 1}
+    swapped = load_quiet(source(tmp_path, label_map={"flair": {0: 1, 7: 0}}))[0].volumes["flair"].label
+    np.testing.assert_array_equal(swapped, 1 - implied)  # the user's own 0 -> 1 wins
+
+
 def test_slice_axis_auto_takes_the_thick_axis_and_can_be_forced(tmp_path):
     make_dataset(tmp_path, cases=("a",), channels=("FLAIR",))
     auto = load_quiet(source(tmp_path))[0].volumes["flair"]

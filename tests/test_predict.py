@@ -45,7 +45,7 @@ def train_tiny(root: Path, run_dir: Path, source_params: dict, modalities, targe
     recipe = resolve(parse_recipe({
         "name": "tiny", "data": {"source": {"name": "nnunet", "params": {"root": str(root), **source_params}},
                                  "modalities": list(modalities), "target": target,
-                                 "split": dict(zip(("train", "validation", "test"), split))},
+                                 "split": {"folds": 1, **dict(zip(("train", "validation", "test"), split))}},
         "model": TINY_MODEL,
         "train": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 2, "swa_start": None},
         "output": {"tensorboard": False, "figures": False}}))

@@ -58,6 +58,18 @@ def _renames_component(old: dict, new: dict) -> bool:
     return "name" in old and "name" in new and old["name"] != new["name"]
 
 
+def _anchor_split_file(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``data.split.file`` made absolute against the folder of the recipe that names it, so the
+    resolved recipe a run writes still finds it."""
+    section = data.get("data")
+    split = section.get("split") if isinstance(section, dict) else None
+    if isinstance(split, dict) and isinstance(split.get("file"), str) and split["file"]:
+        file = Path(split["file"]).expanduser()
+        if not file.is_absolute():
+            split["file"] = str((path.parent / file).resolve())
+    return data
+
+
 def load_recipe_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The recipe at ``path`` with its ``base:`` chain merged in (base path relative to the file)."""
     path = Path(path).expanduser()
@@ -68,7 +80,7 @@ def load_recipe_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
                                        "remove the cycle of base: references")])
     if len(_seen) > _MAX_DEPTH:
         raise RecipeError([RecipeIssue(BASE_KEY, "base: chain is too deep")])
-    data = _read_yaml(path)
+    data = _anchor_split_file(_read_yaml(path), path)
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data

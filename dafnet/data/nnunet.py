@@ -99,7 +99,8 @@ class NnUNetDataSource(PreprocessedSource):
                                  "brighter than the volume mean")
         label_map: dict[str, dict[int, int]] | None = Field(
             None, description="{modality or '*': {file value: class value}}: maps label file values "
-                              "to dataset.json classes; a value missing from a map is an error")
+                              "to dataset.json classes; 0 -> 0 unless mapped; another value "
+                              "missing from a map is an error")
         volume_index: int | None = Field(
             None, ge=0, description="which volume of 4D files to read (0-based)")
         slice_axis: Literal["auto", 0, 1, 2] = Field(
@@ -266,7 +267,8 @@ class NnUNetDataSource(PreprocessedSource):
         return selected
 
     def _check_label_map(self) -> dict[str, dict[int, int]]:
-        maps = dict(self.params.label_map or {})
+        """The label maps, each with background 0 -> 0 unless it maps 0 itself."""
+        maps = {key: {0: 0, **mapping} for key, mapping in (self.params.label_map or {}).items()}
         num_classes = len(self.class_names)
         for key, mapping in maps.items():
             if key != "*" and key not in self._channels:

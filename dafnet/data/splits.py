@@ -1,4 +1,5 @@
-"""Subject-level splits (method.md 4): k-fold train/validation/test and annotated subjects.
+"""Subject-level splits (method.md 4, docs/data.md "Splits"): k-fold train/validation/test and
+annotated subjects.
 
 Both functions are deterministic: the ids are sorted before a seeded shuffle, so the
 same ids, seed and settings give the same subjects whatever order they come in.
@@ -10,7 +11,7 @@ import math
 
 import numpy as np
 
-from dafnet.config.schema import SplitConfig
+from dafnet.config.schema import DataConfig, SplitConfig
 from dafnet.errors import DafnetError
 
 
@@ -26,58 +27,96 @@ def _shuffled(ids, seed: int) -> list:
     return [ids[i] for i in order]
 
 
-def split_counts(n: int, config: SplitConfig) -> tuple[int, int, int]:
-    """(train, validation, test) subject counts: rounded fractions, at least one where a fraction is > 0."""
-    n_test = _round_half_up(config.test * n)
-    n_val = _round_half_up(config.validation * n)
-    if config.test > 0:
-        n_test = max(n_test, 1)
-    if config.validation > 0:
-        n_val = max(n_val, 1)
-    n_train = n - n_test - n_val
-    if n_train < 1:
+def _count(fraction: float, n: int) -> int:
+    """round(fraction * n), half up, at least one where the fraction is > 0."""
+    return max(_round_half_up(fraction * n), 1) if fraction > 0 else 0
+
+
+def _take(ordered: list, labelled: set, n: int) -> tuple[list, list]:
+    """``n`` subjects of ``ordered`` with labelled ones in proportion (at least one when two or
+    more are there to choose from), each kind in its order; returns (taken, rest) in order."""
+    with_label = [i for i in ordered if str(i) in labelled]
+    without = [i for i in ordered if str(i) not in labelled]
+    n = min(n, len(ordered))
+    n_labelled = _round_half_up(n * len(with_label) / len(ordered)) if ordered else 0
+    if n_labelled == 0 and n > 0 and len(with_label) >= 2:
+        n_labelled = 1
+    n_labelled = min(max(n_labelled, n - len(without)), len(with_label), n)
+    chosen = set(map(str, with_label[:n_labelled] + without[:n - n_labelled]))
+    return [i for i in ordered if str(i) in chosen], [i for i in ordered if str(i) not in chosen]
+
+
+def _fold_tests(ordered: list, labelled: set, folds: int) -> list[list]:
+    """The folds' test sets: labelled subjects, then the others, dealt round-robin over the folds."""
+    dealt = [i for i in ordered if str(i) in labelled] + [i for i in ordered if str(i) not in labelled]
+    groups = [set(map(str, dealt[f::folds])) for f in range(folds)]
+    return [[i for i in ordered if str(i) in group] for group in groups]
+
+
+def _check_trainable(n: int, n_val: int, n_test: int, config: SplitConfig) -> None:
+    if n - n_test - n_val < 1:
         raise DafnetError(
-            f"{n} subjects cannot be split into train {config.train:g} / validation "
-            f"{config.validation:g} / test {config.test:g} with at least one training subject",
-            hint="use more subjects or smaller validation/test fractions",
-        )
-    return n_train, n_val, n_test
+            f"{n} subjects cannot be split into {n_test} test and {n_val} validation subjects (fold "
+            f"{config.fold} of {config.folds}) with at least one training subject",
+            hint="use more subjects, fewer data.split.folds or a smaller data.split.validation")
 
 
-def _fold_shifts(n: int, folds: int) -> list[int]:
-    """Where each fold's rotation of the shuffled order starts."""
-    step = _round_half_up(n / folds)
-    return [(f * step) % n for f in range(folds)]
-
-
-def split_subjects(subject_ids, config: SplitConfig) -> dict[str, list]:
+def split_subjects(subject_ids, config: SplitConfig, labelled=None) -> dict[str, list]:
     """Split subjects into ``train``, ``validation`` and ``test`` for ``config.fold``.
 
-    The ids are shuffled with ``config.seed``; fold f rotates that order by
-    f * round(N / folds) places, then takes test, validation and the rest as training.
-    The folds' test sets are therefore disjoint whenever folds * test <= 1 (3 folds of
-    15% for the paper), and every subject is in exactly one part of each fold.
+    ``labelled``: ids of the subjects with target-modality labels (None: unknown); they are
+    spread evenly over the test and validation sets. The ids are shuffled with ``config.seed``.
+    With ``folds`` = k > 1 the labelled subjects, then the others, are dealt round-robin into k
+    test sets (sizes and labelled counts differ by at most one; every subject tested once).
+    With one fold the test set is round(test * N). Validation, round(validation * N), comes
+    from the rest, and training is what is left. ``config.file`` names an nnU-Net
+    ``splits_final.json`` whose fold gives test (its ``val``) and the pool for validation and
+    training (its ``train``) instead.
     """
     ids = _shuffled(list(subject_ids), config.seed)
+    labelled = set(map(str, labelled)) if labelled is not None else set()
     n = len(ids)
     if n == 0:
         raise DafnetError("no subjects to split")
-    shifts = _fold_shifts(n, config.folds)
-    if shifts[config.fold] in shifts[:config.fold]:  # this fold would train on an earlier fold's split
-        repeat = config.fold
-        usable = [k for k in range(1, min(n, 10) + 1) if len(set(_fold_shifts(n, k))) == k]
-        raise DafnetError(f"data.split.folds is {config.folds}, too many for {n} subjects: fold {repeat} would "
-                          f"repeat fold {shifts.index(shifts[repeat])}'s split",
-                          hint=f"fold counts that split {n} subjects distinctly: {', '.join(map(str, usable))}"
-                               + (", ..." if n > 10 else ""))
-    _, n_val, n_test = split_counts(n, config)
-    shift = shifts[config.fold]
-    ids = ids[shift:] + ids[:shift]
-    return {
-        "train": ids[n_test + n_val:],
-        "validation": ids[n_test:n_test + n_val],
-        "test": ids[:n_test],
-    }
+    n_val = _count(config.validation, n)
+    if config.file is not None:
+        from dafnet.data.split_file import fold_from_file
+
+        pool, test = fold_from_file(config.file, config, ids)
+    elif config.folds > 1:
+        if config.folds > n:
+            raise DafnetError(f"data.split.folds is {config.folds}, more than the {n} subjects: some folds "
+                              "would test no subject", hint=f"use at most {n} folds")
+        test = _fold_tests(ids, labelled, config.folds)[config.fold]
+        tested = set(test)
+        pool = [i for i in ids if i not in tested]
+    else:
+        test, pool = _take(ids, labelled, _count(config.test_fraction, n))
+    _check_trainable(n, n_val, len(test), config)
+    validation, train = _take(pool, labelled, n_val)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def split_data(subjects, data: DataConfig) -> dict[str, list]:
+    """:func:`split_subjects` of loaded subjects with a recipe's ``data`` settings, stratified by
+    which subjects have a ``data.target`` label."""
+    return split_subjects([s.id for s in subjects], data.split, labelled=with_target_labels(subjects, data.target))
+
+
+def with_target_labels(subjects, target: str | None) -> set[str] | None:
+    """Ids of the subjects whose ``target`` volume has a label (None when the target is unknown)."""
+    if target is None:
+        return None
+    return {str(s.id) for s in subjects
+            if target in s.volumes and s.volumes[target].label is not None}
+
+
+def splits_record(config: SplitConfig, ids: dict[str, list]) -> dict:
+    """What a run writes to splits.json: the fold, its settings and the ids of each part."""
+    record = {"fold": config.fold, "folds": config.folds, "seed": config.seed}
+    if config.file is not None:
+        record["file"] = config.file
+    return {**record, **{k: [str(i) for i in v] for k, v in ids.items()}}
 
 
 def annotated_subjects(train_ids, fraction: float, seed: int) -> list:
@@ -92,4 +131,4 @@ def annotated_subjects(train_ids, fraction: float, seed: int) -> list:
     return ids[:_round_half_up(fraction * len(ids))]
 
 
-__all__ = ["annotated_subjects", "split_counts", "split_subjects"]
+__all__ = ["annotated_subjects", "split_data", "split_subjects", "splits_record", "with_target_labels"]

@@ -4,7 +4,7 @@
 
     <run>/recipe.yaml      the resolved recipe (every default filled in)
     <run>/metadata.json    versions, plugins in use, seed, git SHA, processes, device
-    <run>/splits.json      subject ids of train / validation / test
+    <run>/splits.json      the fold, its split settings and the subject ids of train / validation / test
     <run>/log.csv          one row per epoch: phase losses, validation numbers
     <run>/tensorboard/     TensorBoard event files (Accelerate tracker)
     <run>/state/           resume state (Accelerate save_state + engine state)
@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from dafnet.config.schema import Recipe
+from dafnet.data.splits import splits_record
 from dafnet.errors import DafnetError
 from dafnet.fsutil import check_output_folder
 from dafnet.registry import registry
@@ -194,6 +195,4 @@ def write_run_files(paths: RunPaths, recipe: Recipe, accelerator, splits: dict[s
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.recipe.write_text(recipe_yaml(recipe), encoding="utf-8")
     write_json(paths.metadata, run_metadata(recipe, accelerator))
-    write_json(paths.splits, {"fold": recipe.data.split.fold, "folds": recipe.data.split.folds,
-                              "seed": recipe.data.split.seed,
-                              **{k: [str(i) for i in v] for k, v in splits.items()}})
+    write_json(paths.splits, splits_record(recipe.data.split, splits))

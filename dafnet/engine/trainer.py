@@ -57,7 +57,7 @@ class _Session:
         from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 
         from dafnet.assemble import build_data_source, build_method
-        from dafnet.data.splits import split_subjects
+        from dafnet.data.splits import split_data
 
         self.recipe, self.paths, t = recipe, paths, recipe.train
         _forget_previous_run_settings()
@@ -73,11 +73,11 @@ class _Session:
         source, self.facts = build_data_source(recipe)
         subjects = source.load()
         by_id = {s.id: s for s in subjects}
-        ids = split_subjects([s.id for s in subjects], recipe.data.split)
+        ids = split_data(subjects, recipe.data)
         self.split_ids = ids
         self.splits = {part: [by_id[i] for i in part_ids] for part, part_ids in ids.items()}
         if not self.splits["train"]:
-            raise DafnetError("the training split is empty", hint="check data.split fractions")
+            raise DafnetError("the training split is empty", hint="check data.split")
 
         self.method = method = build_method(recipe, self.facts)
         self.networks = method.networks()

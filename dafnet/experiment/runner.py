@@ -122,16 +122,15 @@ def evaluate_untrained(recipe, folder: Path) -> dict:
     from accelerate.utils import set_seed
 
     from dafnet.assemble import build_data_source, build_method
-    from dafnet.data.splits import split_subjects
+    from dafnet.data.splits import split_data, splits_record
     from dafnet.engine.rundir import recipe_yaml
 
     set_seed(recipe.train.seed)
     folder.mkdir(parents=True, exist_ok=True)
     _, facts = build_data_source(recipe)
     subjects = _subjects(recipe)
-    ids = split_subjects([s.id for s in subjects], recipe.data.split)
-    splits = {"fold": recipe.data.split.fold, "folds": recipe.data.split.folds, "seed": recipe.data.split.seed,
-              **{k: [str(i) for i in v] for k, v in ids.items()}}
+    ids = split_data(subjects, recipe.data)
+    splits = splits_record(recipe.data.split, ids)
     (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
     _write_json(folder / "splits.json", splits)
     method = build_method(recipe, facts)

@@ -87,6 +87,7 @@ def test_one_fold_splits_by_fractions_with_labelled_subjects_in_proportion():
     ("data.split={folds: 1, train: 0.7, test: 0.2}", "data.split.train", "train + validation + test must be 1"),
     ("data.split={validation: 0.7}", "data.split.validation", "leave no subject to train on"),
     ("data.split={file: s.json, test: 0.2}", "data.split.test", "the split file s.json sets each fold's"),
+    ("data.split.file=''", "data.split.file", "the split file path is empty"),
 ])
 def test_split_fractions_that_disagree_are_errors_at_their_key(override, key, says):
     base = {"method": "dafnet", "data": {"source": "phantom", "modalities": ["cine", "lge"]}}
@@ -146,6 +147,11 @@ def test_a_bad_split_file_is_an_error_naming_the_file(tmp_path, content, setting
 def test_a_missing_split_file_names_the_key(tmp_path):
     with pytest.raises(DafnetError, match=r"nope\.json \(data\.split\.file\) does not exist"):
         split_subjects(ids(9), SplitConfig(file=str(tmp_path / "nope.json")))
+
+
+def test_a_folder_as_split_file_is_an_error_saying_so(tmp_path):
+    with pytest.raises(DafnetError, match=r"\(data\.split\.file\) is a folder, not a file"):
+        split_subjects(ids(9), SplitConfig(file=str(tmp_path)))
 
 
 def test_the_split_file_path_is_relative_to_the_recipe_that_names_it(tmp_path):

@@ -64,6 +64,9 @@ class SplitConfig(Strict):
         if self.fold >= self.folds:
             raise ValueError(f"@fold: fold {self.fold} does not exist with folds={self.folds} (0-based)")
         if self.file is not None:
+            if not self.file.strip():
+                raise ValueError("@file: the split file path is empty; give the path of a splits_final.json "
+                                 "(relative to the recipe file) or leave data.split.file out")
             for key in ("train", "test"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"@{key}: the split file {self.file} sets each fold's train and test "

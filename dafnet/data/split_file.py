@@ -21,6 +21,9 @@ def read_split_file(path: str | Path) -> list[dict[str, list[str]]]:
     """The folds of an nnU-Net ``splits_final.json``, checked for shape: a list of
     ``{"train", "val"}`` id lists with no id repeated within a fold."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise DafnetError(f"split file {path} ({KEY}) is a folder, not a file",
+                          hint="give the path of the splits_final.json itself")
     if not path.is_file():
         raise DafnetError(f"split file {path} ({KEY}) does not exist",
                           hint="give the path relative to the recipe file, or an absolute one")

@@ -376,3 +376,14 @@ def test_tables_compare_every_row_with_copy_and_count_seeds(tmp_path):
         ("8", "8", "2")
     assert float(by["UNet-multi"]["p_value_vs_copy"]) == pytest.approx(multi.copy_p_value, abs=1e-4)
     assert by["copy"]["p_value_vs_copy"] == "" and by["copy"]["volumes_above_copy"] == ""
+
+
+def test_an_unreadable_failed_json_is_still_listed_as_failed(tmp_path):
+    from dafnet.experiment.runner import read_failure
+
+    (tmp_path / "failed.json").write_text('{"error": "cut sh')
+    assert read_failure(tmp_path).startswith(f"failed ({tmp_path / 'failed.json'} cannot be read")
+    (tmp_path / "failed.json").write_text("[]")
+    assert read_failure(tmp_path) == f"failed ({tmp_path / 'failed.json'} holds no record)"
+    (tmp_path / "failed.json").write_text(json.dumps({"error": "boom", "check": "dice_floor", "epoch": 12}))
+    assert read_failure(tmp_path) == "dice_floor at epoch 12: boom"

@@ -248,8 +248,13 @@ def read_failure(folder: Path) -> str | None:
     path = folder / "failed.json"
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    check = f"{record['check']} at epoch {record['epoch']}: " if record.get("check") else ""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # cut short, or edited by hand
+        return f"failed ({path} cannot be read: {exc})"
+    if not isinstance(record, dict):
+        return f"failed ({path} holds no record)"
+    check = f"{record['check']} at epoch {record.get('epoch')}: " if record.get("check") else ""
     return check + str(record.get("error", "failed"))
 
 

@@ -531,7 +531,8 @@ def test_resume_checks_the_run_recipe_against_the_state_and_takes_overrides(tmp_
     train(toy_recipe(tmp_path, train={"epochs": 1}, method={"hidden": 5}), run_dir=run, console=quiet())
     assert (run / "state" / "recipe.yaml").is_file()
     original = (run / "recipe.yaml").read_text()
-    for section, key, value in (("train", "lr", 0.5), ("method", "params", {"hidden": 7})):
+    for section, key, value in (("train", "lr", 0.5), ("train", "validate_swa", False),
+                                ("method", "params", {"hidden": 7})):
         edited = yaml.safe_load(original)
         edited[section][key] = value
         edited["train"]["epochs"] = 2

@@ -16,8 +16,8 @@ from dafnet.errors import DafnetError, TrainingFailed
 
 RESUME_FIXED = ("method", "model", "data", "losses")
 RESUME_FIXED_TRAIN = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch",
-                      "gradient_accumulation_steps", "seed", "swa_start", "min_delta", "validate_every",
-                      "mixed_precision")
+                      "gradient_accumulation_steps", "seed", "swa_start", "validate_swa", "min_delta",
+                      "validate_every", "mixed_precision")
 """What a resume may not change (with method, model, data, losses). It may change train.epochs,
 patience, log_every, cpu (where it runs), memory_format and health, and output.*."""
 

@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 
 def test_index_describes_the_method(trained):
     index = json.loads((trained.export_dir / "dafnet_index.json").read_text())
-    assert index["format"] == "dafnet-export" and index["format_version"] == 1
+    assert index["format"] == "dafnet-export" and index["format_version"] == 2
     assert index["method"]["name"] == "engine_toy" and index["method"]["params"]["hidden"] == 5
     assert index["method"]["origin"] == "runtime"
     assert index["facts"]["image_size"] == [2, 2] and index["facts"]["modalities"] == ["a", "b"]
@@ -143,3 +143,23 @@ def test_export_is_replaced_atomically(trained):
     assert all(torch.equal(a, b) for a, b in zip(method.generator.parameters(), reloaded.generator.parameters()))
     assert json.loads((trained.export_dir / "dafnet_index.json").read_text())["weights"] == {"source": "test"}
     assert not list(trained.export_dir.parent.glob(".export*"))
+
+
+def test_a_version_1_export_keeps_the_tps_and_spade_it_was_trained_with():
+    # The TPS grid frame and SPADE's normalisation got new defaults in format version 2; an older
+    # export (no such params stored) is rebuilt with the behaviour it was trained with.
+    from dafnet.engine.export import _upgrade_recipe
+
+    model = {"aligner": {"name": "tps", "params": {"hidden": 32}}, "decoder": {"name": "spade", "params": {}},
+             "fuser": {"name": "max", "params": {}}}
+    old = {"format_version": 1, "recipe": {"model": json.loads(json.dumps(model))}}
+    _upgrade_recipe(old)
+    assert old["recipe"]["model"]["aligner"]["params"] == {"grid_range": "symmetric", "hidden": 32}
+    assert old["recipe"]["model"]["decoder"]["params"] == {"norm": "channel"}
+    assert old["recipe"]["model"]["fuser"]["params"] == {}
+    explicit = {"format_version": 1, "recipe": {"model": {"aligner": {"name": "tps", "params": {"grid_range": "unit"}}}}}
+    _upgrade_recipe(explicit)
+    assert explicit["recipe"]["model"]["aligner"]["params"] == {"grid_range": "unit"}
+    new = {"format_version": 2, "recipe": {"model": json.loads(json.dumps(model))}}
+    _upgrade_recipe(new)
+    assert new["recipe"]["model"] == model

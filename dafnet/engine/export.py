@@ -31,7 +31,12 @@ from dafnet.interfaces.facts import Facts
 
 INDEX_FILE = "dafnet_index.json"
 FORMAT = "dafnet-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the TPS aligner's ``grid_range`` and SPADE's ``norm`` exist (new defaults ``unit`` and
+``sample``); a version-1 export keeps what it was trained with (:func:`_upgrade_recipe`)."""
+
+_V1_DEFAULTS = {"tps": {"grid_range": "symmetric"}, "spade": {"norm": "channel"}}
+"""Params whose default changed after format version 1, with the version-1 behaviour."""
 _DAMAGED = ("copy the export again from where the run wrote it, or train the run again "
             "(an export is written whole, so a damaged copy cannot be mended)")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -149,10 +154,21 @@ def read_index(path: str | Path) -> dict:
     return index
 
 
+def _upgrade_recipe(index: dict) -> None:
+    """A version-1 export's built-in TPS and SPADE keep the behaviour they were trained with."""
+    if index.get("format_version", 0) >= 2:
+        return
+    for spec in (index["recipe"].get("model") or {}).values():
+        if isinstance(spec, dict) and spec.get("name") in _V1_DEFAULTS:
+            params = spec.get("params") or {}
+            spec["params"] = {**_V1_DEFAULTS[spec["name"]], **params}
+
+
 def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """The stored recipe of ``index`` (read from the export at ``path``), with dotted ``overrides``
     applied and resolved again."""
     export_dir = _export_dir(path)
+    _upgrade_recipe(index)
     if not overrides:
         try:
             return Recipe.model_validate(index["recipe"])

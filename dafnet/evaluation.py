@@ -62,8 +62,7 @@ def _recipe_with_data(recipe, data: str | None):
         params["root"] = str(folder)
         source = recipe.data.source.model_copy(update={"params": params})
         return recipe.model_copy(update={"data": recipe.data.model_copy(update={"source": source})}), True
-    from dafnet.cli.recipe_cmds import find_recipe
-    from dafnet.config import load_recipe
+    from dafnet.config import find_recipe, load_recipe
 
     try:
         other = load_recipe(find_recipe(data))

@@ -21,7 +21,7 @@ def test_every_package_is_listed_in_pyproject():
 
 
 def test_builtin_recipes_are_importable_resources():
-    from dafnet.cli.recipe_cmds import builtin_recipes
+    from dafnet.config import builtin_recipes
 
     names = builtin_recipes()
     assert "quickstart" in names

@@ -12,34 +12,13 @@ from dafnet.errors import DafnetError
 app = typer.Typer(help="Recipes shipped with dafnet.", no_args_is_help=True)
 
 
-def builtin_recipes() -> dict[str, Path]:
-    """Name (file stem, with sub-folder) -> path of every packaged recipe."""
-    from importlib import resources
-
-    root = Path(str(resources.files("dafnet.recipes")))
-    return {str(p.relative_to(root).with_suffix("")): p for p in sorted(root.rglob("*.yaml"))}
-
-
-def find_recipe(arg: str) -> Path:
-    """A recipe path, or the name of a built-in recipe (``quickstart``)."""
-    path = Path(arg).expanduser()
-    if path.exists():
-        return path
-    known = builtin_recipes()
-    stem = arg[:-5] if arg.endswith(".yaml") else arg
-    if stem in known:
-        return known[stem]
-    if "/" not in arg and Path(arg).name in {p.name for p in known.values()}:
-        return next(p for p in known.values() if p.name == Path(arg).name)
-    raise DafnetError(f"recipe not found: {arg}",
-                      hint=f"give a YAML path or a built-in recipe: {', '.join(known)}")
-
-
 @app.command("list")
 def list_recipes() -> None:
     """Built-in recipes with their descriptions."""
     import yaml
     from rich.table import Table
+
+    from dafnet.config.recipes import builtin_recipes
 
     table = Table(title="built-in recipes", title_justify="left")
     table.add_column("name", style="cyan")
@@ -60,6 +39,8 @@ def copy_recipe(
 ) -> None:
     """Copy a built-in recipe to edit it; a ``base:`` it names is copied too."""
     import yaml
+
+    from dafnet.config.recipes import builtin_recipes
 
     known = builtin_recipes()
     stem = name[:-5] if name.endswith(".yaml") else name

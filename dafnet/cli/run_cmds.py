@@ -13,8 +13,7 @@ _OVERRIDES_HELP = "Dotted overrides, e.g. train.epochs=3 model.decoder=spade."
 
 
 def _load(recipe: str, overrides: list[str] | None):
-    from dafnet.cli.recipe_cmds import find_recipe
-    from dafnet.config import load_recipe
+    from dafnet.config import find_recipe, load_recipe
 
     return load_recipe(find_recipe(recipe), overrides or [])
 

@@ -85,7 +85,7 @@ def _find_recipe(text: str, base: Path) -> Path:
     shipped = Path(str(resources.files("dafnet.recipes"))) / "experiments" / path
     if not path.is_absolute() and shipped.is_file():
         return shipped.resolve()
-    from dafnet.cli.recipe_cmds import find_recipe
+    from dafnet.config.recipes import find_recipe
 
     return find_recipe(text)
 

@@ -143,8 +143,7 @@ def load_check_input(path: Path | None, recipe: str | None):
 
     name, params, modalities, target = "nnunet", {}, None, None
     if recipe is not None:
-        from dafnet.cli.recipe_cmds import find_recipe
-        from dafnet.config import load_recipe
+        from dafnet.config import find_recipe, load_recipe
 
         resolved = load_recipe(find_recipe(recipe), [])
         name, params = resolved.data.source.name, dict(resolved.data.source.params)

@@ -14,14 +14,13 @@ from pydantic import ValidationError
 
 from dafnet.config.errors import RecipeError, RecipeIssue, issues_from_validation
 from dafnet.config.loading import apply_overrides, load_recipe_dict
+from dafnet.config.params import validate_params
 from dafnet.config.schema import ComponentSpec, Recipe
 from dafnet.registry import RegistryError, registry
 
 
 def _resolve_component(kind: str, spec: ComponentSpec, path: str,
                        issues: list[RecipeIssue]) -> tuple[type | None, ComponentSpec]:
-    from dafnet.builder import validate_params  # builder imports dafnet.config
-
     try:
         cls = registry(kind).get(spec.name)
     except RegistryError as exc:

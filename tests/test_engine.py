@@ -521,6 +521,32 @@ def test_bf16_autocast_and_a_second_run_with_other_settings(tmp_path):
     assert bf16.history[0]["generator/total"] != fp32.history[0]["generator/total"]
 
 
+def test_what_a_resume_may_not_change_is_marked_in_the_schema():
+    from pydantic import BaseModel
+
+    from dafnet.config.schema import FIXED_ON_RESUME, TrainConfig, fixed_on_resume
+    from dafnet.engine.resume import RESUME_FIXED
+
+    train_fixed = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch", "gradient_accumulation_steps",
+                   "seed", "swa_start", "validate_swa", "min_delta", "validate_every", "mixed_precision")
+    assert RESUME_FIXED == fixed_on_resume()
+    assert set(RESUME_FIXED) == {"method", "model", "data", "losses"} | {f"train.{k}" for k in train_fixed}
+    may_change = {"epochs", "patience", "log_every", "cpu", "memory_format", "health"}  # the refusal's hint says so
+    assert may_change.isdisjoint(train_fixed) and may_change | set(train_fixed) == set(TrainConfig.model_fields), \
+        "a new train field: mark it FIXED_ON_RESUME or name it in resume.py's hint and docs/engine.md"
+
+    class Inner(BaseModel):
+        a: int = Field(0, json_schema_extra=FIXED_ON_RESUME)
+        b: int = 0
+
+    class Outer(BaseModel):
+        whole: Inner = Field(default_factory=Inner, json_schema_extra=FIXED_ON_RESUME)
+        part: Inner = Field(default_factory=Inner)
+        c: int = 0
+
+    assert fixed_on_resume(Outer) == ("whole", "part.a")
+
+
 def test_resume_checks_the_run_recipe_against_the_state_and_takes_overrides(tmp_path):
     import yaml
 

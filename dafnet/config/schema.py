@@ -11,6 +11,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+FIXED_ON_RESUME: dict[str, Any] = {"fixed_on_resume": True}
+"""``json_schema_extra`` of a field a resume may not change against the recipe the run's state was
+saved under (docs/engine.md "Resume"); :func:`fixed_on_resume` lists them."""
+
+
+def fixed_on_resume(model: type[BaseModel] | None = None, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys of ``model`` (default: :class:`Recipe`) marked :data:`FIXED_ON_RESUME`, in
+    schema order; a section that is not marked itself is searched for marked fields."""
+    model = Recipe if model is None else model
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("fixed_on_resume"):
+            keys.append(prefix + name)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += fixed_on_resume(field.annotation, f"{prefix}{name}.")
+    return tuple(keys)
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -155,29 +173,33 @@ class HealthConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(500, ge=1, description="maximum number of epochs")
-    batch_size: int = Field(6, ge=1, description="samples per batch (per process)")
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
-    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(6, ge=1, description="samples per batch (per process)", json_schema_extra=FIXED_ON_RESUME)
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate", json_schema_extra=FIXED_ON_RESUME)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas", json_schema_extra=FIXED_ON_RESUME)
+    weight_decay: float = Field(0.0, ge=0, json_schema_extra=FIXED_ON_RESUME)
     iterations_per_epoch: int | None = Field(
-        None, ge=1, description="cap on iterations per epoch (default: ceil(max(N_l, N_u)/batch))"
+        None, ge=1, description="cap on iterations per epoch (default: ceil(max(N_l, N_u)/batch))",
+        json_schema_extra=FIXED_ON_RESUME,
     )
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_accumulation_steps: int = Field(1, ge=1, json_schema_extra=FIXED_ON_RESUME)
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", json_schema_extra=FIXED_ON_RESUME)
     cpu: bool = Field(False, description="force the CPU even when a GPU is present")
     memory_format: Literal["contiguous", "channels_last"] = Field(
         "contiguous", description="layout of the networks' 4-D weights (and so of their activations); "
         "channels_last is the same arithmetic, faster for narrow convolutions on CPU (benchmarks/README.md)")
     swa_start: int | None = Field(
-        40, ge=0, description="epoch from which weights are averaged (SWA); null disables"
+        40, ge=0, description="epoch from which weights are averaged (SWA); null disables",
+        json_schema_extra=FIXED_ON_RESUME,
     )
     validate_swa: bool = Field(
         True, description="once SWA has a snapshot, validate (and early-stop on) the SWA average with "
-        "recomputed BatchNorm statistics, as the original; false: always the live weights")
+        "recomputed BatchNorm statistics, as the original; false: always the live weights",
+        json_schema_extra=FIXED_ON_RESUME)
     patience: int | None = Field(60, ge=1, description="early-stopping patience in epochs")
-    min_delta: float = Field(0.01, ge=0, description="minimum improvement of the monitored loss")
-    validate_every: int = Field(1, ge=1, description="epochs between validations")
-    seed: int = Field(0, description="seed of weights, sampling and augmentation")
+    min_delta: float = Field(0.01, ge=0, description="minimum improvement of the monitored loss",
+                             json_schema_extra=FIXED_ON_RESUME)
+    validate_every: int = Field(1, ge=1, description="epochs between validations", json_schema_extra=FIXED_ON_RESUME)
+    seed: int = Field(0, description="seed of weights, sampling and augmentation", json_schema_extra=FIXED_ON_RESUME)
     log_every: int = Field(10, ge=1, description="iterations between log lines")
     health: HealthConfig = Field(default_factory=HealthConfig)
 
@@ -201,14 +223,17 @@ class Recipe(Strict):
     name: str = Field("recipe", description="a short name for the run")
     description: str = ""
     method: ComponentSpec = Field(
-        default_factory=lambda: ComponentSpec(name="dafnet"), description="registered method"
+        default_factory=lambda: ComponentSpec(name="dafnet"), description="registered method",
+        json_schema_extra=FIXED_ON_RESUME,
     )
-    data: DataConfig
+    data: DataConfig = Field(json_schema_extra=FIXED_ON_RESUME)
     model: dict[str, ComponentSpec] = Field(
-        default_factory=dict, description="role -> component; roles are the method's"
+        default_factory=dict, description="role -> component; roles are the method's",
+        json_schema_extra=FIXED_ON_RESUME,
     )
     losses: dict[str, float] = Field(
-        default_factory=dict, description="loss term -> weight; 0 switches a term off"
+        default_factory=dict, description="loss term -> weight; 0 switches a term off",
+        json_schema_extra=FIXED_ON_RESUME,
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

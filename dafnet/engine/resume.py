@@ -10,16 +10,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dafnet.config.schema import Recipe
+from dafnet.config.schema import Recipe, fixed_on_resume
 from dafnet.engine import checkpoint, rundir
 from dafnet.errors import DafnetError, TrainingFailed
 
-RESUME_FIXED = ("method", "model", "data", "losses")
-RESUME_FIXED_TRAIN = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch",
-                      "gradient_accumulation_steps", "seed", "swa_start", "validate_swa", "min_delta",
-                      "validate_every", "mixed_precision")
-"""What a resume may not change (with method, model, data, losses). It may change train.epochs,
-patience, log_every, cpu (where it runs), memory_format and health, and output.*."""
+RESUME_FIXED: tuple[str, ...] = fixed_on_resume()
+"""The dotted recipe keys a resume may not change: the fields the schema marks ``FIXED_ON_RESUME``
+(method, data, model, losses and most of train). It may change train.epochs, patience, log_every,
+cpu (where it runs), memory_format and health, and output.* (and the name and description)."""
 
 
 def resume_recipe(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -30,20 +28,26 @@ def resume_recipe(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
 
 def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
     """``recipe`` may differ from the one the run's state was saved under only where
-    :data:`RESUME_FIXED` and :data:`RESUME_FIXED_TRAIN` allow (epochs, patience, logging, device)."""
+    :data:`RESUME_FIXED` allows (epochs, patience, logging, device)."""
     from dafnet.config.resolve import load_recipe
 
     stored = checkpoint.saved_recipe_path(run_dir / "state")
     saved = load_recipe(stored) if stored is not None else resume_recipe(run_dir)
     a, b = recipe.model_dump(mode="json"), saved.model_dump(mode="json")
-    diffs = [k for k in RESUME_FIXED if a[k] != b[k]]
-    diffs += [f"train.{k}" for k in RESUME_FIXED_TRAIN if a["train"][k] != b["train"][k]]
+    diffs = [key for key in RESUME_FIXED if _at(a, key) != _at(b, key)]
     if diffs:
         raise DafnetError(f"cannot resume {run_dir}: the recipe changes {', '.join(diffs)} against the one its state "
                           f"was saved with" + (f" ({stored})" if stored else ""),
                           hint="undo those changes (in the run's recipe.yaml, too); a resume may change only "
                                "train.epochs, patience, log_every, cpu, memory_format and health, and output.*, e.g. "
                                "dafnet train --resume RUN train.epochs=60")
+
+
+def _at(data: dict, key: str):
+    """The value of a dotted ``key`` in a dumped recipe."""
+    for part in key.split("."):
+        data = data[part]
+    return data
 
 
 def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> None:

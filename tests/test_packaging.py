@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -18,6 +21,20 @@ def test_every_package_is_listed_in_pyproject():
     }
     assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
     assert config["package-dir"]["dafnet.recipes"] == "recipes"
+
+
+def test_imports_point_down_the_layers():
+    """pyproject.toml's import-linter contracts (the layers of docs/architecture.md), imports inside
+    functions included, checked on this checkout."""
+    import importlinter  # noqa: F401 - the `test` extra installs import-linter
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+                               "sys.exit(lint_imports(no_cache=True, no_logo=True))"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"lint-imports (pyproject.toml [tool.importlinter]):\n{run.stdout}{run.stderr}"
+    assert "0 broken" in run.stdout, run.stdout
 
 
 def test_builtin_recipes_are_importable_resources():

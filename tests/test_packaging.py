@@ -37,6 +37,14 @@ def test_imports_point_down_the_layers():
     assert "0 broken" in run.stdout, run.stdout
 
 
+def test_architecture_md_draws_the_layers_contract():
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["id"] == "layers")["layers"]
+    drawn = (REPO / "docs" / "architecture.md").read_text().split("From the top down:\n\n```\n", 1)[1].split("```")[0]
+    assert [" ".join(line.split()) for line in drawn.splitlines()] == [" ".join(layer.split()) for layer in layers], \
+        "redraw docs/architecture.md's layers from pyproject.toml's layers contract"
+
+
 def test_builtin_recipes_are_importable_resources():
     from dafnet.config import builtin_recipes
 

@@ -31,9 +31,9 @@ def evaluate(
     data: Optional[str] = typer.Option(None, "--data", help="A recipe (its data section is used) or a dataset "
                                        "folder for the export's data source; default: the export's recipe."),
     split: str = typer.Option("test", "--split", help="test | validation | all."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: a folder under "
-                                       "<run>/evaluation/ named from the split, metrics, parameters, overrides, "
-                                       "--data and --pairing, e.g. test__dice+alignment__model.fuser.name=mean."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: its own folder under "
+                                       "<run>/evaluation/, named from the split, metrics, parameters, overrides, "
+                                       "--data and --pairing (docs/metrics.md)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder (of an earlier "
                                    "evaluation) when it exists and is not empty; without it, that is an error."),
     pairing: Optional[str] = typer.Option(None, "--pairing", help="expert | shuffled: override the "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from dafnet.console import make_console
+
+console = make_console()
+"""stdout; as wide as the terminal, or wide enough for any table when not a terminal (dafnet/console.py)."""
+err_console = make_console(stderr=True)
 
 EXIT_USER_ERROR = 2
 

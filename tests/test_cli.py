@@ -139,6 +139,33 @@ def test_warnings_print_as_one_plain_line(capsys):
     assert "warning: case_7 has an odd spacing [1, 1, 9]" in out and "UserWarning" not in out and ".py:" not in out
 
 
+def _all_commands():
+    """(args before --help) of the root and of every command and sub-command."""
+    import typer.main
+
+    from dafnet.cli.app import app
+
+    def walk(command, path):
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_help_shows_flags_without_a_type(capsys):
+    code, out, _ = run(capsys, "experiment", "--help")
+    assert code == 0 and "--dry-run" in out and "--tables-only" in out
+    commands = _all_commands()
+    assert ["evaluate"] in commands and ["plugins", "list"] in commands
+    for path in commands:
+        code, out, _ = run(capsys, *path, "--help")
+        assert code == 0 and "--help" in out
+        assert "<bool>" not in out, f"dafnet {' '.join(path)} --help shows a flag's type"
+    code, out, _ = run(capsys, "evaluate", "--help")
+    assert "<path>" in out and "<list[str]>" in out  # options that take a value keep theirs
+
+
 def test_piped_training_prints_a_line_per_epoch_and_whole_tables(tmp_path):
     """stdout to a pipe (a log file, nohup, CI): no live display, one plain line per epoch, and
     the final table and paths as wide as they are (rich alone would cut them at 80 columns)."""

@@ -7,7 +7,11 @@ or the recipe's source with another dataset folder), takes the run's ``splits.js
 is one (else recomputes ``split_subjects`` with the recipe's split config), runs the method in
 eval mode over the chosen split one subject at a time and feeds every metric the method's
 :meth:`~dafnet.interfaces.Method.evaluation_inputs`. It writes ``metrics.json``,
-``per_volume.csv`` and the metrics' figures to the output folder (default ``<run>/evaluation/``).
+``per_volume.csv`` and the metrics' figures to the output folder: by default its own folder under
+``<run>/evaluation/``, named from the call (:func:`evaluation_folder_name`), so calls with other
+metrics or overrides never mix. An existing non-empty folder is refused unless ``overwrite``;
+everything is written to a staging folder beside it that replaces it only at the end, so an
+error leaves nothing half-written and an overwrite leaves no stale figure.
 
 Metric hooks (all optional, duck-typed): ``required_inputs`` (MetricInputs fields a metric needs;
 the driver feeds it only inputs that have them), ``attach(method)`` (called once before the
@@ -18,9 +22,13 @@ update (the folder its figures go to).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import re
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +36,7 @@ import numpy as np
 import torch
 
 from dafnet.errors import DafnetError
-from dafnet.fsutil import check_output_folder
+from dafnet.fsutil import check_output_folder, missing_parents, replace_directory
 
 SPLITS = ("test", "validation", "all")
 
@@ -154,6 +162,65 @@ def build_metrics(names: list[str], facts, params: dict[str, dict] | None = None
     return out
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+,-]+")
+_DROPPED = re.compile(r"[\s\[\](){}'\"]+")
+_PART_CHARS = 48
+"""Longest part of a folder name kept as it is; a longer one is cut and ends with a hash."""
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def _name_part(text: str) -> str:
+    """``text`` made safe for a folder name: kept when it is short and has only letters, digits
+    and ``._=+,-``; otherwise its safe characters (spaces, brackets and quotes dropped, others as
+    ``-``, cut to 40) and a hash of ``text``, so two texts never share a name."""
+    safe = _UNSAFE.sub("-", _DROPPED.sub("", text)).strip("-.") or "x"
+    if safe == text and len(text) <= _PART_CHARS:
+        return text
+    return f"{safe[:_PART_CHARS - 8].rstrip('-.')}-{_digest(text)}"
+
+
+def evaluation_folder_name(metrics, split: str = "test", overrides=(), metric_options=(), data: str | None = None,
+                           pairing: str | None = None) -> str:
+    """The folder under ``<run>/evaluation/`` of one ``dafnet evaluate`` call, e.g.
+    ``test__dice+alignment__model.fuser.name=mean``: the parts split, metrics (in the order given,
+    joined by ``+``), then only when given: metric parameters, overrides (each joined by ``+``),
+    ``data=<name>-<hash of its path>`` and ``pairing=<pairing>``, joined by ``__``. Each part is
+    made filesystem-safe by :func:`_name_part` (long or unusual parts end with a hash)."""
+    parts = [_name_part(split), "+".join(_name_part(m) for m in dict.fromkeys(metrics))]
+    for items in (metric_options, overrides):
+        if items:
+            parts.append("+".join(_name_part(str(item).strip()) for item in items))
+    if data is not None:
+        path = Path(data).expanduser()
+        path = path.resolve() if path.exists() else path
+        label = _UNSAFE.sub("-", path.stem if path.suffix in (".yaml", ".yml") else path.name).strip("-.")
+        parts.append(f"data={label[:24] or 'data'}-{_digest(str(path))}")
+    if pairing is not None:
+        parts.append(f"pairing={_name_part(pairing)}")
+    name = "__".join(parts)
+    return name if len(name) <= 160 else f"{name[:150].rstrip('-._+=')}-{_digest(name)}"
+
+
+def _check_target(out: Path, overwrite: bool, named: bool) -> None:
+    """Refuse ``out`` when it holds anything, unless ``overwrite`` and it is an evaluation folder
+    (has ``metrics.json`` and no evaluations in folders below it), so ``--overwrite`` never
+    deletes a run or a folder of evaluations. ``named``: ``out`` is the default folder of the call."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        why = " (an earlier evaluation with the same split, metrics and overrides wrote it)" if named else ""
+        raise DafnetError(f"the evaluation folder {out} exists and is not empty{why}",
+                          hint="pass --overwrite to replace it, or --out FOLDER to write elsewhere")
+    nested = [p for p in out.iterdir() if p.is_dir() and (p / "metrics.json").is_file()]
+    if not (out / "metrics.json").is_file() or nested:
+        what = f"holds other evaluations ({nested[0].name}, ...)" if nested else "has no metrics.json"
+        raise DafnetError(f"{out} {what}: it is not one evaluation's folder, so --overwrite does not replace it",
+                          hint="give --out a new folder or an earlier evaluation's folder")
+
+
 def _wants(metric, inputs) -> bool:
     return all(getattr(inputs, f, None) is not None for f in getattr(metric, "required_inputs", ()))
 
@@ -162,11 +229,11 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
              out_dir: str | Path | None = None, pairing: str | None = None, batch_size: int | None = None,
              device: str | None = None, progress=None,
              overrides: list[str] | tuple[str, ...] = (), metric_options: list[str] | tuple[str, ...] = (),
-             ) -> EvaluationResult:
+             overwrite: bool = False) -> EvaluationResult:
     """Evaluate an export with the named metrics; see the module docstring. ``metric_options``
-    set metric parameters as ``NAME.KEY=VALUE`` (``dcor.max_samples=2000``)."""
-    from torch.utils.data import DataLoader
-
+    set metric parameters as ``NAME.KEY=VALUE`` (``dcor.max_samples=2000``). ``out_dir``: the
+    output folder (default ``<run>/evaluation/<evaluation_folder_name(...)>``); an existing
+    non-empty one is an error unless ``overwrite``, which replaces it whole."""
     from dafnet.assemble import build_data_source
     from dafnet.engine.export import facts_from_json, load_export, read_index
 
@@ -177,8 +244,14 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
         raise DafnetError(f"no export at {export}: the path does not exist",
                           hint="give a run folder or its export/ folder written by `dafnet train`")
     index = read_index(export)
-    if out_dir is not None:
-        check_output_folder(out_dir, "--out")
+    root = _run_root(export)
+    names = list(dict.fromkeys(metrics))
+    if out_dir is None:
+        out = root / "evaluation" / evaluation_folder_name(names, split, overrides, metric_options, data, pairing)
+    else:
+        out = Path(out_dir)
+    check_output_folder(out, "--out" if out_dir is not None else "the evaluation folder")
+    _check_target(out, overwrite, out_dir is None)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method = load_export(export, device=device, overrides=overrides)
     exported_facts = facts_from_json(index["facts"])
@@ -187,7 +260,6 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
         if "pairing" not in type(method.params).model_fields:
             raise DafnetError(f"--pairing: method {recipe.method.name!r} has no pairing option")
         method.params = method.params.model_copy(update={"pairing": pairing})
-    names = list(dict.fromkeys(metrics))
     metric_objects = build_metrics(names, exported_facts, metric_params(list(metric_options), names))
 
     source, facts = build_data_source(recipe)
@@ -196,18 +268,54 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
         subjects = source.load()
     except FileNotFoundError as exc:
         raise DafnetError(f"data not found: {exc}", hint="pass --data with the dataset folder or a recipe") from exc
-    root = _run_root(export)
     chosen, split_source = _split_subjects(recipe, subjects, root, not other_data, split)
     if not chosen:
         raise DafnetError(f"the {split} split is empty", hint="choose --split validation or --split all")
-    out = Path(out_dir) if out_dir is not None else root / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
-    for metric in metric_objects.values():
-        if callable(getattr(metric, "attach", None)):
-            metric.attach(method)
-        metric.output_dir = out
+    created = missing_parents(out, "--out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        for metric in metric_objects.values():
+            if callable(getattr(metric, "attach", None)):
+                metric.attach(method)
+            metric.output_dir = staging
+        evaluated, slices, seconds = _feed(method, metric_objects, chosen, batch_size or recipe.train.batch_size,
+                                           device, progress)
+        if not evaluated:
+            raise DafnetError(f"no subject of the {split} split has the target modality")
 
-    batch_size = batch_size or recipe.train.batch_size
+        results = {name: metric.compute() for name, metric in metric_objects.items()}
+        info = {"export": str(export), "split": split, "splits_from": split_source, "subjects": evaluated,
+                "samples": slices, "seconds": seconds,
+                "samples_per_second": slices / seconds if seconds else math.nan,
+                "device": str(device), "pairing": getattr(method.params, "pairing", None),
+                "data": data, "overrides": list(overrides),
+                "metric_params": {name: m.params.model_dump(mode="json") for name, m in metric_objects.items()
+                                  if getattr(m, "params", None) is not None}, "weights": index.get("weights")}
+        per_volume = _merge_rows(results)
+        files = [_moved(f, staging, out) for r in results.values() for f in r.files]
+        summaries = {name: r.summary for name, r in results.items()}
+        info["notes"] = {name: list(r.notes) for name, r in results.items() if r.notes}
+        _write_json(staging / "metrics.json", {"info": info, "metrics": summaries, "files": files})
+        _write_csv(staging / "per_volume.csv", per_volume)
+        _check_target(out, overwrite, out_dir is None)  # another call may have written it meanwhile
+        replace_directory(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):  # the folders made for it, when they stayed empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    return EvaluationResult(out, summaries, per_volume, files + [str(out / "metrics.json"),
+                                                                 str(out / "per_volume.csv")], info)
+
+
+def _feed(method, metric_objects: dict, chosen: list, batch_size: int, device, progress) -> tuple[list, int, float]:
+    """Every metric fed the evaluation inputs it needs, one subject at a time:
+    (the subjects evaluated, the samples, the seconds it took)."""
+    from torch.utils.data import DataLoader
+
     slices, evaluated, started = 0, [], time.perf_counter()
     method.eval()
     with torch.no_grad():
@@ -230,25 +338,15 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
                 slices += size
                 if progress is not None:
                     progress(subject.id, slices)
-    seconds = time.perf_counter() - started
-    if not evaluated:
-        raise DafnetError(f"no subject of the {split} split has the target modality")
+    return evaluated, slices, time.perf_counter() - started
 
-    results = {name: metric.compute() for name, metric in metric_objects.items()}
-    info = {"export": str(export), "split": split, "splits_from": split_source, "subjects": evaluated,
-            "samples": slices, "seconds": seconds, "samples_per_second": slices / seconds if seconds else math.nan,
-            "device": str(device), "pairing": getattr(method.params, "pairing", None),
-            "data": data, "overrides": list(overrides),
-            "metric_params": {name: m.params.model_dump(mode="json") for name, m in metric_objects.items()
-                              if getattr(m, "params", None) is not None}, "weights": index.get("weights")}
-    per_volume = _merge_rows(results)
-    files = [f for r in results.values() for f in r.files]
-    summaries = {name: r.summary for name, r in results.items()}
-    info["notes"] = {name: list(r.notes) for name, r in results.items() if r.notes}
-    _write_json(out / "metrics.json", {"info": info, "metrics": summaries, "files": files})
-    _write_csv(out / "per_volume.csv", per_volume)
-    return EvaluationResult(out, summaries, per_volume, files + [str(out / "metrics.json"),
-                                                                 str(out / "per_volume.csv")], info)
+
+def _moved(file, staging: Path, out: Path) -> str:
+    """A metric's file written under ``staging``, as its path once ``staging`` became ``out``."""
+    try:
+        return str(out / Path(file).relative_to(staging))
+    except ValueError:
+        return str(file)
 
 
 def _merge_rows(results) -> list[dict]:
@@ -281,4 +379,5 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-__all__ = ["EvaluationResult", "SPLITS", "build_metrics", "evaluate", "metric_params", "volume_geometry"]
+__all__ = ["EvaluationResult", "SPLITS", "build_metrics", "evaluate", "evaluation_folder_name", "metric_params",
+           "volume_geometry"]

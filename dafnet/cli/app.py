@@ -9,8 +9,9 @@ import typer
 
 from dafnet import __version__
 from dafnet.cli import data_cmds, evaluate_cmds, experiment_cmds, plugin_cmds, predict_cmds, recipe_cmds, run_cmds
-from dafnet.cli.output import EXIT_USER_ERROR, console, print_error
+from dafnet.cli.output import EXIT_USER_ERROR, console, flags_without_type, print_error
 
+flags_without_type()
 app = typer.Typer(
     name="dafnet",
     help="Multimodal, semi-supervised segmentation with disentangled representations (DAFNet).",

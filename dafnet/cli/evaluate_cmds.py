@@ -31,7 +31,11 @@ def evaluate(
     data: Optional[str] = typer.Option(None, "--data", help="A recipe (its data section is used) or a dataset "
                                        "folder for the export's data source; default: the export's recipe."),
     split: str = typer.Option("test", "--split", help="test | validation | all."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default <run>/evaluation/."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default: its own folder under "
+                                       "<run>/evaluation/, named from the split, metrics, parameters, overrides, "
+                                       "--data and --pairing (docs/metrics.md)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder (of an earlier "
+                                   "evaluation) when it exists and is not empty; without it, that is an error."),
     pairing: Optional[str] = typer.Option(None, "--pairing", help="expert | shuffled: override the "
                                           "method's pairing of evaluation slices."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the recipe's."),
@@ -50,7 +54,7 @@ def evaluate(
     with console.status("evaluating...") as status:
         result = run_evaluation(export, metric, data=data, split=split, out_dir=out, pairing=pairing,
                                 batch_size=batch_size, device="cpu" if cpu else None,
-                                overrides=overrides or [], metric_options=metric_param or [],
+                                overrides=overrides or [], metric_options=metric_param or [], overwrite=overwrite,
                                 progress=lambda case, n: status.update(f"evaluating {case} ({n} samples)"))
     info = result.info
     table = Table(title=f"{len(info['subjects'])} subjects, {info['samples']} samples of the {info['split']} "

@@ -1,5 +1,5 @@
-"""What a run reports: the CSV log, TensorBoard (through Accelerate's trackers), rich
-progress bars on the main process, the final table and the loss-curve figure."""
+"""What a run reports: the CSV log, TensorBoard (through Accelerate's trackers), the final
+table and the loss-curve figure (what it shows while it runs: dafnet/engine/progress.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import math
 import os
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 
@@ -44,12 +42,6 @@ def tracker_config(recipe) -> dict:
     for key, value in recipe.losses.items():
         out[f"losses.{key}"] = float(value)
     return out
-
-
-def make_progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                    console=console, disable=not enabled, transient=False, refresh_per_second=4)
 
 
 def summary_table(summary: dict[str, float], title: str, method=None) -> Table:

@@ -11,11 +11,13 @@ import torch
 from rich.console import Console
 
 from dafnet.config.schema import Recipe
+from dafnet.console import make_console
 from dafnet.engine import checkpoint, distributed, health, rundir
 from dafnet.engine import logging as runlog
 from dafnet.engine.early_stopping import BestWeights, EarlyStopping
 from dafnet.engine.export import write_export
 from dafnet.engine.optim import Freezer, build_optimizers, check_contract
+from dafnet.engine.progress import training_display
 from dafnet.engine.resume import check_resume_recipe, clean_after_failure, continue_run, resume_recipe
 from dafnet.engine.streams import TrainStreams, derived_seed, eval_loader
 from dafnet.engine.swa import WeightAverager, averaged_weights, recompute_batchnorm
@@ -154,7 +156,7 @@ class _Session:
         return outputs
 
     # ------------------------------------------------------------------ one epoch
-    def run_epoch(self, epoch: int, progress, task) -> dict[str, float]:
+    def run_epoch(self, epoch: int, display) -> dict[str, float]:
         """``iterations`` batches per stream; every ``gradient_accumulation_steps`` of them make
         one optimizer step per phase."""
         acc, t = self.accelerator, self.recipe.train
@@ -162,7 +164,7 @@ class _Session:
         batches = self.streams.epoch(epoch)
         n, accum = self.streams.iterations, t.gradient_accumulation_steps
         sums: dict[str, torch.Tensor] = {}
-        progress.reset(task, total=n, info="")
+        display.start_epoch(n)
         try:
             for first in range(0, n, accum):
                 k = min(accum, n - first)
@@ -179,16 +181,13 @@ class _Session:
                         for key, value in values.items():
                             sums[key] = sums[key] + value if key in sums else value.clone()
                         last.update(values)
-                before = self.progress.global_step
+                before, values = self.progress.global_step, None
                 self.progress.global_step += k
                 if before // t.log_every != self.progress.global_step // t.log_every or first + k == n:
                     values = {key: float(v) for key, v in last.items()}
                     health.check_finite_losses(values, epoch, first + k)
                     acc.log({f"train/{key}": v for key, v in values.items()}, step=self.progress.global_step)
-                    totals = [(key[:-len("/total")], v) for key, v in values.items() if key.endswith("/total")]
-                    info = "  ".join(f"{key}={v:.3g}" for key, v in totals[:3])
-                    progress.update(task, info=info)
-                progress.advance(task, k)
+                display.advance(k, values)
         finally:
             batches.close()
         return _mean_stats(acc, sums, n)
@@ -259,13 +258,12 @@ class _Session:
                                "exporting and evaluating it as it is")
             return
         start = self.progress.epochs_done + 1
-        with runlog.make_progress(self.console, acc.is_main_process) as progress:
-            epochs_task = progress.add_task("epochs", total=t.epochs, completed=start - 1, info="")
-            iter_task = progress.add_task("iterations", total=self.streams.iterations, info="")
+        with training_display(self.console, acc.is_main_process, t.epochs, start - 1, self.streams.iterations,
+                              self.health_signals) as display:
             for epoch in range(start, t.epochs + 1):
                 began = time.perf_counter()
                 self.method.start_epoch(epoch)
-                row = {"epoch": epoch, **self.run_epoch(epoch, progress, iter_task)}
+                row = {"epoch": epoch, **self.run_epoch(epoch, display)}
                 distributed.broadcast_buffers(acc, self.networks.values())
                 if self.averager.update(epoch):
                     row["swa_snapshots"] = self.averager.snapshots
@@ -279,11 +277,10 @@ class _Session:
                 if acc.is_main_process:
                     runlog.write_csv(self.paths.log, self.progress.history)
                 checkpoint.save_checkpoint(acc, self.paths.state, rundir.recipe_yaml(self.recipe))
+                display.end_epoch(row)
                 failure = health.diagnose(self.progress.history, t.health, self.health_signals)
                 if failure is not None:
                     raise failure
-                progress.update(epochs_task, completed=epoch,
-                                info=f"monitor={row['validation/monitor']:.4f}" if "validation/monitor" in row else "")
                 if self.progress.stopped_early:
                     self.console.print(f"early stopping at epoch {epoch}: no improvement of the monitor by "
                                        f"> {t.min_delta} since epoch {self.stopper.best_epoch}")
@@ -377,7 +374,7 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
     if isinstance(recipe, (str, Path)):
         recipe = load_recipe(recipe)
     recipe = resolve(recipe)
-    console = console or Console()
+    console = console or make_console()
     root = _run_dir_for_all_processes(recipe, run_dir, resume)
     if resume is not None:
         check_resume_recipe(recipe, root)

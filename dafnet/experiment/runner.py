@@ -35,6 +35,7 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
+from dafnet.console import make_console, print_rule
 from dafnet.errors import DafnetError
 from dafnet.fsutil import check_output_folder
 from dafnet.experiment.grid import Cell
@@ -221,7 +222,7 @@ def _run_cell_logged(cell: Cell, folder: Path, log: Path, threads: int | None) -
     log.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with log.open("w", encoding="utf-8") as handle:
-        action = run_cell(cell, folder, Console(file=handle, width=100, force_terminal=False))
+        action = run_cell(cell, folder, make_console(file=handle, force_terminal=False))
     return cell.id, action, time.perf_counter() - began
 
 
@@ -275,7 +276,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     from dafnet.experiment.spec import load_spec
     from dafnet.experiment.tables import write_tables
 
-    console = console or Console()
+    console = console or make_console()
     spec, base = load_spec(spec_path)
     cells, reference = expand(spec, base)
     cells.sort(key=lambda c: c.fold)  # fold-major: a stopped grid has whole folds
@@ -301,7 +302,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
             actions[cell.id] = run_cell(cell, folders[cell.id], console)
     # one at a time: expand() lists evaluate_from cells after the others, and the sort is stable
     for i, cell in enumerate([] if tables_only or actions else cells, 1):
-        console.rule(f"[{i}/{len(cells)}] {cell.id}")
+        print_rule(console, f"[{i}/{len(cells)}] {cell.id}")
         began = time.perf_counter()
         actions[cell.id] = run_cell(cell, folders[cell.id], console)
         console.print(f"{cell.id}: {actions[cell.id]} in {time.perf_counter() - began:.0f} s")

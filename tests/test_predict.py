@@ -258,6 +258,25 @@ def test_other_sequences_are_cut_at_the_training_crops_relative_position(phantom
     assert (alone[inside][:, :, 1:-1, 1:-1].argmax(axis=1) == 1).all()
 
 
+def test_an_input_smaller_than_the_crop_is_padded_and_cropped_back(phantom, tmp_path):
+    """A 24 px field of view inside the 32 px crop: one window (padded with -1 as in training), the
+    mask on the 24 px input grid."""
+    _, export = phantom
+    root = tmp_path / "ds"
+    write_case(root, {"cine": 24, "lge": 24}, slice(2, 8))
+    predictor = Predictor(export, mode="fused")
+    predictor.method = LocalStub(predictor.modalities)
+    volumes, windows = load_whole(predictor, root)
+    assert volumes["lge"].image.shape[1:] == (32, 32) and windows["lge"] == (0, 0)
+    assert (volumes["lge"].image[:, :4] == -1).all()  # the padding
+    (tmp_path / "out").mkdir()
+    result = predictor.predict_case("case", {m: root / "imagesTs" / f"case_{i:04d}.nii.gz"
+                                             for i, m in enumerate(("cine", "lge"))}, tmp_path / "out")
+    mask = np.asarray(nib.load(str(result.mask_path)).dataobj)
+    assert result.windows == 1 and len(predictor.method.calls) == 1 and mask.shape == (24, 24, 2)
+    assert (mask[3:7, 3:7] == 1).all() and mask[1:9, 1:9].sum() == mask.sum()
+
+
 def replace_image(volume, image):
     from dataclasses import replace
 

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from dafnet import __version__
-from dafnet.cli import data_cmds, evaluate_cmds, experiment_cmds, plugin_cmds, predict_cmds, recipe_cmds, run_cmds
+from dafnet.cli import (data_cmds, evaluate_cmds, evaluate_folder_cmds, experiment_cmds, plugin_cmds, predict_cmds,
+                        recipe_cmds, run_cmds)
 from dafnet.cli.output import EXIT_USER_ERROR, console, flags_without_type, print_error
 
 flags_without_type()
@@ -43,6 +44,7 @@ def root(
 run_cmds.register(app)
 predict_cmds.register(app)
 evaluate_cmds.register(app)
+evaluate_folder_cmds.register(app)
 experiment_cmds.register(app)
 app.add_typer(plugin_cmds.app, name="plugins", rich_help_panel="Components and recipes")
 app.add_typer(recipe_cmds.app, name="recipes", rich_help_panel="Components and recipes")

@@ -21,7 +21,8 @@ def predict(
                                                       "(outside the input's image and label folders)."),
     mode: str = typer.Option("fused", "--mode", help="fused (every sequence given) or single (target only)."),
     target: Optional[str] = typer.Option(None, "--target", help="Sequence to segment (default: the export's)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Overlap of neighbouring sliding windows, in [0, 1)."),
     device: Optional[str] = typer.Option(None, "--device",
                                          help="cpu, cuda, cuda:N or mps (default: cuda if present)."),
     ignore_unknown: bool = typer.Option(False, "--ignore-unknown",
@@ -31,6 +32,7 @@ def predict(
 ) -> None:
     """Segment the target sequence of every case; masks on each target file's original grid.
 
+    Every pixel is covered: sliding windows at the training crop size, blended by a Gaussian.
     Nothing reaches --out unless every case succeeds.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -46,7 +48,8 @@ def predict(
     device = resolve_device(device)
     inputs = find_input(input)
     out_dir = check_output_dir(out, inputs.root, inputs.folders())
-    predictor = Predictor(export, mode=mode, target=target, batch_size=batch_size, device=device)
+    predictor = Predictor(export, mode=mode, target=target, batch_size=batch_size, device=device,
+                          overlap=overlap)
     cases, skipped = predictor.cases(inputs, ignore_unknown)
     check_headers(cases)
     replaced = existing_outputs(out_dir, [n for case in cases for n in output_names(case)], overwrite)
@@ -62,10 +65,10 @@ def predict(
             results.append(predictor.predict_case(case, files, staging))
             progress.advance(task)
     table = Table(title=f"{len(results)} case(s) -> {out_dir}", title_justify="left")
-    for column in ("case", "prediction", "slices", *predictor.class_names, "seconds"):
+    for column in ("case", "prediction", "slices", "windows", *predictor.class_names, "seconds"):
         table.add_column(column, justify="left" if column in ("case", "prediction") else "right")
     for r in results:
-        table.add_row(r.case, f"{r.mode} ({'+'.join(r.sequences)})", str(r.slices),
+        table.add_row(r.case, f"{r.mode} ({'+'.join(r.sequences)})", str(r.slices), str(r.windows),
                       *(f"{r.foreground[c]:,}" for c in predictor.class_names), f"{r.seconds:.2f}")
     console.print(table)
     if replaced:

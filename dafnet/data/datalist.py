@@ -154,8 +154,9 @@ class StagedNnUNet:
             text = text.replace(staged, real)
         return text
 
-    def load(self, slice_axis=None, reorient=None) -> list[Subject]:
-        """Read and preprocess every case (ids and records translated back)."""
+    def load(self, slice_axis=None, reorient=None, field_of_view: bool = False) -> list[Subject]:
+        """Read and preprocess every case (ids and records translated back); ``field_of_view``:
+        keep each slice's whole field of view (see :class:`NnUNetDataSource`)."""
         params = dict(self.params)
         if slice_axis is not None:
             params["slice_axis"] = slice_axis
@@ -167,7 +168,8 @@ class StagedNnUNet:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                source = NnUNetDataSource(NnUNetDataSource.Params(root=str(self._tmp), **params))
+                source = NnUNetDataSource(NnUNetDataSource.Params(root=str(self._tmp), **params),
+                                          field_of_view=field_of_view)
                 subjects = source.load()
         except DafnetError as exc:
             raise DafnetError(self.translate(exc.message), hint=self.translate(exc.hint)) from exc

@@ -19,8 +19,8 @@ from pydantic import Field, field_validator
 from dafnet.data import nifti
 from dafnet.data.nnunet_layout import ROOT_KEY, CaseFiles, discover_cases, read_dataset_json
 from dafnet.data.preprocess import (PreprocessRecord, canonical_orientation, choose_slice_axis,
-                                    constant_slices, foreground_centroid, label_centroid,
-                                    normalise_intensity, plan_in_plane, slice_positions)
+                                    constant_slices, field_of_view_plan, foreground_centroid,
+                                    label_centroid, normalise_intensity, plan_in_plane, slice_positions)
 from dafnet.errors import DafnetError
 from dafnet.interfaces import DataSource, Facts, Params, Subject, Volume
 
@@ -110,8 +110,13 @@ class NnUNetDataSource(PreprocessedSource):
             True, description="put slices in radiological display order (rows anterior->posterior "
                               "for axial); false keeps the file's axis order")
 
-    def __init__(self, params: "NnUNetDataSource.Params", facts: Facts | None = None) -> None:
+    def __init__(self, params: "NnUNetDataSource.Params", facts: Facts | None = None, *,
+                 field_of_view: bool = False) -> None:
         super().__init__(params, facts if facts is not None else Facts())
+        self.field_of_view = field_of_view
+        """Keep each slice's whole field of view (``dafnet predict``'s sliding windows) instead of
+        cropping to ``image_size``: the stacks then differ in size, and each record's ``window``
+        says where the ``image_size`` crop lies (:func:`~dafnet.data.preprocess.field_of_view_plan`)."""
         self.root = Path(params.root).expanduser()
         if not self.root.is_dir():
             raise DafnetError(f"nnU-Net dataset folder {self.root} ({ROOT_KEY}) does not exist",
@@ -184,9 +189,10 @@ class NnUNetDataSource(PreprocessedSource):
         normalised = normalise_intensity(stack, p.intensity.clip_percentiles, p.intensity.scope)
         oriented_affine = image.affine @ orientation.matrix()
         in_spacing = np.linalg.norm(oriented_affine[:3, 1:3], axis=0)
-        transform = plan_in_plane(stack.shape[1:], in_spacing, self._target_spacing(),
-                                  self.image_size, self._crop_center(stack, label))
-        record = PreprocessRecord(str(image_path), image.affine, orientation, (start, stop), transform)
+        plan = (stack.shape[1:], in_spacing, self._target_spacing(), self.image_size,
+                self._crop_center(stack, label))
+        transform, window = field_of_view_plan(*plan) if self.field_of_view else (plan_in_plane(*plan), None)
+        record = PreprocessRecord(str(image_path), image.affine, orientation, (start, stop), transform, window)
         self._records[(case, name)] = record
         out = np.clip(transform.apply(normalised, "image"), -1.0, 1.0).astype(np.float32)
         out_label = transform.apply(label, "label").astype(np.int64) if label is not None else None

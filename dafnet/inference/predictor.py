@@ -1,11 +1,13 @@
 """Segment NIfTI cases with an exported model (``dafnet predict``).
 
 Each case is read through the nnunet source's preprocessing with the export's recipe params
-(:class:`dafnet.data.datalist.StagedNnUNet`; labels are never read), the target's slices are
-paired with the nearest slice of every other sequence given, the method runs in eval mode in
-batches, the argmax of the chosen prediction type is mapped back to the target file's original
-grid with the volume's :class:`~dafnet.data.preprocess.PreprocessRecord`, and a uint8 mask and an
-overlay PNG are written.
+(:class:`dafnet.data.datalist.StagedNnUNet`; labels are never read), keeping each slice's whole
+field of view. The target's slices are paired with the nearest slice of every other sequence
+given; the method runs in eval mode on sliding windows at the training crop size
+(:mod:`dafnet.inference.sliding_window`), the same window cut from every sequence, with the
+probabilities blended by a Gaussian; the argmax of the chosen prediction type is mapped back to
+the target file's original grid with the volume's
+:class:`~dafnet.data.preprocess.PreprocessRecord`, and a uint8 mask and an overlay PNG are written.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dafnet.data.pairing import nearest_slices
 from dafnet.errors import DafnetError
 from dafnet.inference.inputs import InputCases, resolve_channels
 from dafnet.inference.outputs import output_names, write_mask, write_overlay
+from dafnet.inference.sliding_window import sliding_window_inference, window_positions
 from dafnet.interfaces import Volume
 
 Mode = Literal["single", "fused"]
@@ -44,15 +47,19 @@ class CaseResult:
     seconds: float
     mask_path: Path | None = None
     overlay_path: Path | None = None
+    windows: int = 1
+    """Sliding-window positions per slice."""
     prediction: np.ndarray | None = field(default=None, repr=False)
-    """(S, H, W) class indices on the network grid."""
+    """(S, H, W) class indices on the network grid (the target's whole field of view at the
+    networks' spacing)."""
 
 
 class Predictor:
     """An exported model with the preprocessing its recipe used."""
 
     def __init__(self, export: str | Path, mode: Mode = "fused", target: str | None = None,
-                 batch_size: int = 16, device: str | torch.device | None = None) -> None:
+                 batch_size: int = 16, device: str | torch.device | None = None,
+                 overlap: float = 0.5) -> None:
         from dafnet.config.schema import Recipe
         from dafnet.engine.export import load_export, read_index
 
@@ -60,6 +67,9 @@ class Predictor:
             raise DafnetError(f"unknown --mode {mode!r}", hint="use single or fused")
         if batch_size < 1:
             raise DafnetError(f"--batch-size must be >= 1, got {batch_size}")
+        if not 0.0 <= overlap < 1.0:
+            raise DafnetError(f"--overlap must be in [0, 1), got {overlap}",
+                              hint="the fraction of a window its neighbours share, e.g. 0.5")
         self.device = resolve_device(device)
         index = read_index(export)
         self.method = load_export(export, device=self.device)
@@ -70,7 +80,9 @@ class Predictor:
         if self.target not in self.modalities:
             raise DafnetError(f"--target {self.target!r} is not a sequence of the export",
                               hint=f"the export knows {list(self.modalities)}")
-        self.mode, self.batch_size = mode, batch_size
+        self.mode, self.batch_size, self.overlap = mode, batch_size, overlap
+        self.window = tuple(int(n) for n in index["facts"]["image_size"])
+        """The networks' training crop (H, W): the sliding window's size."""
         source = self.recipe.data.source
         self.channel_selection = source.params.get("channels")
         self.note = None
@@ -100,26 +112,59 @@ class Predictor:
         return found
 
     # ------------------------------------------------------------ the networks
-    def predict_volumes(self, volumes: dict[str, Volume]) -> tuple[np.ndarray, str]:
+    def predict_volumes(self, volumes: dict[str, Volume],
+                        windows: dict[str, tuple[int, int]] | None = None) -> tuple[np.ndarray, str]:
         """(S, H, W) class indices for the target volume and the prediction type used.
 
         Every other volume given is paired by slice position (nearest slice) and fused; with
-        ``mode="single"`` or no other volume the single-modality prediction is used.
+        ``mode="single"`` or no other volume the single-modality prediction is used. The target's
+        whole (H, W) grid is covered by sliding windows at the training crop size (see
+        :meth:`predict_probabilities` for ``windows``).
         """
+        kind, chunks = self._blend(volumes, windows)
+        return np.concatenate([p.argmax(dim=1).to("cpu", torch.uint8).numpy() for p in chunks]), kind
+
+    def predict_probabilities(self, volumes: dict[str, Volume],
+                              windows: dict[str, tuple[int, int]] | None = None) -> tuple[np.ndarray, str]:
+        """(S, L + 1, H, W) blended class probabilities of the target volume, and the prediction type.
+
+        ``windows``: modality -> top-left pixel of the training crop window in that volume's
+        (H, W) grid (the records' ``window``); default (0, 0). The other sequences are shifted so
+        that their windows lie on the target's, as the training crops did, then the same
+        sliding window is cut from all of them.
+        """
+        kind, chunks = self._blend(volumes, windows)
+        return np.concatenate([p.cpu().numpy() for p in chunks]), kind
+
+    def _blend(self, volumes, windows):
         target = volumes[self.target]
         others = {m: v for m, v in volumes.items() if m != self.target and m in self.modalities}
         kind = "fused" if self.mode == "fused" and others else "single"
         if kind == "single":
             others = {}
         pairs = {m: nearest_slices(target.slice_positions, v.slice_positions) for m, v in others.items()}
-        out = []
-        for start in range(0, target.num_slices, self.batch_size):
-            stop = min(start + self.batch_size, target.num_slices)
-            images = {self.target: self._tensor(target.image[start:stop])}
-            images.update({m: self._tensor(v.image[pairs[m][start:stop]]) for m, v in others.items()})
-            probabilities = self.method.predict(images, self.target)[kind]
-            out.append(probabilities.argmax(dim=1).to("cpu", torch.uint8).numpy())
-        return np.concatenate(out), kind
+        windows = windows or {}
+        origin = windows.get(self.target) or (0, 0)
+        shape = target.image.shape[1:]
+        shifts = {m: tuple(a - b for a, b in zip(windows.get(m) or (0, 0), origin)) for m in others}
+
+        def predict(images: dict[str, torch.Tensor]) -> torch.Tensor:  # eval mode, no_grad: the method's
+            return self.method.predict(images, self.target)[kind]
+
+        def chunks():
+            for start in range(0, target.num_slices, self.batch_size):
+                stop = min(start + self.batch_size, target.num_slices)
+                images = {self.target: self._tensor(target.image[start:stop])}
+                images.update({m: self._tensor(shifted(v.image[pairs[m][start:stop]], shifts[m], shape))
+                               for m, v in others.items()})
+                yield sliding_window_inference(images, self.window, predict, self.overlap, self.batch_size)
+
+        return kind, chunks()
+
+    def window_count(self, shape: tuple[int, int]) -> int:
+        """Sliding-window positions over an (H, W) slice."""
+        padded = tuple(max(s, w) for s, w in zip(shape, self.window))
+        return len(window_positions(padded, self.window, self.overlap))
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(1).to(self.device)
@@ -134,15 +179,16 @@ class Predictor:
             warnings.simplefilter("ignore")  # dropped constant slices and the like: not the user's concern here
             with StagedNnUNet({case: StagedCase({m: files[m] for m in present}, {})}, present,
                               self.class_names, self.preprocessing) as staged:
-                volumes = staged.load()[0].volumes
+                volumes = staged.load(field_of_view=True)[0].volumes
+                windows = {m: staged.records[(case, m)].window for m in present}
                 record = staged.records[(case, self.target)]
-        prediction, kind = self.predict_volumes(volumes)
+        prediction, kind = self.predict_volumes(volumes, windows)
         mask = record.restore(prediction, "label")
         counts = np.bincount(mask.ravel(), minlength=len(self.class_names) + 1)
         used = [self.target] + ([m for m in present if m != self.target] if kind == "fused" else [])
         result = CaseResult(case, kind, used, int(prediction.shape[0]),
                             {n: int(counts[i + 1]) for i, n in enumerate(self.class_names)}, 0.0,
-                            prediction=prediction)
+                            windows=self.window_count(prediction.shape[1:]), prediction=prediction)
         if out_dir is not None:
             mask_name, overlay_name = output_names(case)
             result.mask_path = write_mask(out_dir / mask_name, mask, files[self.target])
@@ -191,6 +237,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif parsed.type != "cpu":
         raise DafnetError(f"--device {str(device)!r}: predict runs on cpu, cuda or mps", hint=_DEVICE_HINT)
     return parsed
+
+
+def shifted(stack: np.ndarray, shift: tuple[int, int], shape: tuple[int, int], fill: float = -1.0) -> np.ndarray:
+    """(S, H, W) stack whose pixel (r, c) is ``stack[:, r + shift[0], c + shift[1]]`` (``fill``
+    where that lies outside), ``shape`` = (H, W): another sequence put on the target's grid."""
+    out = np.full((stack.shape[0], *shape), fill, dtype=np.float32)
+    src = [(max(0, d), min(n, h + d)) for d, n, h in zip(shift, stack.shape[1:], shape)]
+    if all(a < b for a, b in src):
+        (r0, r1), (c0, c1) = src
+        out[:, r0 - shift[0]:r1 - shift[0], c0 - shift[1]:c1 - shift[1]] = stack[:, r0:r1, c0:c1]
+    return out
 
 
 def check_headers(cases: dict[str, dict[str, Path]]) -> None:

@@ -27,3 +27,12 @@ class TrainingFailed(DafnetError):
         self.epoch = epoch
         self.details = details or {}
         """The numbers the check read."""
+
+
+class WriteFailed(DafnetError):
+    """A file or folder could not be written (disk full, no permission, ...); ``path`` is the one
+    that was being written. Whatever was staged for it has been removed."""
+
+    def __init__(self, message: str, hint: str | None = None, *, path) -> None:
+        super().__init__(message, hint)
+        self.path = path

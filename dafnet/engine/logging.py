@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from dafnet.fsutil import write_atomically
 
 
 def csv_columns(history: list[dict]) -> list[str]:
@@ -25,13 +26,14 @@ def csv_columns(history: list[dict]) -> list[str]:
 
 def write_csv(path: Path, history: list[dict]) -> None:
     """Rewrite the whole log (columns can appear later, e.g. with validate_every > 1)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=csv_columns(history), restval="")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=csv_columns(history), restval="")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    write_atomically(path, write)
 
 
 def tracker_config(recipe) -> dict:
@@ -106,7 +108,9 @@ def plot_loss_curves(history: list[dict], phases: list[str], path: Path) -> Path
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return path

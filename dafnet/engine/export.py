@@ -188,16 +188,17 @@ def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple
             return Recipe.model_validate(index["recipe"])
         except ValidationError as exc:
             raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
-    from dafnet.config.loading import apply_overrides, evaluation_override_issues
+    from dafnet.config.loading import apply_overrides, attribute_overrides, evaluation_override_issues
     from dafnet.config.resolve import parse_recipe, resolve
 
+    source = f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}"
+    issues = evaluation_override_issues(list(overrides))
+    if issues:
+        raise RecipeError(issues, source)
     try:
-        issues = evaluation_override_issues(list(overrides))
-        if issues:
-            raise RecipeError(issues)
         return resolve(parse_recipe(apply_overrides(index["recipe"], list(overrides))))
     except RecipeError as exc:
-        raise exc.with_source(f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}") from None
+        raise RecipeError(attribute_overrides(exc.issues, overrides), source) from None
 
 
 def _plugins_named_in(index: dict, message: str) -> list[str]:

@@ -150,11 +150,11 @@ def test_a_full_disk_while_exporting_exits_2_and_a_resume_only_exports(tmp_path,
 
     recipe, run = recipe_file(tmp_path, train={"epochs": 1}), tmp_path / "run"
 
-    def full(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"\0" * 10)
+    def full(tensors, path, metadata=None):
+        Path(path).write_bytes(b"\0" * 10)
         raise ENOSPC
 
-    monkeypatch.setattr(export, "save_file", full)
+    monkeypatch.setattr(export, "save_safetensors", full)
     code, out, err = run_cli(capsys, "train", recipe, "--run-dir", run)
     text = flat(out + err)
     assert code == 2 and f"cannot write the export to {run / 'export'}: No space left on device" in text, text

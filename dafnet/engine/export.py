@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from pydantic import ValidationError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from dafnet.config.errors import RecipeError
@@ -98,6 +98,23 @@ def write_export(export_dir: str | Path, *, networks: dict[str, nn.Module], reci
     return export_dir
 
 
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` with a header whose order is fixed (metadata keys sorted,
+    then the tensors by name), so the same weights always give the same bytes: safetensors keeps
+    the metadata in a hash map whose order changes from call to call."""
+    data = save(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(memoryview(data)[8 + size:])
+
+
 def _write_export_files(tmp: Path, networks: dict[str, nn.Module], recipe: Recipe, facts: Facts,
                         weights: dict) -> None:
     from dafnet.registry import registry
@@ -109,7 +126,7 @@ def _write_export_files(tmp: Path, networks: dict[str, nn.Module], recipe: Recip
                               hint="use letters, digits, '_', '-' and '.' in role names")
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
         file = f"{role}.safetensors"
-        save_file(tensors, str(tmp / file), metadata={"role": role, "format": "pt"})
+        save_safetensors(tensors, tmp / file, metadata={"role": role, "format": "pt"})
         nets_index[role] = {
             "file": file,
             "class": f"{type(net).__module__}:{type(net).__qualname__}",

@@ -6,6 +6,9 @@ from __future__ import annotations
 class DafnetError(Exception):
     """A problem the user can fix. The CLI prints ``message`` and ``hint`` and exits 2."""
 
+    key: str | None = None
+    """The recipe key whose component failed to build, when known (set by :func:`dafnet.builder.build`)."""
+
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message

@@ -169,6 +169,30 @@ def test_a_full_disk_while_exporting_exits_2_and_a_resume_only_exports(tmp_path,
     assert code == 2 and "already trained all 1 epochs" in flat(out + err)
 
 
+def test_a_full_disk_while_writing_the_summary_is_finished_by_a_resume(tmp_path, capsys, monkeypatch):
+    from dafnet.engine import rundir
+
+    recipe, run = recipe_file(tmp_path, train={"epochs": 1}), tmp_path / "run"
+    real = rundir.write_atomically
+
+    def full_for_the_summary(path, write):
+        def half(tmp):
+            tmp.write_text("{")
+            raise ENOSPC
+
+        return real(path, half if path.name == "summary.json" else write)
+
+    monkeypatch.setattr(rundir, "write_atomically", full_for_the_summary)
+    code, out, err = run_cli(capsys, "train", recipe, "--run-dir", run)
+    text = flat(out + err)
+    assert code == 2 and f"cannot write {run / 'summary.json'}: No space left on device" in text, text
+    assert f"dafnet train --resume {run}" in text and not list(run.glob(".*"))
+    monkeypatch.undo()
+    code, out, err = run_cli(capsys, "train", "--resume", run)
+    assert code == 0 and "exporting it" in flat(out), out + err
+    assert (run / "summary.json").is_file()
+
+
 def test_a_resume_removes_the_staging_folders_of_killed_saves(tmp_path):
     from dafnet.engine import train
 
@@ -196,12 +220,16 @@ def stateless_run(tmp_path):
     return run
 
 
-def test_resuming_a_run_without_state_says_to_start_again(stateless_run, capsys):
+def test_resuming_a_run_without_state_says_to_start_again(stateless_run, tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "--resume", stateless_run)
     text = flat(out + err)
     assert code == 2 and f"cannot resume {stateless_run}: it holds no saved state" in text, text
     assert "without --resume" in text and f"rm -r {stateless_run}" in text
     assert not list(stateless_run.glob(".state*"))  # the killed save's folder went
+    code, out, err = run_cli(capsys, "train", recipe_file(tmp_path), "--run-dir", stateless_run)
+    text = flat(out + err)
+    assert code == 2 and "stopped (was it killed?) before its first epoch ended" in text, text
+    assert f"rm -r {stateless_run}" in text
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])

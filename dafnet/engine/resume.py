@@ -51,16 +51,16 @@ def _at(data: dict, key: str):
 
 
 def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> bool:
-    """Load a resumed run's state. True when it has no epoch left to train but was never exported
-    (its export failed, e.g. on a full disk): it is then only exported and evaluated. An error when
-    it has no epoch left and an export, or when a health check failed it in its last epoch."""
+    """Load a resumed run's state. True when it has no epoch left to train but its export or its
+    summary was never written (a full disk, say): it is then only exported and evaluated. An error
+    when it has no epoch left and both, or when a health check failed it in its last epoch."""
     root = paths.root
     checkpoint.load_checkpoint(session.accelerator, paths.state)
     done = session.progress
     finished = done.epochs_done >= recipe.train.epochs
     stopped = not finished and session.stopper.should_stop(done.epochs_done)  # with the (possibly raised) patience
-    export_only = (finished or stopped) and not (paths.export / "dafnet_index.json").is_file() \
-        and not paths.failed.exists()
+    exported = (paths.export / "dafnet_index.json").is_file() and paths.summary.is_file()
+    export_only = (finished or stopped) and not exported and not paths.failed.exists()
     if finished and not export_only:
         raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
                           hint=f"raise train.epochs to train further: dafnet train --resume {root} "

@@ -100,6 +100,11 @@ def choose_run_dir(recipe: Recipe, run_dir: str | Path | None, resume: str | Pat
     root = Path(run_dir) if run_dir is not None else Path(recipe.output.root) / default_run_name(recipe)
     check_output_folder(root, "--run-dir" if run_dir is not None else "run directory (output.root / output.name)")
     if root.exists() and any(root.iterdir()):
+        if (root / RECIPE_FILE).is_file() and not (root / "state").is_dir():
+            raise DafnetError(f"run directory {root} already holds a run, one that stopped (was it killed?) before "
+                              "its first epoch ended, so there is nothing in it to continue",
+                              hint=f"remove it (rm -r {root}) and train again, or choose another --run-dir or "
+                                   "output.name")
         raise DafnetError(f"run directory {root} already exists and is not empty",
                           hint=f"choose another --run-dir or output.name, or continue it with --resume {root}")
     return root

@@ -163,7 +163,7 @@ def test_a_full_disk_while_exporting_exits_2_and_a_resume_only_exports(tmp_path,
     monkeypatch.undo()
     code, out, err = run_cli(capsys, "train", "--resume", run)
     assert code == 0, out + err
-    assert "has no export: exporting it" in flat(out)
+    assert "was not written: exporting it" in flat(out)
     assert (run / "export" / "dafnet_index.json").is_file() and (run / "summary.json").is_file()
     code, out, err = run_cli(capsys, "train", "--resume", run)  # now finished and exported
     assert code == 2 and "already trained all 1 epochs" in flat(out + err)

@@ -70,7 +70,8 @@ def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> bool:
                           f"{session.stopper.best_epoch})",
                           hint=f"raise train.patience to train further: dafnet train --resume {root} train.patience=N")
     if export_only:
-        session.console.print(f"run {root} trained its {done.epochs_done} epochs but has no export: exporting it")
+        session.console.print(f"run {root} trained its {done.epochs_done} epochs but its export or summary was not "
+                              "written: exporting it")
     else:
         done.stopped_early = False
     if session.accelerator.is_main_process:

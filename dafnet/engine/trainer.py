@@ -385,7 +385,7 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
     fresh = resume is None and not root.exists()
     try:
         session = _start(recipe, paths, console, resume is not None)
-        if not session.export_only:  # a resumed run whose epochs are all done and whose export failed
+        if not session.export_only:  # a resumed run with every epoch done whose export failed
             session.fit()
         return session.finish()
     except BaseException as exc:

@@ -39,3 +39,34 @@ def assemble(recipe: Recipe):
     """(data source, facts, method) for a resolved recipe."""
     source, facts = build_data_source(recipe)
     return source, facts, build_method(recipe, facts)
+
+
+def check_build(recipe: Recipe) -> list[str]:
+    """Build what ``dafnet train`` builds before it trains, on the CPU and without loading data: the
+    data source (for its facts), the method with every component, and one batch-1 forward of every
+    role (``method.summary()``). Returns notes on what could not be checked here; what train would
+    refuse is a :class:`RecipeError` at the recipe key whose component failed."""
+    from dafnet.config.errors import RecipeError, RecipeIssue
+    from dafnet.errors import DafnetError
+    from dafnet.interfaces.facts import MissingFactError
+
+    notes = []
+    try:
+        _, facts = build_data_source(recipe)
+    except DafnetError as exc:
+        facts = facts_without_data(recipe)
+        notes.append(f"the data source could not be opened here ({exc.message}): the components were built "
+                     "from the facts the recipe states")
+        if facts.num_classes is None:
+            facts = facts_without_data(recipe, 1)
+            notes.append("the number of classes comes from the data, so the segmentation heads were built "
+                         "for 1 class")
+    try:
+        build_method(recipe, facts).summary()
+    except DafnetError as exc:
+        if notes and isinstance(exc.__cause__, MissingFactError):
+            return [*notes, f"the components could not be built without the data: {exc.message}"]
+        if isinstance(exc, RecipeError):
+            raise
+        raise RecipeError([RecipeIssue(exc.key or "method", exc.message, exc.hint)]) from exc
+    return notes

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from _cli import run_cli as run
+from _toys import ToyDecoder
 from dafnet.cli import main
 
 
@@ -64,6 +66,61 @@ def test_validate_errors_exit_2_with_every_problem(tmp_path, capsys, toys):
     assert "Traceback" not in err + out
     for key in ("model.decoder.params.channels", "model.decoder.params.colour", "train.epocs"):
         assert key in err
+
+
+def tiny_nnunet_recipe(tmp_path, image_size: int) -> Path:
+    """A tiny DAFNet recipe on an nnU-Net folder that is not on this machine."""
+    import yaml
+
+    from _toys import TINY_DAFNET
+
+    recipe = {**TINY_DAFNET, "data": {"source": {"name": "nnunet", "params": {
+        "root": str(tmp_path / "not_here"), "channels": ["cine", "lge"], "image_size": image_size}},
+        "modalities": ["cine", "lge"]}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_validate_builds_the_components_as_train_would(tmp_path, capsys):
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    code, out, err = run(capsys, "validate", quickstart, "data.source.params.image_size=36")
+    flat = " ".join(err.split())
+    assert code == 2 and "recipe is valid" not in out, out + err
+    assert "model.anatomy_encoder" in flat and "36x36" in flat and "not divisible" in flat
+    assert "building its components" in flat and "Traceback" not in out + err
+    # without the data (an nnU-Net folder not on this machine), from the facts the recipe states
+    code, out, err = run(capsys, "validate", tiny_nnunet_recipe(tmp_path, 34))
+    assert code == 2 and "34x34" in err and "model.anatomy_encoder" in err, out + err
+    code, out, err = run(capsys, "validate", tiny_nnunet_recipe(tmp_path, 32))
+    flat = " ".join(out.split())
+    assert code == 0 and "recipe is valid" in flat, out + err
+    assert "note: the data source could not be opened here" in flat and "built for 1 class" in flat
+
+
+class BrokenDecoder(ToyDecoder):
+    def __init__(self, params, facts):
+        super().__init__(params, facts)
+        raise ValueError("channels must be even")
+
+
+def test_validate_reports_a_component_that_fails_to_build_at_its_key(tmp_path, capsys, toys):
+    from dafnet.registry import register
+
+    register("decoder", "broken_decoder", BrokenDecoder)
+    path = tmp_path / "r.yaml"
+    path.write_text(toys.TOY_RECIPE)
+    code, out, _ = run(capsys, "validate", path)
+    assert code == 0 and "recipe is valid (its components build)" in " ".join(out.split())
+    code, out, err = run(capsys, "validate", path, "model.decoder=broken_decoder")
+    assert code == 2 and "│ model.decoder " in err and "ValueError" in err and "recipe is valid" not in out, err
+    from dafnet.assemble import check_build
+    from dafnet.config import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError) as exc:
+        check_build(load_recipe(path, ["model.decoder=broken_decoder"]))
+    [issue] = exc.value.issues
+    assert issue.path == "model.decoder" and "failed to build: ValueError: channels must be even" in issue.message
 
 
 def test_unknown_component_error_names_alternatives(tmp_path, capsys, toys):

@@ -145,6 +145,34 @@ def test_export_is_replaced_atomically(trained):
     assert not list(trained.export_dir.parent.glob(".export*"))
 
 
+def test_the_same_weights_export_byte_identical_safetensors(trained, tmp_path):
+    from dafnet.engine import load_export
+    from dafnet.engine.export import save_safetensors, write_export
+
+    method = load_export(trained.export_dir)
+    for folder in ("a", "b"):
+        write_export(tmp_path / folder, networks=method.networks(), recipe=method.recipe, facts=method.facts,
+                     weights={"source": "test"})
+    for role in ("generator", "critic"):
+        a, b = (tmp_path / f / f"{role}.safetensors" for f in ("a", "b"))
+        assert a.read_bytes() == b.read_bytes()
+        state = load_file(str(a))
+        assert all(torch.equal(state[k], v) for k, v in method.networks()[role].state_dict().items())
+    # safetensors alone orders its metadata differently from call to call; the header here is fixed
+    tensors = {f"t{i}": torch.full((i + 1,), float(i)) for i in range(6)} | {"half": torch.ones(3).half()}
+    metadata = {k: k * 2 for k in ("role", "format", "zeta", "alpha", "mid")}
+    written = set()
+    for i in range(8):
+        save_safetensors(tensors, tmp_path / f"{i}.safetensors", metadata)
+        written.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(written) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata() == metadata
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+
+
 def test_a_version_1_export_keeps_the_tps_and_spade_it_was_trained_with():
     # The TPS grid frame and SPADE's normalisation got new defaults in format version 2; an older
     # export (no such params stored) is rebuilt with the behaviour it was trained with.

@@ -4,8 +4,10 @@ cleanly with exit 2 and writes nothing; a run that fails halfway leaves --out as
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -440,6 +442,45 @@ def test_unwritable_output(phantom, tmp_path, capsys):
                  "exists and is not a folder", tmp_path / "nothing")
     expect_error(capsys, ["predict", export, "--input", raw, "--out", blocker / "sub"],
                  "cannot write to output folder", tmp_path / "nothing")
+
+
+def test_a_full_disk_while_writing_exits_2_and_leaves_no_staging_folder(phantom, tmp_path, capsys, monkeypatch):
+    raw, export = phantom
+    real, calls = nib.save, []
+
+    def full(image, filename):
+        calls.append(filename)
+        if len(calls) % 2 == 0:  # the second mask of each run: half written, then the disk is full
+            Path(filename).write_bytes(b"\0" * 10)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        return real(image, filename)
+
+    monkeypatch.setattr(nib, "save", full)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("x")
+    for out in (tmp_path / "new", keep):
+        code, text = run(capsys, "predict", export, "--input", raw, "--out", out)
+        flat = " ".join(text.split())
+        assert code == 2 and f"cannot write the predictions to {out}: No space left on device" in flat, text
+        assert "run the same dafnet predict again" in flat and "Traceback" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+    assert [p.name for p in keep.iterdir()] == ["mine.txt"]
+
+
+def test_the_next_predict_removes_staging_folders_of_killed_ones(phantom, tmp_path, capsys):
+    from test_write_failures import dead_pid, staged_by
+
+    raw, export = phantom
+    out = tmp_path / "o"
+    out.mkdir()
+    killed = staged_by(out / "dafnet-predict", dead_pid())
+    killed_beside = staged_by(out, dead_pid())  # made while --out did not exist yet
+    running = staged_by(out / "dafnet-predict", os.getppid())  # a predict into the same --out that still runs
+    code, text = run(capsys, "predict", export, "--input", raw / "phantom_001", "--out", out)
+    assert code == 0, text
+    assert not killed.exists() and not killed_beside.exists() and running.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
 def test_sequences_unknown_to_the_export(phantom, tmp_path, capsys):

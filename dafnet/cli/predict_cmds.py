@@ -38,6 +38,7 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from dafnet.engine.export import read_index
     from dafnet.errors import DafnetError
     from dafnet.inference.inputs import find_input
     from dafnet.inference.outputs import check_output_dir, existing_outputs, output_names, staged_output
@@ -46,6 +47,7 @@ def predict(
     if mode not in _MODES:
         raise DafnetError(f"unknown --mode {mode!r}", hint="use single or fused")
     device = resolve_device(device)
+    read_index(export)  # an export that is not there (a run that never finished, say) is named first
     inputs = find_input(input)
     out_dir = check_output_dir(out, inputs.root, inputs.folders())
     predictor = Predictor(export, mode=mode, target=target, batch_size=batch_size, device=device,

@@ -49,12 +49,26 @@ def validate(
     recipe: str = typer.Argument(..., help="Recipe YAML or built-in recipe name."),
     overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
 ) -> None:
-    """Check a recipe; print it resolved (defaults filled in) or every problem at once."""
+    """Check a recipe; print it resolved (defaults filled in) or every problem at once.
+
+    The method and its components are built as train builds them (on the CPU, without loading
+    data, with one batch-1 forward of every role), so what train would refuse is reported here.
+    """
+    from rich.markup import escape
     from rich.syntax import Syntax
 
+    from dafnet.assemble import check_build
+    from dafnet.config import RecipeError
+
     resolved = _load(recipe, overrides)
+    try:
+        notes = check_build(resolved)
+    except RecipeError as exc:
+        raise exc.with_source(f"{recipe}: building its components") from None
     console.print(Syntax(recipe_yaml(resolved), "yaml", theme="ansi_dark", background_color="default", word_wrap=True))
-    console.print("[green]recipe is valid[/]")
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print("[green]recipe is valid[/]" + (" (its components build)" if not notes else ""))
 
 
 def summary(

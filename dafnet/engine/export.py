@@ -14,19 +14,18 @@ import hashlib
 import json
 import re
 import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from pydantic import ValidationError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from dafnet.config.errors import RecipeError
 from dafnet.config.schema import Recipe
-from dafnet.errors import DafnetError
-from dafnet.fsutil import replace_directory
+from dafnet.errors import DafnetError, WriteFailed
+from dafnet.fsutil import replace_directory, staging_path, write_failure
 from dafnet.interfaces.facts import Facts
 
 INDEX_FILE = "dafnet_index.json"
@@ -80,47 +79,74 @@ def _roles_index(recipe: Recipe) -> dict:
 def write_export(export_dir: str | Path, *, networks: dict[str, nn.Module], recipe: Recipe,
                  facts: Facts, weights: dict) -> Path:
     """Write the export folder atomically. ``weights`` says which weights these are
-    (e.g. ``{"source": "swa", "epochs": [40, 57]}``)."""
+    (e.g. ``{"source": "swa", "epochs": [40, 57]}``). A write that fails (disk full, permission)
+    is a :class:`WriteFailed` naming ``export_dir``; the staged folder is removed."""
+    export_dir = Path(export_dir)
+    tmp = staging_path(export_dir)
+    try:
+        export_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _write_export_files(tmp, networks, recipe, facts, weights)
+        replace_directory(tmp, export_dir)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise WriteFailed(f"cannot write the export to {export_dir}: {reason}", path=export_dir,
+                          hint=f"free space (or fix the permission) in {export_dir.parent}") from exc
+    return export_dir
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` with a header whose order is fixed (metadata keys sorted,
+    then the tensors by name), so the same weights always give the same bytes: safetensors keeps
+    the metadata in a hash map whose order changes from call to call."""
+    data = save(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(memoryview(data)[8 + size:])
+
+
+def _write_export_files(tmp: Path, networks: dict[str, nn.Module], recipe: Recipe, facts: Facts,
+                        weights: dict) -> None:
     from dafnet.registry import registry
 
-    export_dir = Path(export_dir)
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = export_dir.parent / f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        nets_index = {}
-        for role, net in networks.items():
-            if not _SAFE_NAME.match(role):
-                raise DafnetError(f"network role {role!r} cannot be a file name",
-                                  hint="use letters, digits, '_', '-' and '.' in role names")
-            tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-            file = f"{role}.safetensors"
-            save_file(tensors, str(tmp / file), metadata={"role": role, "format": "pt"})
-            nets_index[role] = {
-                "file": file,
-                "class": f"{type(net).__module__}:{type(net).__qualname__}",
-                "parameters": sum(p.numel() for p in net.parameters()),
-                "sha256": _sha256(tmp / file),
-            }
-        entry = registry("method").entry(recipe.method.name)
-        index = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "method": {"name": recipe.method.name, "params": recipe.method.params,
-                       "target": entry.target, "origin": entry.origin},
-            "facts": facts_to_json(facts),
-            "roles": _roles_index(recipe),
-            "networks": nets_index,
-            "weights": weights,
-            "recipe": recipe.model_dump(mode="json"),
+    nets_index = {}
+    for role, net in networks.items():
+        if not _SAFE_NAME.match(role):
+            raise DafnetError(f"network role {role!r} cannot be a file name",
+                              hint="use letters, digits, '_', '-' and '.' in role names")
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+        file = f"{role}.safetensors"
+        save_safetensors(tensors, tmp / file, metadata={"role": role, "format": "pt"})
+        nets_index[role] = {
+            "file": file,
+            "class": f"{type(net).__module__}:{type(net).__qualname__}",
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "sha256": _sha256(tmp / file),
         }
-        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-        replace_directory(tmp, export_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return export_dir
+    entry = registry("method").entry(recipe.method.name)
+    index = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": {"name": recipe.method.name, "params": recipe.method.params,
+                   "target": entry.target, "origin": entry.origin},
+        "facts": facts_to_json(facts),
+        "roles": _roles_index(recipe),
+        "networks": nets_index,
+        "weights": weights,
+        "recipe": recipe.model_dump(mode="json"),
+    }
+    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def _export_dir(path: str | Path) -> Path:
@@ -137,6 +163,11 @@ def read_index(path: str | Path) -> dict:
     export_dir = _export_dir(path)
     index_path = export_dir / INDEX_FILE
     if not index_path.is_file():
+        from dafnet.engine.leftovers import no_export_error
+
+        unfinished = no_export_error(export_dir)
+        if unfinished is not None:
+            raise unfinished
         raise DafnetError(f"no export at {path}: {index_path} does not exist",
                           hint="give a run's export/ folder (or the run folder) written by `dafnet train`")
     try:
@@ -174,16 +205,17 @@ def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple
             return Recipe.model_validate(index["recipe"])
         except ValidationError as exc:
             raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
-    from dafnet.config.loading import apply_overrides, evaluation_override_issues
+    from dafnet.config.loading import apply_overrides, attribute_overrides, evaluation_override_issues
     from dafnet.config.resolve import parse_recipe, resolve
 
+    source = f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}"
+    issues = evaluation_override_issues(list(overrides))
+    if issues:
+        raise RecipeError(issues, source)
     try:
-        issues = evaluation_override_issues(list(overrides))
-        if issues:
-            raise RecipeError(issues)
         return resolve(parse_recipe(apply_overrides(index["recipe"], list(overrides))))
     except RecipeError as exc:
-        raise exc.with_source(f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}") from None
+        raise RecipeError(attribute_overrides(exc.issues, overrides), source) from None
 
 
 def _plugins_named_in(index: dict, message: str) -> list[str]:

@@ -18,10 +18,10 @@ from dafnet.engine.early_stopping import BestWeights, EarlyStopping
 from dafnet.engine.export import write_export
 from dafnet.engine.optim import Freezer, build_optimizers, check_contract
 from dafnet.engine.progress import training_display
-from dafnet.engine.resume import check_resume_recipe, clean_after_failure, continue_run, resume_recipe
+from dafnet.engine.resume import after_failure, check_resume_recipe, continue_run, resume_recipe
 from dafnet.engine.streams import TrainStreams, derived_seed, eval_loader
 from dafnet.engine.swa import WeightAverager, averaged_weights, recompute_batchnorm
-from dafnet.errors import DafnetError, TrainingFailed
+from dafnet.errors import DafnetError
 from dafnet.interfaces.method import LossOutput
 
 @dataclass
@@ -382,20 +382,20 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
     fresh = resume is None and not root.exists()
     try:
         session = _start(recipe, paths, console, resume is not None)
-        session.fit()
+        if not session.export_only:  # a resumed run with every epoch done whose export failed
+            session.fit()
         return session.finish()
     except BaseException as exc:
-        if isinstance(exc, TrainingFailed):
-            health.record_failure(paths, exc, console)
-        clean_after_failure(root, paths, fresh, resume is None, console, exc)
-        raise
+        explained = after_failure(exc, root, paths, fresh, resume is None, console)
+        if explained is None:
+            raise
+        raise explained from exc
 
 
 def _start(recipe: Recipe, paths: rundir.RunPaths, console: Console, resume: bool) -> _Session:
     """The session, with a resumed run's state loaded."""
     session = _Session(recipe, paths, console, resume=resume)
-    if resume:
-        continue_run(session, recipe, paths)
+    session.export_only = resume and continue_run(session, recipe, paths)
     if session.skipped:
         session.console.print("skipping phases with empty streams: " +
                               ", ".join(f"{p.name} ({p.stream})" for p in session.skipped))

@@ -235,6 +235,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     output folder (default ``<run>/evaluation/<evaluation_folder_name(...)>``); an existing
     non-empty one is an error unless ``overwrite``, which replaces it whole."""
     from dafnet.assemble import build_data_source
+    from dafnet.data.plans import plan_data
     from dafnet.engine.export import facts_from_json, load_export, read_index
 
     if split not in SPLITS:
@@ -264,6 +265,8 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
 
     source, facts = build_data_source(recipe)
     _check_facts(exported_facts, facts)
+    exported_auto = method.recipe.data.source.params.get("spacing_mm") == "auto"
+    plan_data(source, recipe.data, index.get("plans"), where=f"export {export}" if exported_auto else None)
     try:
         subjects = source.load()
     except FileNotFoundError as exc:

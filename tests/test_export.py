@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 
 def test_index_describes_the_method(trained):
     index = json.loads((trained.export_dir / "dafnet_index.json").read_text())
-    assert index["format"] == "dafnet-export" and index["format_version"] == 2
+    assert index["format"] == "dafnet-export" and index["format_version"] == 3
     assert index["method"]["name"] == "engine_toy" and index["method"]["params"]["hidden"] == 5
     assert index["method"]["origin"] == "runtime"
     assert index["facts"]["image_size"] == [2, 2] and index["facts"]["modalities"] == ["a", "b"]

@@ -62,7 +62,8 @@ def phantom(tmp_path_factory):
     with pytest.raises(SystemExit) as done:
         main(["data", "phantom", str(raw), "--subjects", "3", "--slices", "4", "--image-size", "32", "--seed", "3"])
     assert done.value.code in (0, None)
-    export = train_tiny(raw, base / "run", {"image_size": 32, "intensity": {"clip_percentiles": None}},
+    export = train_tiny(raw, base / "run", {"image_size": 32, "spacing_mm": None,  # inputs keep their grid
+                                            "intensity": {"clip_percentiles": None}},
                         ["cine", "lge"], "lge")
     return raw, export
 

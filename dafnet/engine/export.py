@@ -30,9 +30,10 @@ from dafnet.interfaces.facts import Facts
 
 INDEX_FILE = "dafnet_index.json"
 FORMAT = "dafnet-export"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """2: the TPS aligner's ``grid_range`` and SPADE's ``norm`` exist (new defaults ``unit`` and
-``sample``); a version-1 export keeps what it was trained with (:func:`_upgrade_recipe`)."""
+``sample``); a version-1 export keeps what it was trained with (:func:`_upgrade_recipe`).
+3: ``plans`` holds the planned spacing of a recipe with ``spacing_mm: auto``."""
 
 _V1_DEFAULTS = {"tps": {"grid_range": "symmetric"}, "spade": {"norm": "channel"}}
 """Params whose default changed after format version 1, with the version-1 behaviour."""
@@ -77,16 +78,18 @@ def _roles_index(recipe: Recipe) -> dict:
 
 
 def write_export(export_dir: str | Path, *, networks: dict[str, nn.Module], recipe: Recipe,
-                 facts: Facts, weights: dict) -> Path:
+                 facts: Facts, weights: dict, plans: dict | None = None) -> Path:
     """Write the export folder atomically. ``weights`` says which weights these are
-    (e.g. ``{"source": "swa", "epochs": [40, 57]}``). A write that fails (disk full, permission)
-    is a :class:`WriteFailed` naming ``export_dir``; the staged folder is removed."""
+    (e.g. ``{"source": "swa", "epochs": [40, 57]}``); ``plans``: the data's planned spacing
+    (:func:`dafnet.data.plans.plan_data`), stored when the recipe's ``spacing_mm`` is ``auto``. A
+    write that fails (disk full, permission) is a :class:`WriteFailed` naming ``export_dir``; the
+    staged folder is removed."""
     export_dir = Path(export_dir)
     tmp = staging_path(export_dir)
     try:
         export_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
-        _write_export_files(tmp, networks, recipe, facts, weights)
+        _write_export_files(tmp, networks, recipe, facts, weights, plans)
         replace_directory(tmp, export_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -116,7 +119,7 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
 
 
 def _write_export_files(tmp: Path, networks: dict[str, nn.Module], recipe: Recipe, facts: Facts,
-                        weights: dict) -> None:
+                        weights: dict, plans: dict | None = None) -> None:
     from dafnet.registry import registry
 
     nets_index = {}
@@ -144,6 +147,7 @@ def _write_export_files(tmp: Path, networks: dict[str, nn.Module], recipe: Recip
         "roles": _roles_index(recipe),
         "networks": nets_index,
         "weights": weights,
+        **({"plans": plans} if plans is not None else {}),
         "recipe": recipe.model_dump(mode="json"),
     }
     (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

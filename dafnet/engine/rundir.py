@@ -5,6 +5,7 @@
     <run>/recipe.yaml      the resolved recipe (every default filled in)
     <run>/metadata.json    versions, plugins in use, seed, git SHA, processes, device
     <run>/splits.json      the fold, its split settings and the subject ids of train / validation / test
+    <run>/plans.json       the planned in-plane spacing, when the data source's spacing_mm is auto
     <run>/log.csv          one row per epoch: phase losses, validation numbers
     <run>/tensorboard/     TensorBoard event files (Accelerate tracker)
     <run>/state/           resume state (Accelerate save_state + engine state)
@@ -50,6 +51,10 @@ class RunPaths:
     @property
     def splits(self) -> Path:
         return self.root / "splits.json"
+
+    @property
+    def plans(self) -> Path:
+        return self.root / "plans.json"
 
     @property
     def log(self) -> Path:
@@ -196,9 +201,24 @@ def write_json(path: Path, data) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_run_files(paths: RunPaths, recipe: Recipe, accelerator, splits: dict[str, list]) -> None:
-    """recipe.yaml, metadata.json and splits.json (main process only)."""
+def write_run_files(paths: RunPaths, recipe: Recipe, accelerator, splits: dict[str, list],
+                    plans: dict | None = None) -> None:
+    """recipe.yaml, metadata.json, splits.json and, for ``spacing_mm: auto``, plans.json (main
+    process only)."""
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.recipe.write_text(recipe_yaml(recipe), encoding="utf-8")
     write_json(paths.metadata, run_metadata(recipe, accelerator))
     write_json(paths.splits, splits_record(recipe.data.split, splits))
+    if plans is not None:
+        write_json(paths.plans, plans)
+
+
+def read_plans(paths: RunPaths) -> dict | None:
+    """A run's plans.json (None when it has none)."""
+    if not paths.plans.is_file():
+        return None
+    try:
+        return json.loads(paths.plans.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DafnetError(f"{paths.plans} is damaged: {exc}",
+                          hint="restore it from a copy of the run; it holds the planned spacing") from exc

@@ -59,6 +59,7 @@ class _Session:
         from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 
         from dafnet.assemble import build_data_source, build_method
+        from dafnet.data.plans import plan_data
         from dafnet.data.splits import split_data
 
         self.recipe, self.paths, t = recipe, paths, recipe.train
@@ -73,6 +74,7 @@ class _Session:
         set_seed(t.seed)
 
         source, self.facts = build_data_source(recipe)
+        self.plans = plan_data(source, recipe.data, rundir.read_plans(paths) if resume else None)
         subjects = source.load()
         by_id = {s.id: s for s in subjects}
         ids = split_data(subjects, recipe.data)
@@ -123,7 +125,7 @@ class _Session:
             acc.register_for_checkpointing(obj)
 
         if acc.is_main_process and not resume:
-            rundir.write_run_files(paths, recipe, acc, ids)
+            rundir.write_run_files(paths, recipe, acc, ids, self.plans)
         acc.wait_for_everyone()
         if recipe.output.tensorboard:
             acc.init_trackers("tensorboard", config=runlog.tracker_config(recipe))
@@ -302,7 +304,7 @@ class _Session:
             weights = {"source": "last", "epoch": self.progress.epochs_done}
         if acc.is_main_process:
             write_export(self.paths.export, networks=self.networks, recipe=self.recipe, facts=self.facts,
-                         weights=weights)
+                         weights=weights, plans=self.plans)
         acc.wait_for_everyone()
 
         part = "test" if "test" in self.eval_loaders else ("validation" if "validation" in self.eval_loaders else None)

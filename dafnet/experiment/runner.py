@@ -55,14 +55,21 @@ def cell_status(folder: Path) -> str:
     return "new"
 
 
-def _subjects(recipe) -> list:
+def _subjects(recipe, export: Path | None = None) -> tuple[list, dict | None]:
+    """The recipe's subjects (loaded once per data settings and planned spacing) and its plans
+    record: an export's stored spacing, else the one planned from the recipe's split."""
     from dafnet.assemble import build_data_source
+    from dafnet.data.plans import plan_data
+    from dafnet.engine.export import read_index
 
-    key = json.dumps(recipe.data.source.model_dump(mode="json"), sort_keys=True) + str(recipe.data.modalities)
+    source, _ = build_data_source(recipe)
+    stored = read_index(export).get("plans") if export is not None else None
+    plans = plan_data(source, recipe.data, stored, where=f"export {export}" if export is not None else None)
+    key = json.dumps([recipe.data.source.model_dump(mode="json"), recipe.data.modalities,
+                      (plans or {}).get("spacing_mm")], sort_keys=True)
     if key not in _SUBJECTS:
-        source, _ = build_data_source(recipe)
         _SUBJECTS[key] = source.load()
-    return _SUBJECTS[key]
+    return _SUBJECTS[key], plans
 
 
 def _write_json(path: Path, data) -> None:
@@ -99,9 +106,9 @@ def per_volume_dice(stats: dict, subject_ids: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def _test_subjects(recipe, splits: dict) -> tuple[list, str]:
+def _test_subjects(recipe, splits: dict, export: Path | None = None) -> tuple[list, str]:
     part = "test" if splits.get("test") else "validation"
-    by_id = {str(s.id): s for s in _subjects(recipe)}
+    by_id = {str(s.id): s for s in _subjects(recipe, export)[0]}
     return [by_id[i] for i in splits.get(part, [])], part
 
 
@@ -111,7 +118,7 @@ def evaluate_export(folder: Path) -> dict:
 
     method = load_export(folder)
     splits = json.loads((folder / "splits.json").read_text())
-    subjects, part = _test_subjects(method.recipe, splits)
+    subjects, part = _test_subjects(method.recipe, splits, folder)
     stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
     data = {"evaluated_on": part, "dice": per_volume_dice(stats, ids)}
     _write_json(folder / "per_volume.json", data)
@@ -129,11 +136,13 @@ def evaluate_untrained(recipe, folder: Path) -> dict:
     set_seed(recipe.train.seed)
     folder.mkdir(parents=True, exist_ok=True)
     _, facts = build_data_source(recipe)
-    subjects = _subjects(recipe)
+    subjects, plans = _subjects(recipe)
     ids = split_data(subjects, recipe.data)
     splits = splits_record(recipe.data.split, ids)
     (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
     _write_json(folder / "splits.json", splits)
+    if plans is not None:
+        _write_json(folder / "plans.json", plans)
     method = build_method(recipe, facts)
     test, part = _test_subjects(recipe, splits)
     stats, subject_ids = evaluation_statistics(method, test, recipe.train.batch_size)
@@ -156,7 +165,7 @@ def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
                           hint="run the experiment again once it has trained")
     method = load_export(source, overrides=cell.evaluation_overrides)
     splits = json.loads((source / "splits.json").read_text())
-    subjects, part = _test_subjects(method.recipe, splits)
+    subjects, part = _test_subjects(method.recipe, splits, source)
     stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
     trained = json.loads((source / "summary.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)

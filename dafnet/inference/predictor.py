@@ -23,6 +23,7 @@ import torch
 
 from dafnet.data.datalist import PREPROCESS_KEYS, StagedCase, StagedNnUNet, preprocessing_values
 from dafnet.data.pairing import nearest_slices
+from dafnet.data.plans import exported_spacing
 from dafnet.errors import DafnetError
 from dafnet.inference.inputs import InputCases, resolve_channels
 from dafnet.inference.outputs import output_names, write_mask, write_overlay
@@ -88,9 +89,11 @@ class Predictor:
         self.note = None
         if all(k in source.params for k in PREPROCESS_KEYS):
             self.preprocessing = preprocessing_values(source.params)
+            self.preprocessing["spacing_mm"] = exported_spacing(
+                self.preprocessing["spacing_mm"], index.get("plans"), f"export {export}")
         else:
             size = tuple(index["facts"]["image_size"])
-            self.preprocessing = {"image_size": size}
+            self.preprocessing = {"image_size": size, "spacing_mm": None}
             self.note = (f"the export was trained on data source {source.name!r}, which has no NIfTI "
                          f"preprocessing params: using the nnunet source's defaults at {size[0]}x{size[1]}")
 

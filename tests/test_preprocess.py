@@ -183,6 +183,28 @@ def test_record_affine_and_restore_map_back_to_the_source_grid():
         np.testing.assert_allclose(src, expect, atol=1e-9)
 
 
+def test_probabilities_restore_to_the_source_grid_summing_to_one_like_the_label():
+    """One-hot probabilities restore to the label's restore (argmax) and every voxel's
+    probabilities sum to 1, also on dropped slices and outside the stack; preprocess_label maps
+    a mask on the file grid forward onto the stack."""
+    label = np.zeros((50, 40, 12), dtype=np.int64)
+    label[10:35, 8:30, 2:10] = 1
+    label[20:30, 12:20, 4:8] = 2
+    affine = np.diag([0.9, 0.9, 4.0, 1.0])
+    orientation = canonical_orientation(affine, label.shape, choose_slice_axis([0.9, 0.9, 4.0]))
+    stack = orientation.apply(label)
+    t = plan_in_plane(stack.shape[1:], (0.9, 0.9), (0.6, 0.6), (96, 96), label_centroid(stack))
+    record = PreprocessRecord("x.nii.gz", affine, orientation, (1, 11), t)
+    out = t.apply(stack[1:11], "label")
+    one_hot = np.stack([(out == k).astype(np.float32) for k in range(3)], axis=1)
+    probabilities = record.restore_probabilities(one_hot)
+    assert probabilities.shape == (3, *label.shape) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=0), record.restore(out, "label"))
+    assert (probabilities[0][:, :, [0, 11]] == 1).all()  # the dropped slices: background
+    np.testing.assert_array_equal(record.preprocess_label(label), out)
+
+
 # ---------------------------------------------------------------- the whole field of view (predict)
 @pytest.mark.parametrize("in_spacing, target, size, centre", [
     ((1.0, 1.0), None, (32, 32), None),                # 90x110 > crop: the whole grid, window centred

@@ -328,6 +328,31 @@ class PreprocessRecord:
         full[start:stop] = in_plane
         return self.orientation.invert(full)
 
+    def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """(S, K, H, W) class probabilities on the preprocessed grid -> (K, *file grid) float32:
+        each class interpolated linearly in-plane (as :meth:`restore` does with a label's class
+        indicators), background 1 and the other classes 0 outside the stack and on dropped
+        slices, so every voxel's probabilities still sum to 1 and their argmax is
+        ``restore(probabilities.argmax(1))`` wherever the probabilities are one-hot."""
+        start, stop = self.slices
+        if probabilities.ndim != 4 or probabilities.shape[0] != stop - start:
+            raise DafnetError(f"restore: probabilities of shape {probabilities.shape} given, the stack of "
+                              f"{self.source} has {stop - start} slices")
+        classes = []
+        for k in range(probabilities.shape[1]):
+            fill = 1.0 if k == 0 else 0.0
+            full = np.full(self.orientation.shape, fill, dtype=np.float32)
+            full[start:stop] = self.in_plane.invert(probabilities[:, k], "image", fill=fill)
+            classes.append(self.orientation.invert(full))
+        return np.stack(classes)
+
+    def preprocess_label(self, mask: np.ndarray) -> np.ndarray:
+        """A class-index array on the source file's grid -> the preprocessed (S, H, W) grid
+        (order 0; background outside): the forward map of :meth:`restore`."""
+        start, stop = self.slices
+        stack = self.orientation.apply(np.asarray(mask).reshape(self.orientation.source_shape))[start:stop]
+        return self.in_plane.apply(stack, "label")
+
 
 def slice_positions(affine: np.ndarray, shape) -> np.ndarray:
     """(S,) mm: each slice centre of an (S, H, W) stack projected on the stack normal

@@ -1,4 +1,5 @@
-"""Writing predictions: NIfTI masks on the input file's grid and overlay PNGs, each written to a
+"""Writing predictions: NIfTI masks on the input file's grid, overlay PNGs and (nnU-Net's
+``--save_probabilities``) class probabilities with their geometry, each written to a
 temporary file and renamed into place (readers never see half a file). A run writes into a staging
 folder (:func:`staged_output`) that reaches ``--out`` only when every case succeeded.
 
@@ -30,9 +31,11 @@ _OLD_STAGING = re.compile(r"^\.dafnet-predict-[0-9a-f]{8}$")
 """An older dafnet's staging folder name (no process in it): removed once a day old."""
 
 
-def output_names(case: str) -> tuple[str, str]:
-    """The files predict writes for ``case``: its mask and its overlay."""
-    return f"{case}.nii.gz", f"{case}_overlay.png"
+def output_names(case: str, probabilities: bool = False) -> tuple[str, ...]:
+    """The files predict writes for ``case``: its mask and its overlay, and with ``probabilities``
+    the probabilities and their geometry."""
+    names = (f"{case}.nii.gz", f"{case}_overlay.png")
+    return names + ((f"{case}.npz", f"{case}.json") if probabilities else ())
 
 
 def check_output_dir(out_dir: str | Path, root: Path, folders: Iterable[Path]) -> Path:
@@ -172,6 +175,33 @@ def write_mask(path: Path, mask: np.ndarray, reference: str | Path) -> Path:
     out.header.set_slope_inter(1.0, 0.0)
     out.header["cal_min"], out.header["cal_max"] = 0, int(mask.max()) if mask.size else 0
     return _atomic(path, lambda tmp: nib.save(out, str(tmp)))
+
+
+def write_probabilities(npz_path: Path, json_path: Path, probabilities: np.ndarray, reference: str | Path,
+                        info: dict) -> tuple[Path, Path]:
+    """nnU-Net's probability files: ``npz_path`` holds ``probabilities``, float32 (K, z, y, x): the
+    (K, X, Y, Z) class probabilities on the grid of the image file ``reference`` with its spatial
+    axes reversed, as nnU-Net stores them (a 2D image has z = 1); ``json_path`` their geometry
+    (nnU-Net writes a .pkl of properties instead) and ``info``."""
+    import json
+
+    import nibabel as nib
+
+    array = np.ascontiguousarray(np.asarray(probabilities, dtype=np.float32).transpose(0, 3, 2, 1))
+    image = nib.load(str(reference))
+    geometry = {"file": str(reference), "key": "probabilities", "dtype": "float32", "shape": list(array.shape),
+                "axes": "(class, z, y, x): the image array's (x, y, z) axes reversed, as nnU-Net; "
+                        "probabilities.argmax(0).transpose(2, 1, 0) is the mask as nibabel reads it",
+                "image_shape": [int(n) for n in image.shape[:3]], "affine": np.asarray(image.affine).tolist(),
+                "spacing_mm": [float(z) for z in image.header.get_zooms()[:3]], **info}
+
+    def save_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, probabilities=array)
+
+    text = json.dumps(geometry, indent=2) + "\n"
+    return (_atomic(npz_path, save_npz),
+            _atomic(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8")))
 
 
 def overlay_slices(mask: np.ndarray, count: int = 4) -> list[int]:

@@ -5,16 +5,17 @@ Each case is read through the nnunet source's preprocessing with the export's re
 field of view. The target's slices are paired with the nearest slice of every other sequence
 given; the method runs in eval mode on sliding windows at the training crop size
 (:mod:`dafnet.inference.sliding_window`), the same window cut from every sequence, with the
-probabilities blended by a Gaussian; the argmax of the chosen prediction type is mapped back to
-the target file's original grid with the volume's
-:class:`~dafnet.data.preprocess.PreprocessRecord`, and a uint8 mask and an overlay PNG are written.
+probabilities blended by a Gaussian (``mirror``: averaged over the in-plane flips too); the
+probabilities of the chosen prediction type are mapped back to the target file's original grid
+with the volume's :class:`~dafnet.data.preprocess.PreprocessRecord`, and their argmax is written
+as a uint8 mask with an overlay PNG (:mod:`dafnet.inference.combine`, which also averages the
+exports of an ensemble: :mod:`dafnet.inference.ensemble`).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,34 +26,12 @@ from dafnet.data.datalist import PREPROCESS_KEYS, StagedCase, StagedNnUNet, prep
 from dafnet.data.pairing import nearest_slices
 from dafnet.data.plans import exported_spacing
 from dafnet.errors import DafnetError
+from dafnet.inference.combine import CaseProbabilities, CaseResult, combine
 from dafnet.inference.inputs import InputCases, resolve_channels
-from dafnet.inference.outputs import output_names, write_mask, write_overlay
-from dafnet.inference.sliding_window import sliding_window_inference, window_positions
+from dafnet.inference.sliding_window import mirrored, sliding_window_inference, window_positions
 from dafnet.interfaces import Volume
 
 Mode = Literal["single", "fused"]
-
-
-@dataclass
-class CaseResult:
-    """What was predicted for one case."""
-
-    case: str
-    mode: str
-    """The prediction type used: ``fused``, or ``single`` when only the target was given."""
-    sequences: list[str]
-    slices: int
-    """Slices of the target stack the networks saw."""
-    foreground: dict[str, int]
-    """Class name -> voxels of the written mask."""
-    seconds: float
-    mask_path: Path | None = None
-    overlay_path: Path | None = None
-    windows: int = 1
-    """Sliding-window positions per slice."""
-    prediction: np.ndarray | None = field(default=None, repr=False)
-    """(S, H, W) class indices on the network grid (the target's whole field of view at the
-    networks' spacing)."""
 
 
 class Predictor:
@@ -60,7 +39,7 @@ class Predictor:
 
     def __init__(self, export: str | Path, mode: Mode = "fused", target: str | None = None,
                  batch_size: int = 16, device: str | torch.device | None = None,
-                 overlap: float = 0.5) -> None:
+                 overlap: float = 0.5, mirror: bool = False) -> None:
         from dafnet.config.schema import Recipe
         from dafnet.engine.export import load_export, read_index
 
@@ -81,11 +60,13 @@ class Predictor:
         if self.target not in self.modalities:
             raise DafnetError(f"--target {self.target!r} is not a sequence of the export",
                               hint=f"the export knows {list(self.modalities)}")
-        self.mode, self.batch_size, self.overlap = mode, batch_size, overlap
+        self.export = Path(export)
+        self.mode, self.batch_size, self.overlap, self.mirror = mode, batch_size, overlap, mirror
         self.window = tuple(int(n) for n in index["facts"]["image_size"])
         """The networks' training crop (H, W): the sliding window's size."""
         source = self.recipe.data.source
         self.channel_selection = source.params.get("channels")
+        self.label_map = source.params.get("label_map")
         self.note = None
         if all(k in source.params for k in PREPROCESS_KEYS):
             self.preprocessing = preprocessing_values(source.params)
@@ -98,11 +79,17 @@ class Predictor:
                          f"preprocessing params: using the nnunet source's defaults at {size[0]}x{size[1]}")
 
     # ------------------------------------------------------------ input mapping
-    def sequences(self, inputs: InputCases, ignore_unknown: bool = False) -> dict[str, int]:
-        """Export modality -> input channel index; errors when the target or a sequence is unknown."""
-        found = resolve_channels(inputs.info.channel_names, self.channel_selection, self.modalities)
+    def channels(self, inputs: InputCases) -> dict[str, int]:
+        """Export modality -> input channel index, for the modalities the input has."""
+        return resolve_channels(inputs.info.channel_names, self.channel_selection, self.modalities)
+
+    def sequences(self, inputs: InputCases, ignore_unknown: bool = False,
+                  known: set[int] | None = None) -> dict[str, int]:
+        """Export modality -> input channel index; errors when the target or a sequence is unknown
+        (``known``: the channels any export of an ensemble knows; default this export's)."""
+        found = self.channels(inputs)
         used = {c for files in inputs.cases.values() for c in files}
-        unknown = sorted(used - set(found.values()))
+        unknown = sorted(used - (known if known is not None else set(found.values())))
         if unknown and not ignore_unknown:
             names = [inputs.info.channel_names[c] for c in unknown]
             raise DafnetError(f"input sequences {names} of {inputs.info.path} are unknown to the export, "
@@ -154,6 +141,9 @@ class Predictor:
         def predict(images: dict[str, torch.Tensor]) -> torch.Tensor:  # eval mode, no_grad: the method's
             return self.method.predict(images, self.target)[kind]
 
+        if self.mirror:
+            predict = mirrored(predict)
+
         def chunks():
             for start in range(0, target.num_slices, self.batch_size):
                 stop = min(start + self.batch_size, target.num_slices)
@@ -173,10 +163,9 @@ class Predictor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(1).to(self.device)
 
     # ------------------------------------------------------------ one case from files
-    def predict_case(self, case: str, files: dict[str, Path], out_dir: Path | None = None) -> CaseResult:
-        """Read ``files`` (modality -> image), predict, and write ``<case>.nii.gz`` and
-        ``<case>_overlay.png`` under ``out_dir`` (nothing is written when it is None)."""
-        began = time.perf_counter()
+    def case_probabilities(self, case: str, files: dict[str, Path]) -> CaseProbabilities:
+        """Read ``files`` (modality -> image) and predict: the class probabilities on the target
+        file's grid (:meth:`~dafnet.data.preprocess.PreprocessRecord.restore_probabilities`)."""
         present = [m for m in self.modalities if m in files]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # dropped constant slices and the like: not the user's concern here
@@ -185,25 +174,26 @@ class Predictor:
                 volumes = staged.load(field_of_view=True)[0].volumes
                 windows = {m: staged.records[(case, m)].window for m in present}
                 record = staged.records[(case, self.target)]
-        prediction, kind = self.predict_volumes(volumes, windows)
-        mask = record.restore(prediction, "label")
-        counts = np.bincount(mask.ravel(), minlength=len(self.class_names) + 1)
+        probabilities, kind = self.predict_probabilities(volumes, windows)
         used = [self.target] + ([m for m in present if m != self.target] if kind == "fused" else [])
-        result = CaseResult(case, kind, used, int(prediction.shape[0]),
-                            {n: int(counts[i + 1]) for i, n in enumerate(self.class_names)}, 0.0,
-                            windows=self.window_count(prediction.shape[1:]), prediction=prediction)
-        if out_dir is not None:
-            mask_name, overlay_name = output_names(case)
-            result.mask_path = write_mask(out_dir / mask_name, mask, files[self.target])
-            result.overlay_path = write_overlay(
-                out_dir / overlay_name, volumes[self.target].image, prediction, self.class_names,
-                f"{case}: {self.target} ({kind}: {'+'.join(result.sequences)})")
+        return CaseProbabilities(record.restore_probabilities(probabilities), kind, used,
+                                 volumes[self.target].image, record, self.window_count(probabilities.shape[2:]))
+
+    def predict_case(self, case: str, files: dict[str, Path], out_dir: Path | None = None,
+                     save_probabilities: bool = False) -> CaseResult:
+        """Read ``files`` (modality -> image), predict, and write ``<case>.nii.gz`` and
+        ``<case>_overlay.png`` (and ``<case>.npz`` + ``<case>.json`` with ``save_probabilities``)
+        under ``out_dir`` (nothing is written when it is None)."""
+        began = time.perf_counter()
+        result = combine(case, [self.case_probabilities(case, files)], files[self.target], self.class_names,
+                         out_dir, save_probabilities, {"exports": [str(self.export)], "mirror": self.mirror})
         result.seconds = time.perf_counter() - began
         return result
 
-    def cases(self, inputs: InputCases, ignore_unknown: bool = False) -> tuple[dict[str, dict[str, Path]], list[str]]:
+    def cases(self, inputs: InputCases, ignore_unknown: bool = False,
+              known: set[int] | None = None) -> tuple[dict[str, dict[str, Path]], list[str]]:
         """(case -> modality -> file for the cases with a target image, cases without one)."""
-        found = self.sequences(inputs, ignore_unknown)
+        found = self.sequences(inputs, ignore_unknown, known)
         usable, skipped = {}, []
         for case, channels in inputs.cases.items():
             files = {m: channels[c] for m, c in found.items() if c in channels}

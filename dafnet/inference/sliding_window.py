@@ -13,6 +13,10 @@ probabilities are returned as they are.
 
 Several sequences (``inputs``) are cut at the same window positions, so a multimodal method
 (DAFNet: encoders, aligner, fuser, segmentor) runs on each set of co-located windows.
+
+Test-time mirroring (:func:`mirrored`, nnU-Net's ``use_mirroring``): a window set is also
+predicted flipped along the rows, the columns and both (every sequence flipped alike), each
+prediction is flipped back, and the four are averaged.
 """
 
 from __future__ import annotations
@@ -26,6 +30,26 @@ from torch import Tensor
 
 SIGMA_SCALE = 0.125
 """Gaussian sigma as a fraction of the window size (MONAI's ``sigma_scale``, nnU-Net's 1/8)."""
+
+
+MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-2,), (-1,), (-2, -1))
+"""The flips of test-time mirroring: none, rows, columns, both (all combinations of the in-plane
+axes, as nnU-Net mirrors a 2D patch)."""
+
+
+def mirrored(predict: Callable[[dict[str, Tensor]], Tensor]) -> Callable[[dict[str, Tensor]], Tensor]:
+    """``predict`` averaged over :data:`MIRROR_AXES`: every input of the window set is flipped
+    alike, and each output is flipped back before the mean."""
+    def averaged(images: dict[str, Tensor]) -> Tensor:
+        total = None
+        for axes in MIRROR_AXES:
+            flipped = {k: x.flip(axes) for k, x in images.items()} if axes else images
+            out = predict(flipped)
+            out = out.flip(axes) if axes else out
+            total = out if total is None else total + out
+        return total / len(MIRROR_AXES)
+
+    return averaged
 
 
 def window_starts(size: int, window: int, overlap: float = 0.5) -> list[int]:

@@ -210,3 +210,14 @@ def test_exports_with_null_or_a_number_predict_as_before_and_auto_without_a_numb
     code, out, err = run_cli(capsys, "predict", broken, "--input", inputs, "--out", tmp_path / "o")
     assert code == 2 and "spacing_mm: auto but it stores no planned spacing" in " ".join((out + err).split())
     assert not (tmp_path / "o").exists()
+
+
+def test_a_resumed_run_keeps_the_spacing_it_recorded(trained, tmp_path, capsys):
+    """--resume reads plans.json rather than planning again (the weights were trained at it)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "plans.json").write_text(json.dumps({"spacing_mm": [1.5, 1.25], "rule": "edited"}))
+    code, out, err = run_cli(capsys, "train", "--resume", run, "train.epochs=2")
+    assert code == 0, out + err
+    index = json.loads((run / "export" / "dafnet_index.json").read_text())
+    assert index["plans"] == {"spacing_mm": [1.5, 1.25], "rule": "edited"}

@@ -14,7 +14,7 @@ from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.errors import DafnetError
 from dafnet.interfaces import LossOutput, Method
 from dafnet.methods.dafnet import DAFNet
-from dafnet.methods.dafnet_graph import training_graph
+from dafnet.methods.dafnet.graph import training_graph
 from dafnet.registry import registry
 
 GENERATOR_TERMS = {"sup", "adv_mask", "rec", "adv_image", "kl", "z_rec"}
@@ -178,7 +178,7 @@ def test_unlabelled_supervision_uses_only_existing_ground_truth(two):
     torch.manual_seed(3)
     method.eval()  # deterministic forward (no z sampling, fixed BatchNorm statistics)
     try:
-        from dafnet.methods.dafnet_steps import _supervised
+        from dafnet.methods.dafnet.steps import _supervised
         with torch.no_grad():
             graph = training_graph(method, hidden, with_images=False)
             part = _supervised(method, graph, hidden)
@@ -526,7 +526,7 @@ def test_fused_supervision_is_the_supervised_loss_of_the_fused_pairs():
     batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
     out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
     assert "fused_sup" in out.terms and torch.isfinite(out.terms["fused_sup"])
-    from dafnet.methods.dafnet_steps import _fused_supervised
+    from dafnet.methods.dafnet.steps import _fused_supervised
     method.eval()
     try:
         with torch.no_grad():
@@ -547,7 +547,7 @@ def test_anatomy_alignment_is_the_l1_between_warped_and_fixed_anatomies():
     batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
     out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
     assert "anatomy_align" in out.terms and torch.isfinite(out.terms["anatomy_align"])
-    from dafnet.methods.dafnet_steps import _anatomy_alignment
+    from dafnet.methods.dafnet.steps import _anatomy_alignment
     method.eval()
     try:
         with torch.no_grad():

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Method, Params, Phase, ResultTable, RoleSummary
-from dafnet.methods import target_dice as td
+from dafnet.methods.slice_streams import evaluation_dataset, recipe_target
+from dafnet.methods.target_evaluation import dice_statistics, dice_summary, dice_table, metric_inputs
 
 
 class MaskTransferBaseline(Method):
@@ -50,7 +51,7 @@ class MaskTransferBaseline(Method):
     def __init__(self, params, facts: Facts, recipe=None) -> None:
         super().__init__(params, facts, recipe)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = td.recipe_target(recipe, self.modalities)
+        self.target = recipe_target(recipe, self.modalities)
         self.target_index = self.modalities.index(self.target)
         others = [m for m in self.modalities if m != self.target]
         source = params.source or (others[0] if others else None)
@@ -77,7 +78,7 @@ class MaskTransferBaseline(Method):
         return {}
 
     def eval_dataset(self, subjects: list):
-        return td.evaluation_dataset(subjects, self.recipe, self.modalities, self.target,
+        return evaluation_dataset(subjects, self.recipe, self.modalities, self.target,
                                      self.params.pairing, self.params.candidate_radius)
 
     # ------------------------------------------------------------------ prediction
@@ -98,16 +99,16 @@ class MaskTransferBaseline(Method):
         return {"single": F.one_hot(labels, self.num_classes + 1).permute(0, 3, 1, 2).float()}
 
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        return td.dice_statistics(self.predictions(batch), batch, self.target_index)
+        return dice_statistics(self.predictions(batch), batch, self.target_index)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        return td.dice_summary(stats, "single")
+        return dice_summary(stats, "single")
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
-        return td.dice_table(summary, self.target, ("single",), self.kind_note.format(source=self.source))
+        return dice_table(summary, self.target, ("single",), self.kind_note.format(source=self.source))
 
     def evaluation_inputs(self, batch) -> list:
-        return td.metric_inputs(self.predictions(batch), batch, self.target_index, self.target)
+        return metric_inputs(self.predictions(batch), batch, self.target_index, self.target)
 
 
 class CopyBaseline(MaskTransferBaseline):

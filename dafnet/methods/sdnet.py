@@ -2,7 +2,7 @@
 
 The paper's SDNet-single and SDNet-multi benchmarks (Sec. IV-C): one anatomy encoder, modality
 encoder, segmentor, decoder and mask critic, trained on single slices with DAFNet's own graph
-and steps (:mod:`dafnet.methods.dafnet_graph`, :mod:`dafnet.methods.dafnet_steps`) on
+and steps (:mod:`dafnet.methods.dafnet.graph`, :mod:`dafnet.methods.dafnet.steps`) on
 one-modality batches, so there are no cross pairs: no aligner, no fuser, no image critics. The
 terms are L_sup, L_adv^M, L_rec, KL and L_rec^z with DAFNet's weights.
 
@@ -29,8 +29,16 @@ from dafnet.config.schema import ComponentSpec
 from dafnet.interfaces import Facts, HealthSignals, Method, Params, Phase, ResultTable, Role, RoleSummary
 from dafnet.losses import KLDivergenceLoss, L1ReconstructionLoss, LSGANDiscriminatorLoss, SupervisedLoss, \
     ZReconstructionLoss
-from dafnet.methods import dafnet_steps as steps
-from dafnet.methods import target_dice as td
+from dafnet.methods.dafnet import steps
+from dafnet.methods.slice_streams import evaluation_dataset, recipe_target, require_labelled, single_modality_streams
+from dafnet.methods.target_evaluation import (
+    dice_statistics,
+    dice_summary,
+    dice_table,
+    evaluating,
+    metric_inputs,
+    target_health_signals,
+)
 from dafnet.methods.role_outputs import checked, shape_text
 
 
@@ -63,7 +71,7 @@ class SDNet(Method):
     def __init__(self, params: "SDNet.Params", facts: Facts, recipe=None) -> None:
         super().__init__(params, facts, recipe)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = td.recipe_target(recipe, self.modalities)
+        self.target = recipe_target(recipe, self.modalities)
         self.eval_index = self.modalities.index(self.target)
         self.train_modalities = self.modalities if params.mode == "multi" else (self.target,)
         self.num_classes = facts.require("num_classes")
@@ -125,7 +133,7 @@ class SDNet(Method):
         return out
 
     def health_signals(self) -> HealthSignals:
-        return td.health_signals(self.recipe, self.target, self.train_modalities,
+        return target_health_signals(self.recipe, self.target, self.train_modalities,
                                  ("labelled/generator/sup", "unlabelled/generator/sup"))
 
     def summary(self) -> list[RoleSummary]:
@@ -136,7 +144,7 @@ class SDNet(Method):
         model = getattr(self.recipe, "model", None) or {}
         name = lambda role: (model.get(role) or ComponentSpec(name=self.roles[role].default)).name  # noqa: E731
         f = self.built_facts
-        with td.evaluating(self):
+        with evaluating(self):
             s = checked("anatomy encoder", name("anatomy_encoder"), self.anatomy_encoder(x, 0),
                         (1, f.require("anatomy_channels"), h, w), "anatomy")
             z = checked("modality encoder", name("modality_encoder"), self.modality_encoder(x, s),
@@ -155,12 +163,12 @@ class SDNet(Method):
 
     # ------------------------------------------------------------------ data
     def train_streams(self, subjects: list) -> dict:
-        streams = td.single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
-        td.require_labelled("sdnet", streams, self.train_modalities, self.target)
+        streams = single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
+        require_labelled("sdnet", streams, self.train_modalities, self.target)
         return streams
 
     def eval_dataset(self, subjects: list):
-        return td.evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
+        return evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
 
     # ------------------------------------------------------------------ evaluation
     def predict_slices(self, images: Tensor) -> Tensor:
@@ -168,18 +176,18 @@ class SDNet(Method):
         return self.segmentor(self.anatomy_encoder(images, 0).anatomy).probabilities
 
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.eval_index, 0])
-        return td.dice_statistics({"single": prediction}, batch, self.eval_index)
+        return dice_statistics({"single": prediction}, batch, self.eval_index)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        return td.dice_summary(stats, "single")
+        return dice_summary(stats, "single")
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
-        return td.dice_table(summary, self.target, ("single",),
+        return dice_table(summary, self.target, ("single",),
                              f"single: Seg(s_{self.target}), trained on {', '.join(self.train_modalities)}")
 
     def evaluation_inputs(self, batch) -> list:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.eval_index, 0])
-        return td.metric_inputs({"single": prediction}, batch, self.eval_index, self.target)
+        return metric_inputs({"single": prediction}, batch, self.eval_index, self.target)

@@ -25,7 +25,15 @@ from dafnet.components.init import ConvBlock, conv2d, count_trainable
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, HealthSignals, LossOutput, Method, Params, Phase, ResultTable, RoleSummary
 from dafnet.losses import SupervisedLoss
-from dafnet.methods import target_dice as td
+from dafnet.methods.slice_streams import evaluation_dataset, recipe_target, require_labelled, single_modality_streams
+from dafnet.methods.target_evaluation import (
+    dice_statistics,
+    dice_summary,
+    dice_table,
+    evaluating,
+    metric_inputs,
+    target_health_signals,
+)
 
 
 class UNet2D(nn.Module):
@@ -79,7 +87,7 @@ class UNet(Method):
     def __init__(self, params: "UNet.Params", facts: Facts, recipe=None) -> None:
         super().__init__(params, facts, recipe)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = td.recipe_target(recipe, self.modalities)
+        self.target = recipe_target(recipe, self.modalities)
         self.target_index = self.modalities.index(self.target)
         if params.train_on is not None:
             if params.mode == "multi":
@@ -107,12 +115,12 @@ class UNet(Method):
         return [Phase("labelled/unet", "unet", "labelled", self.step)]
 
     def health_signals(self) -> HealthSignals:
-        return td.health_signals(self.recipe, self.target, self.train_modalities, ("labelled/unet/sup",))
+        return target_health_signals(self.recipe, self.target, self.train_modalities, ("labelled/unet/sup",))
 
     def summary(self) -> list[RoleSummary]:
         h, w = self.facts.require("image_size")
         p = next(self.parameters())
-        with td.evaluating(self):
+        with evaluating(self):
             out = self.unet(torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype))
         return [RoleSummary("unet", f"unet ({self.params.mode})", "x".join(map(str, out.shape)),
                             count_trainable(self.unet))]
@@ -125,12 +133,12 @@ class UNet(Method):
 
     # ------------------------------------------------------------------ data
     def train_streams(self, subjects: list) -> dict:
-        streams = td.single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
-        td.require_labelled("unet", streams, self.train_modalities, self.target)
+        streams = single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
+        require_labelled("unet", streams, self.train_modalities, self.target)
         return {"labelled": streams["labelled"]}
 
     def eval_dataset(self, subjects: list):
-        return td.evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
+        return evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
 
     # ------------------------------------------------------------------ evaluation
     def predict_slices(self, images: Tensor) -> Tensor:
@@ -138,20 +146,20 @@ class UNet(Method):
         return torch.softmax(self.unet(images), dim=1)
 
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.target_index, 0])
-        return td.dice_statistics({"single": prediction}, batch, self.target_index)
+        return dice_statistics({"single": prediction}, batch, self.target_index)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        return td.dice_summary(stats, "single")
+        return dice_summary(stats, "single")
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
         trained = ", ".join(self.train_modalities)
-        return td.dice_table(summary, self.target, ("single",),
+        return dice_table(summary, self.target, ("single",),
                              f"single: U-Net({self.target}), trained on {trained} ({self.params.mode})")
 
     def evaluation_inputs(self, batch) -> list:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.target_index, 0])
-        return td.metric_inputs({"single": prediction}, batch, self.target_index, self.target)
+        return metric_inputs({"single": prediction}, batch, self.target_index, self.target)
 

@@ -1,24 +1,21 @@
-"""DAFNet (Chartsias et al., IEEE TMI 2020) as a registered method (registry: dafnet).
+"""The DAFNet method class (registry: dafnet).
 
 Builds its networks from the recipe's roles in dependency order (facts flow from the
 anatomy encoder to everything after it), defines the optimizer groups and the phases of
 one iteration (method.md 3), the training streams and the evaluation. The graph, the
-steps and the predictions live in ``dafnet_graph``, ``dafnet_steps`` and ``dafnet_inference``.
+steps and the predictions live in :mod:`.graph`, :mod:`.steps` and :mod:`.inference`.
 See docs/method.md.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from functools import partial
 from typing import Literal
 
-import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from dafnet.builder import build_and_declare
-from dafnet.components.init import count_trainable
 from dafnet.config.schema import ComponentSpec
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, training_streams
 from dafnet.data.splits import annotated_subjects
@@ -31,11 +28,12 @@ from dafnet.losses import (
     SupervisedLoss,
     ZReconstructionLoss,
 )
-from dafnet.methods import dafnet_steps as steps
-from dafnet.methods.dafnet_alignment import alignment_summary
-from dafnet.methods.dafnet_inference import evaluation_statistics, predict_target
-from dafnet.methods.role_outputs import checked, shape_text
-from dafnet.methods.target_dice import dice_summary, dice_table
+from dafnet.methods.dafnet import steps
+from dafnet.methods.dafnet.alignment import alignment_summary
+from dafnet.methods.dafnet.inference import evaluation_statistics, predict_images
+from dafnet.methods.dafnet.summary import role_summary
+from dafnet.methods.slice_streams import recipe_target
+from dafnet.methods.target_evaluation import dice_summary, dice_table, evaluating
 
 
 class DAFNet(Method):
@@ -86,10 +84,8 @@ class DAFNet(Method):
         self.modalities = tuple(facts.require("modalities"))
         if len(self.modalities) < 2:
             raise DafnetError(f"DAFNet needs at least two modalities, got {self.modalities}")
-        target = getattr(getattr(recipe, "data", None), "target", None) or self.modalities[-1]
-        if target not in self.modalities:
-            raise DafnetError(f"target {target!r} is not one of the modalities {self.modalities}")
-        self.target, self.target_index = target, self.modalities.index(target)
+        self.target = recipe_target(recipe, self.modalities)
+        self.target_index = self.modalities.index(self.target)
         self.num_candidates = params.num_candidates
         if self.num_candidates > 2 * params.candidate_radius + 1:
             raise DafnetError(f"num_candidates {self.num_candidates} exceeds the {2 * params.candidate_radius + 1} "
@@ -202,43 +198,8 @@ class DAFNet(Method):
     def summary(self) -> list[RoleSummary]:
         """One batch-1 forward of every role, each output checked against its kind's contract
         (the engine runs this before training, so a plugin that breaks it is named at once)."""
-        h, w = self.facts.require("image_size")
-        p = next(self.parameters())
-        x = torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype)
-        c, name = self.facts.require("anatomy_channels"), lambda role: self.spec(role).name  # noqa: E731
-        anatomy = (1, c, h, w)
-        rows = []
-        with self._evaluating():
-            s = checked("anatomy encoder", name("anatomy_encoder"), self.anatomy_encoder(x, 0), anatomy, "anatomy")
-            z = checked("modality encoder", name("modality_encoder"), self.modality_encoder(x, s), (1, self.z_dim), "z")
-            outputs = {
-                "anatomy_encoder": s, "modality_encoder": z,
-                "segmentor": checked("segmentor", name("segmentor"), self.segmentor(s),
-                                     (1, self.num_classes + 1, h, w), "probabilities"),
-                "aligner": checked("aligner", name("aligner"), self.aligner(s, s), anatomy, "warped"),
-                "fuser": checked("fuser", name("fuser"), self.fuser([s, s]), anatomy),
-                "decoder": checked("decoder", name("decoder"), self.decoder(s, z), (1, self.facts.image_channels, h, w)),
-            }
-            for role, out in outputs.items():
-                rows.append(RoleSummary(role, name(role), shape_text(out), count_trainable(getattr(self, role))))
-            critic = name("discriminator")
-            if self.mask_discriminator is not None:
-                masks = torch.zeros(1, self.num_classes, h, w, device=x.device, dtype=x.dtype)
-                score = self.mask_discriminator(masks)
-                checked("mask discriminator", critic, score, None)
-                rows.append(RoleSummary("mask_discriminator", critic, shape_text(score),
-                                        count_trainable(self.mask_discriminator)))
-            for m, net in zip(self.modalities, self.image_discriminators or []):
-                score = net(x)
-                checked("image discriminator", critic, score, None)
-                rows.append(RoleSummary(f"image_discriminator_{m}", critic, shape_text(score), count_trainable(net)))
-            if self.pairing_head is not None:
-                out = checked("pairing head", name("pairing_head"),
-                              self.pairing_head(s, s.unsqueeze(1).expand(-1, self.num_candidates, -1, -1, -1)),
-                              (1, self.num_candidates), "weights")
-                rows.append(RoleSummary("pairing_head", name("pairing_head"), shape_text(out),
-                                        count_trainable(self.pairing_head)))
-        return rows
+        with evaluating(self):
+            return role_summary(self)
 
     # ------------------------------------------------------------------ data
     def sample_config(self) -> SampleConfig:
@@ -262,23 +223,13 @@ class DAFNet(Method):
         return PairedSliceDataset(subjects, self.sample_config(), training=False)
 
     # ------------------------------------------------------------------ evaluation
-    @contextmanager
-    def _evaluating(self):
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.train(was_training)
-
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        with self._evaluating():
+        with evaluating(self):
             return evaluation_statistics(self, batch)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
         """Paper Dice per volume (mean, std) and 3D Dice per prediction type; monitor = 1 - fused Dice;
-        with coordinates in the data, the alignment error in mm (dafnet_alignment)."""
+        with coordinates in the data, the alignment error in mm (:mod:`.alignment`)."""
         return {**dice_summary(stats, "fused"), **alignment_summary(stats)}
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
@@ -289,10 +240,10 @@ class DAFNet(Method):
                                f"fused: Seg({fuser}(s_target, aligned others))")
 
     def evaluation_inputs(self, batch) -> list:
-        """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; dafnet_evaluation)."""
-        from dafnet.methods.dafnet_evaluation import evaluation_inputs
+        """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; :mod:`.evaluation`)."""
+        from dafnet.methods.dafnet.evaluation import evaluation_inputs
 
-        with self._evaluating():
+        with evaluating(self):
             return evaluation_inputs(self, batch)
 
     # ------------------------------------------------------------------ inference
@@ -303,22 +254,5 @@ class DAFNet(Method):
         (B, k, 1, H, W) candidates (nearest first) for the ``weighted`` type. Missing
         modalities are left out; with none besides the target every type equals ``single``.
         """
-        target = target or self.target
-        unknown = [m for m in list(images) + [target] if m not in self.modalities]
-        if unknown:
-            raise DafnetError(f"unknown modalities {unknown}", hint=f"this model knows {self.modalities}")
-        if target not in images:
-            raise DafnetError(f"predict: the target {target!r} image is missing")
-        anchors, candidates = {}, {}
-        for name, x in images.items():
-            m = self.modalities.index(name)
-            x = x.unsqueeze(1) if x.ndim == 3 else x
-            if x.ndim == 5:
-                if x.shape[1] != self.num_candidates:
-                    raise DafnetError(f"predict: {name!r} has {x.shape[1]} candidates, the model uses "
-                                      f"{self.num_candidates}")
-                candidates[m], x = x, x[:, 0]
-            anchors[m] = x
-        t = self.modalities.index(target)
-        with self._evaluating():
-            return predict_target(self, t, anchors, None, candidates if len(candidates) else None)
+        with evaluating(self):
+            return predict_images(self, images, target or self.target)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from dafnet.interfaces import LossOutput
 from dafnet.losses import one_hot_target
-from dafnet.methods.dafnet_graph import Cross, Graph, first_candidate, rows, training_graph
+from dafnet.methods.dafnet.graph import Cross, Graph, first_candidate, rows, training_graph
 
 
 @contextmanager

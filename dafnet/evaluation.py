@@ -235,7 +235,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     output folder (default ``<run>/evaluation/<evaluation_folder_name(...)>``); an existing
     non-empty one is an error unless ``overwrite``, which replaces it whole."""
     from dafnet.assemble import build_data_source
-    from dafnet.engine.export import facts_from_json, load_export, read_index
+    from dafnet.engine.export import exported_recipe, facts_from_json, load_export, read_index
 
     if split not in SPLITS:
         raise DafnetError(f"unknown split {split!r}", hint=f"one of {', '.join(SPLITS)}")
@@ -255,7 +255,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     method = load_export(export, device=device, overrides=overrides)
     exported_facts = facts_from_json(index["facts"])
-    recipe, other_data = _recipe_with_data(method.recipe, data)  # the stored recipe, overridden
+    recipe, other_data = _recipe_with_data(exported_recipe(export, overrides), data)  # the stored recipe, overridden
     if pairing is not None:
         if "pairing" not in type(method.params).model_fields:
             raise DafnetError(f"--pairing: method {recipe.method.name!r} has no pairing option")

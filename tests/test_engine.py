@@ -100,17 +100,17 @@ class ToyMethod(I.Method):
         hidden: int = Field(6, ge=1, description="generator hidden units")
         phases: tuple[str, ...] | None = Field(None, description="run only these phases")
 
-    def __init__(self, params, facts, recipe):
-        super().__init__(params, facts, recipe)
+    def __init__(self, params, facts, context):
+        super().__init__(params, facts, context)
         n = SIDE * SIDE
         layers = [nn.Linear(n, params.hidden)]
         if params.batchnorm:
             layers.append(nn.BatchNorm1d(params.hidden))
         layers += [nn.Tanh(), nn.Linear(params.hidden, n)]
         self.generator = nn.Sequential(*layers)
-        spec = recipe.model["critic"]
-        self.critic = build("discriminator", spec.name, spec.params, facts, "model.critic")
-        self.w_adv = recipe.losses.get("adversarial", 0.1)
+        choice = self.component("critic")
+        self.critic = build("discriminator", choice.name, choice.params, facts, "model.critic")
+        self.w_adv = self.resolved_weights().get("adversarial", 0.1)
 
     def networks(self):
         return {"generator": self.generator, "critic": self.critic}

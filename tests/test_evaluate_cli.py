@@ -226,7 +226,7 @@ def test_overrides_change_choices_without_weights(run, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["info"]["overrides"] == ["model.fuser.name=mean"]
     plain, mean = load_export(run), load_export(run, overrides=["model.fuser.name=mean"])
     assert isinstance(plain.fuser, MaxFuser) and isinstance(mean.fuser, MeanFuser)
-    assert mean.recipe.model["fuser"].name == "mean"
+    assert mean.context.components["fuser"].name == "mean"
     for role, net in plain.networks().items():  # the same weights, only the fuser differs
         theirs = mean.networks()[role].state_dict()
         assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())

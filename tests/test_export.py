@@ -130,15 +130,15 @@ def test_weights_that_do_not_fit(trained, tmp_path):
 
 
 def test_export_is_replaced_atomically(trained):
-    from dafnet.engine.export import write_export
+    from dafnet.engine.export import exported_recipe, write_export
     from dafnet.engine import load_export
 
     method = load_export(trained.export_dir)
     with torch.no_grad():
         for p in method.generator.parameters():
             p.add_(1.0)
-    write_export(trained.export_dir, networks=method.networks(), recipe=method.recipe, facts=method.facts,
-                 weights={"source": "test"})
+    write_export(trained.export_dir, networks=method.networks(), recipe=exported_recipe(trained.export_dir),
+                 facts=method.facts, weights={"source": "test"})
     reloaded = load_export(trained.export_dir)
     assert all(torch.equal(a, b) for a, b in zip(method.generator.parameters(), reloaded.generator.parameters()))
     assert json.loads((trained.export_dir / "dafnet_index.json").read_text())["weights"] == {"source": "test"}

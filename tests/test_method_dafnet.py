@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -118,13 +119,12 @@ def test_summary_lists_roles_shapes_and_exact_parameter_counts(two):
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_streams_follow_the_annotation_fraction(two, fraction):
     method, subjects = two
-    original = method.recipe
-    method.recipe = original.model_copy(
-        update={"data": original.data.model_copy(update={"annotation_fraction": fraction})})
+    original = method.context
+    method.context = dataclasses.replace(original, annotation_fraction=fraction)
     try:
         streams = method.train_streams(subjects)
     finally:
-        method.recipe = original
+        method.context = original
     n_labelled = round(fraction * len(subjects))
     assert len(streams["labelled"]) == 3 * n_labelled
     assert len(streams["unlabelled"]) == 3 * (len(subjects) - n_labelled)

@@ -15,7 +15,7 @@ from dafnet.assemble import assemble
 from dafnet.components.aligners.thin_plate import sample
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, Method, MetricInputs
+from dafnet.interfaces import Facts, Method, MethodContext, MetricInputs
 from dafnet.metrics.dice import DiceMetric, class_overlaps_per_slice, monai_dice_per_volume
 from dafnet.metrics.figures import FiguresMetric
 from dafnet.metrics.hd95 import HD95Metric, hd95
@@ -284,7 +284,7 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
 
 def test_a_method_without_evaluation_inputs_says_so():
     class Bare:
-        recipe = None
+        context = MethodContext(method="bare")
 
-    with pytest.raises(DafnetError, match="does not support dafnet evaluate"):
+    with pytest.raises(DafnetError, match="method bare does not support dafnet evaluate"):
         Method.evaluation_inputs(Bare(), {})

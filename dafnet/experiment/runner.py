@@ -107,12 +107,12 @@ def _test_subjects(recipe, splits: dict) -> tuple[list, str]:
 
 def evaluate_export(folder: Path) -> dict:
     """per_volume.json of a trained cell: its exported weights over its own test split."""
-    from dafnet.engine import load_export
+    from dafnet.engine.export import exported_recipe, load_export
 
-    method = load_export(folder)
+    method, recipe = load_export(folder), exported_recipe(folder)
     splits = json.loads((folder / "splits.json").read_text())
-    subjects, part = _test_subjects(method.recipe, splits)
-    stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
+    subjects, part = _test_subjects(recipe, splits)
+    stats, ids = evaluation_statistics(method, subjects, recipe.train.batch_size)
     data = {"evaluated_on": part, "dice": per_volume_dice(stats, ids)}
     _write_json(folder / "per_volume.json", data)
     return data
@@ -147,7 +147,7 @@ def evaluate_untrained(recipe, folder: Path) -> dict:
 def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
     """A cell of a method with ``evaluate_from``: the export of the trained cell ``cell.evaluates``
     (a sibling folder), rebuilt with ``cell.evaluation_overrides``, over that cell's test split."""
-    from dafnet.engine import load_export
+    from dafnet.engine.export import exported_recipe, load_export
     from dafnet.engine.rundir import recipe_yaml
 
     source = folder.parent / cell.evaluates
@@ -155,12 +155,13 @@ def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
         raise DafnetError(f"cell {cell.evaluates} has not finished, so there is nothing to evaluate",
                           hint="run the experiment again once it has trained")
     method = load_export(source, overrides=cell.evaluation_overrides)
+    recipe = exported_recipe(source, cell.evaluation_overrides)
     splits = json.loads((source / "splits.json").read_text())
-    subjects, part = _test_subjects(method.recipe, splits)
-    stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
+    subjects, part = _test_subjects(recipe, splits)
+    stats, ids = evaluation_statistics(method, subjects, recipe.train.batch_size)
     trained = json.loads((source / "summary.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "recipe.yaml").write_text(recipe_yaml(method.recipe), encoding="utf-8")
+    (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
     _write_json(folder / "splits.json", splits)
     _write_json(folder / "per_volume.json", {"evaluated_on": part, "dice": per_volume_dice(stats, ids)})
     summary = {k: float(v) for k, v in method.evaluation_summary(stats).items()}

@@ -28,8 +28,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, Method, Params, Phase, ResultTable, RoleSummary
-from dafnet.methods.slice_streams import evaluation_dataset, recipe_target
+from dafnet.interfaces import Facts, Method, MethodContext, Params, Phase, ResultTable, RoleSummary
+from dafnet.methods.slice_streams import evaluation_dataset
 from dafnet.methods.target_evaluation import dice_statistics, dice_summary, dice_table, metric_inputs
 
 
@@ -48,10 +48,10 @@ class MaskTransferBaseline(Method):
             "expert", description="expert: nearest source slice; shuffled: a random slice within +-radius")
         candidate_radius: int = Field(2, ge=0, le=8, description="window of shuffled pairing (+-slices)")
 
-    def __init__(self, params, facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = recipe_target(recipe, self.modalities)
+        self.target = self.target_modality(self.modalities)
         self.target_index = self.modalities.index(self.target)
         others = [m for m in self.modalities if m != self.target]
         source = params.source or (others[0] if others else None)
@@ -78,7 +78,7 @@ class MaskTransferBaseline(Method):
         return {}
 
     def eval_dataset(self, subjects: list):
-        return evaluation_dataset(subjects, self.recipe, self.modalities, self.target,
+        return evaluation_dataset(subjects, self.context, self.modalities, self.target,
                                      self.params.pairing, self.params.candidate_radius)
 
     # ------------------------------------------------------------------ prediction
@@ -140,8 +140,8 @@ class RegisterBaseline(MaskTransferBaseline):
         bspline_iterations: int = Field(100, ge=1, description="L-BFGS-B iterations per level (B-spline)")
         threads: int = Field(1, ge=1, description="SimpleITK threads (1 keeps the result reproducible)")
 
-    def __init__(self, params, facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         if len(params.shrink_factors) != len(params.smoothing_sigmas):
             raise DafnetError("register: shrink_factors and smoothing_sigmas need one entry per level",
                               hint=f"got {list(params.shrink_factors)} and {list(params.smoothing_sigmas)}")

@@ -15,37 +15,19 @@ from torch.utils.data import ConcatDataset, Dataset
 from dafnet.data.slices import PairedSliceDataset, SampleConfig
 from dafnet.data.splits import annotated_subjects
 from dafnet.errors import DafnetError
+from dafnet.interfaces import MethodContext
 
 
-def recipe_target(recipe, modalities: tuple[str, ...]) -> str:
-    target = getattr(getattr(recipe, "data", None), "target", None) or modalities[-1]
-    if target not in modalities:
-        raise DafnetError(f"target {target!r} is not one of the modalities {modalities}")
-    return target
-
-
-def _recipe_value(recipe, section: str, key: str, default):
-    part = getattr(recipe, section, None)
-    return getattr(part, key, default) if part is not None else default
-
-
-def rotation_and_seed(recipe) -> tuple[float, int]:
-    data = getattr(recipe, "data", None)
-    rotation = data.augment.rotation_degrees if data is not None else 0.0
-    return rotation, _recipe_value(recipe, "train", "seed", 0)
-
-
-def single_modality_streams(subjects: list, recipe, train_modalities: tuple[str, ...],
+def single_modality_streams(subjects: list, context: MethodContext, train_modalities: tuple[str, ...],
                             target: str) -> dict[str, Dataset]:
     """``labelled``: slices with masks of every training modality (target masks only of annotated
     subjects); ``unlabelled``: the target slices of the other subjects (masks hidden)."""
-    fraction = _recipe_value(recipe, "data", "annotation_fraction", 1.0)
-    seed = _recipe_value(recipe, "data", "annotation_seed", 0)
-    annotated = {str(i) for i in annotated_subjects([s.id for s in subjects], fraction, seed)}
-    rotation, train_seed = rotation_and_seed(recipe)
+    subject_ids = [s.id for s in subjects]
+    annotated = {str(i) for i in annotated_subjects(subject_ids, context.annotation_fraction,
+                                                    context.annotation_seed)}
     labelled, unlabelled = [], []
     for modality in train_modalities:
-        config = SampleConfig((modality,), modality, rotation_degrees=rotation, seed=train_seed)
+        config = SampleConfig((modality,), modality, rotation_degrees=context.rotation_degrees, seed=context.seed)
         with_labels = [s for s in subjects if modality in s.volumes and s.volumes[modality].label is not None
                        and (modality != target or str(s.id) in annotated)]
         labelled.append(PairedSliceDataset(with_labels, config, training=True))
@@ -68,13 +50,11 @@ def require_labelled(name: str, streams: dict[str, Dataset], train_modalities, t
                                "the source masks are used (a single-modality model cannot learn at 0%)")
 
 
-def evaluation_dataset(subjects: list, recipe, modalities: tuple[str, ...], target: str,
+def evaluation_dataset(subjects: list, context: MethodContext, modalities: tuple[str, ...], target: str,
                        pairing: str = "expert", radius: int = 2) -> PairedSliceDataset:
     """Every target slice with its paired slice of every other modality (no augmentation)."""
-    _, seed = rotation_and_seed(recipe)
-    config = SampleConfig(modalities, target, 1, radius, pairing, 0.0, seed)
+    config = SampleConfig(modalities, target, 1, radius, pairing, 0.0, context.seed)
     return PairedSliceDataset(subjects, config, training=False)
 
 
-__all__ = ["evaluation_dataset", "recipe_target", "require_labelled", "rotation_and_seed",
-           "single_modality_streams"]
+__all__ = ["evaluation_dataset", "require_labelled", "single_modality_streams"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dafnet.interfaces import HealthSignals, MetricInputs, ResultTable
+from dafnet.interfaces import HealthSignals, MethodContext, MetricInputs, ResultTable
 from dafnet.metrics.dice import class_overlaps_per_slice, dice_3d_per_volume, mean_per_volume, \
     paper_dice_per_slice, summarise_percent
 
@@ -59,11 +59,11 @@ def dice_summary(stats: dict[str, Tensor], monitor_kind: str) -> dict[str, float
     return out
 
 
-def target_health_signals(recipe, target: str, train_modalities, supervised_losses: tuple[str, ...]) -> HealthSignals:
+def target_health_signals(context: MethodContext, target: str, train_modalities,
+                          supervised_losses: tuple[str, ...]) -> HealthSignals:
     """The supervised loss always; the target Dice only when target labels are among the training
     data (a model trained on another modality scores about chance on the target, as it should)."""
-    fraction = getattr(getattr(recipe, "data", None), "annotation_fraction", 1.0)
-    sees_target = target in train_modalities and fraction > 0
+    sees_target = target in train_modalities and context.annotation_fraction > 0
     return HealthSignals(supervised_losses=supervised_losses, validation_dice="dice_single" if sees_target else None)
 
 

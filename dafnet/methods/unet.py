@@ -23,9 +23,19 @@ from typing import Literal
 from dafnet.components.anatomy import ContractingPath, UpStage
 from dafnet.components.init import ConvBlock, conv2d, count_trainable
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, HealthSignals, LossOutput, Method, Params, Phase, ResultTable, RoleSummary
+from dafnet.interfaces import (
+    Facts,
+    HealthSignals,
+    LossOutput,
+    Method,
+    MethodContext,
+    Params,
+    Phase,
+    ResultTable,
+    RoleSummary,
+)
 from dafnet.losses import SupervisedLoss
-from dafnet.methods.slice_streams import evaluation_dataset, recipe_target, require_labelled, single_modality_streams
+from dafnet.methods.slice_streams import evaluation_dataset, require_labelled, single_modality_streams
 from dafnet.methods.target_evaluation import (
     dice_statistics,
     dice_summary,
@@ -84,10 +94,10 @@ class UNet(Method):
         ce_weight: float = Field(0.01, ge=0, description="cross-entropy weight inside L_sup = (1 - Dice) + w CE")
         dice_smooth: float = Field(1e-12, gt=0, description="smoothing of the soft Dice in L_sup")
 
-    def __init__(self, params: "UNet.Params", facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params: UNet.Params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = recipe_target(recipe, self.modalities)
+        self.target = self.target_modality(self.modalities)
         self.target_index = self.modalities.index(self.target)
         if params.train_on is not None:
             if params.mode == "multi":
@@ -98,8 +108,7 @@ class UNet(Method):
         self.train_modalities = (self.modalities if params.mode == "multi"
                                  else (params.train_on or self.target,))
         self.num_classes = facts.require("num_classes")
-        self.weights = dict(self.loss_weights)
-        self.weights.update(getattr(recipe, "losses", None) or {})
+        self.weights = self.resolved_weights()
         self.unet = UNet2D(facts.image_channels, self.num_classes + 1, params.base_filters, params.depth)
         self.supervised = SupervisedLoss(SupervisedLoss.Params(ce_weight=params.ce_weight,
                                                                smooth=params.dice_smooth), facts)
@@ -115,7 +124,7 @@ class UNet(Method):
         return [Phase("labelled/unet", "unet", "labelled", self.step)]
 
     def health_signals(self) -> HealthSignals:
-        return target_health_signals(self.recipe, self.target, self.train_modalities, ("labelled/unet/sup",))
+        return target_health_signals(self.context, self.target, self.train_modalities, ("labelled/unet/sup",))
 
     def summary(self) -> list[RoleSummary]:
         h, w = self.facts.require("image_size")
@@ -133,12 +142,12 @@ class UNet(Method):
 
     # ------------------------------------------------------------------ data
     def train_streams(self, subjects: list) -> dict:
-        streams = single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
+        streams = single_modality_streams(subjects, self.context, self.train_modalities, self.target)
         require_labelled("unet", streams, self.train_modalities, self.target)
         return {"labelled": streams["labelled"]}
 
     def eval_dataset(self, subjects: list):
-        return evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
+        return evaluation_dataset(subjects, self.context, self.modalities, self.target)
 
     # ------------------------------------------------------------------ evaluation
     def predict_slices(self, images: Tensor) -> Tensor:

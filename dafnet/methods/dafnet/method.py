@@ -15,24 +15,25 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.builder import build_and_declare
-from dafnet.config.schema import ComponentSpec
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, training_streams
 from dafnet.data.splits import annotated_subjects
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, HealthSignals, Method, Params, Phase, ResultTable, Role, RoleSummary
-from dafnet.losses import (
-    KLDivergenceLoss,
-    L1ReconstructionLoss,
-    LSGANDiscriminatorLoss,
-    SupervisedLoss,
-    ZReconstructionLoss,
+from dafnet.interfaces import (
+    Facts,
+    HealthSignals,
+    Method,
+    MethodContext,
+    Params,
+    Phase,
+    ResultTable,
+    Role,
+    RoleSummary,
 )
 from dafnet.methods.dafnet import steps
 from dafnet.methods.dafnet.alignment import alignment_summary
 from dafnet.methods.dafnet.inference import evaluation_statistics, predict_images
 from dafnet.methods.dafnet.summary import role_summary
-from dafnet.methods.slice_streams import recipe_target
+from dafnet.methods.roles import build_role
 from dafnet.methods.target_evaluation import dice_summary, dice_table, evaluating
 
 
@@ -79,57 +80,41 @@ class DAFNet(Method):
             "stays at its initial identity); from epoch N + 1 the aligner trains as usual. Lets the anatomies "
             "form before the aligner learns to match them. Evaluation always uses the aligner (docs/method.md)")
 
-    def __init__(self, params: "DAFNet.Params", facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params: DAFNet.Params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         self.modalities = tuple(facts.require("modalities"))
         if len(self.modalities) < 2:
             raise DafnetError(f"DAFNet needs at least two modalities, got {self.modalities}")
-        self.target = recipe_target(recipe, self.modalities)
+        self.target = self.target_modality(self.modalities)
         self.target_index = self.modalities.index(self.target)
         self.num_candidates = params.num_candidates
         if self.num_candidates > 2 * params.candidate_radius + 1:
             raise DafnetError(f"num_candidates {self.num_candidates} exceeds the {2 * params.candidate_radius + 1} "
                               f"slices within +-{params.candidate_radius}", hint="raise candidate_radius")
         self.num_classes = facts.require("num_classes")
-        self.weights = dict(self.loss_weights)
-        self.weights.update(getattr(recipe, "losses", None) or {})
+        self.weights = self.resolved_weights()
         self.epoch = 1  # the epoch being trained (start_epoch); the warm-ups derive from it
         self._build(facts.with_(num_candidates=self.num_candidates))
-        f = self.facts
-        self.supervised = SupervisedLoss(
-            SupervisedLoss.Params(ce_weight=params.ce_weight, smooth=params.dice_smooth), f)
-        self.kl = KLDivergenceLoss(KLDivergenceLoss.Params(), f)
-        self.l1 = L1ReconstructionLoss(L1ReconstructionLoss.Params(), f)
-        self.z_reconstruction = ZReconstructionLoss(ZReconstructionLoss.Params(), f)
-        self.lsgan_discriminator = LSGANDiscriminatorLoss(LSGANDiscriminatorLoss.Params(), f)
+        steps.add_loss_terms(self, params, self.facts)
 
     # ------------------------------------------------------------------ building
-    def spec(self, role: str) -> ComponentSpec:
-        model = getattr(self.recipe, "model", None) or {}
-        return model.get(role) or ComponentSpec(name=self.roles[role].default)
-
-    def _component(self, role: str, facts: Facts, path: str | None = None):
-        spec = self.spec(role)
-        return build_and_declare(self.roles[role].kind, spec.name, spec.params, facts, path or f"model.{role}")
-
     def _build(self, facts: Facts) -> None:
-        self.anatomy_encoder, facts = self._component("anatomy_encoder", facts)
-        self.modality_encoder, facts = self._component("modality_encoder", facts)
+        self.anatomy_encoder, facts = build_role(self, "anatomy_encoder", facts)
+        self.modality_encoder, facts = build_role(self, "modality_encoder", facts)
         self.z_dim = facts.require("z_dim")
-        self.segmentor, facts = self._component("segmentor", facts)
-        self.aligner, facts = self._component("aligner", facts)
-        self.fuser, facts = self._component("fuser", facts)
-        self.decoder, facts = self._component("decoder", facts)
+        self.segmentor, facts = build_role(self, "segmentor", facts)
+        self.aligner, facts = build_role(self, "aligner", facts)
+        self.fuser, facts = build_role(self, "fuser", facts)
+        self.decoder, facts = build_role(self, "decoder", facts)
         self.mask_discriminator = None
         if self.weights["adv_mask"] > 0:
-            self.mask_discriminator, _ = self._component(
-                "discriminator", facts.with_(critic_channels=self.num_classes), "model.discriminator")
+            self.mask_discriminator, _ = build_role(self, "discriminator", facts.with_(critic_channels=self.num_classes))
         self.image_discriminators = None
         if self.weights["adv_image"] > 0:
             self.image_discriminators = nn.ModuleList(
-                self._component("discriminator", facts.with_(critic_channels=facts.image_channels))[0]
+                build_role(self, "discriminator", facts.with_(critic_channels=facts.image_channels))[0]
                 for _ in self.modalities)
-        self.pairing_head = self._component("pairing_head", facts)[0] if self.num_candidates > 1 else None
+        self.pairing_head = build_role(self, "pairing_head", facts)[0] if self.num_candidates > 1 else None
         self.facts = facts
 
     ADVERSARIAL_TERMS = ("adv_mask", "adv_image")
@@ -203,20 +188,14 @@ class DAFNet(Method):
 
     # ------------------------------------------------------------------ data
     def sample_config(self) -> SampleConfig:
-        data = getattr(self.recipe, "data", None)
-        rotation = data.augment.rotation_degrees if data is not None else 0.0
-        seed = getattr(getattr(self.recipe, "train", None), "seed", 0)
-        augment = data.augment if data is not None else None
+        c = self.context
         return SampleConfig(self.modalities, self.target, self.num_candidates, self.params.candidate_radius,
-                            self.params.pairing, rotation, seed,
-                            misalignment_degrees=augment.misalignment_degrees if augment else 0.0,
-                            misalignment_shift=augment.misalignment_shift if augment else 0.0)
+                            self.params.pairing, c.rotation_degrees, c.seed,
+                            misalignment_degrees=c.misalignment_degrees, misalignment_shift=c.misalignment_shift)
 
     def train_streams(self, subjects: list) -> dict[str, PairedSliceDataset]:
-        data = getattr(self.recipe, "data", None)
-        fraction = data.annotation_fraction if data is not None else 1.0
-        seed = data.annotation_seed if data is not None else 0
-        annotated = annotated_subjects([s.id for s in subjects], fraction, seed)
+        c = self.context
+        annotated = annotated_subjects([s.id for s in subjects], c.annotation_fraction, c.annotation_seed)
         return training_streams(subjects, self.sample_config(), annotated)
 
     def eval_dataset(self, subjects: list) -> PairedSliceDataset:
@@ -233,9 +212,8 @@ class DAFNet(Method):
         return {**dice_summary(stats, "fused"), **alignment_summary(stats)}
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
-        target = self.recipe.data.target if self.recipe is not None else "target"
-        fuser = self.spec("fuser").name
-        return dice_table(summary, target, ("single", "deformed", "fused", "weighted"),
+        fuser = self.component("fuser").name
+        return dice_table(summary, self.target, ("single", "deformed", "fused", "weighted"),
                           note="single: Seg(s_target); deformed: Seg(Align(s_other -> s_target)); "
                                f"fused: Seg({fuser}(s_target, aligned others))")
 

@@ -1,5 +1,5 @@
 """DAFNet's ``summary``: one batch-1 forward of every role, each output checked against its kind's
-contract (:func:`dafnet.methods.role_outputs.checked`), with the exact trainable parameter counts.
+contract (:func:`dafnet.methods.roles.checked`), with the exact trainable parameter counts.
 The engine runs it before training, so a plugin that breaks its contract is named at once."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from dafnet.components.init import count_trainable
 from dafnet.interfaces import RoleSummary
-from dafnet.methods.role_outputs import checked, shape_text
+from dafnet.methods.roles import checked, shape_text
 
 
 def role_summary(method) -> list[RoleSummary]:
@@ -20,7 +20,7 @@ def role_summary(method) -> list[RoleSummary]:
     anatomy = (1, facts.require("anatomy_channels"), h, w)
 
     def name(role: str) -> str:
-        return method.spec(role).name
+        return method.component(role).name
 
     s = checked("anatomy encoder", name("anatomy_encoder"), method.anatomy_encoder(x, 0), anatomy, "anatomy")
     z = checked("modality encoder", name("modality_encoder"), method.modality_encoder(x, s), (1, method.z_dim), "z")

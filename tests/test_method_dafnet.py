@@ -69,6 +69,20 @@ def three():
 
 
 # --------------------------------------------------------------------------- building
+def test_the_method_reads_a_frozen_context_not_the_recipe(two):
+    from dafnet.assemble import method_context
+
+    method, _ = two
+    recipe = resolve(parse_recipe(tiny_recipe()))
+    assert not hasattr(method, "recipe")
+    assert method.context == method_context(recipe)
+    assert method.context.target == "lge" and method.context.annotation_fraction == 0.5
+    assert method.context.rotation_degrees == 20.0 and method.context.seed == recipe.train.seed
+    assert method.component("segmentor").params == recipe.model["segmentor"].params
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        method.context.target = "cine"
+
+
 def test_registered_with_paper_roles_and_weights(two):
     method, _ = two
     assert registry("method").get("dafnet") is DAFNet and isinstance(method, Method)

@@ -13,10 +13,11 @@ metrics or overrides never mix. An existing non-empty folder is refused unless `
 everything is written to a staging folder beside it that replaces it only at the end, so an
 error leaves nothing half-written and an overwrite leaves no stale figure.
 
-Metric hooks (all optional, duck-typed): ``required_inputs`` (MetricInputs fields a metric needs;
-the driver feeds it only inputs that have them), ``attach(method)`` (called once before the
-first update, e.g. to reach the decoder); ``output_dir`` is set on every metric before the first
-update (the folder its figures go to).
+The metric hooks the driver uses are declared, with their defaults, on
+:class:`~dafnet.interfaces.Metric`: ``wants(inputs)`` (from ``required_inputs``: a metric is fed
+only the inputs that have the fields it needs), ``attach(method)`` (called once before the first
+update, e.g. to reach the decoder) and ``output_dir`` (set before the first update: the folder
+its figures go to).
 """
 
 from __future__ import annotations
@@ -221,10 +222,6 @@ def _check_target(out: Path, overwrite: bool, named: bool) -> None:
                           hint="give --out a new folder or an earlier evaluation's folder")
 
 
-def _wants(metric, inputs) -> bool:
-    return all(getattr(inputs, f, None) is not None for f in getattr(metric, "required_inputs", ()))
-
-
 def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None, split: str = "test",
              out_dir: str | Path | None = None, pairing: str | None = None, batch_size: int | None = None,
              device: str | None = None, progress=None,
@@ -277,8 +274,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
     staging.mkdir()
     try:
         for metric in metric_objects.values():
-            if callable(getattr(metric, "attach", None)):
-                metric.attach(method)
+            metric.attach(method)
             metric.output_dir = staging
         evaluated, slices, seconds = _feed(method, metric_objects, chosen, batch_size or recipe.train.batch_size,
                                            device, progress)
@@ -292,7 +288,7 @@ def evaluate(export: str | Path, metrics: list[str], *, data: str | None = None,
                 "device": str(device), "pairing": getattr(method.params, "pairing", None),
                 "data": data, "overrides": list(overrides),
                 "metric_params": {name: m.params.model_dump(mode="json") for name, m in metric_objects.items()
-                                  if getattr(m, "params", None) is not None}, "weights": index.get("weights")}
+                                  if m.params is not None}, "weights": index.get("weights")}
         per_volume = _merge_rows(results)
         files = [_moved(f, staging, out) for r in results.values() for f in r.files]
         summaries = {name: r.summary for name, r in results.items()}
@@ -333,7 +329,7 @@ def _feed(method, metric_objects: dict, chosen: list, batch_size: int, device, p
                 batch.update(case_ids=[subject.id] * size, spacing=spacing, slice_spacing=slice_spacing)
                 for inputs in method.evaluation_inputs(batch):
                     for metric in metric_objects.values():
-                        if _wants(metric, inputs):
+                        if metric.wants(inputs):
                             metric.update(inputs)
                 slices += size
                 if progress is not None:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dafnet.assemble import assemble
-from dafnet.components.init import count_trainable
+from dafnet.components.keras_layers import count_trainable
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.errors import DafnetError
 from dafnet.interfaces import LossOutput, Method

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dafnet.config.schema import SplitConfig
-from dafnet.data.pairing import candidate_window, draw_candidates, nearest_slices
+from dafnet.data.slice_pairing import candidate_window, draw_candidates, nearest_slices
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, rotate_sample, training_streams
 from dafnet.data.splits import annotated_subjects, split_subjects
 from dafnet.errors import DafnetError

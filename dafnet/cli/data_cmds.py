@@ -58,7 +58,7 @@ def check(
     from rich.table import Table
 
     from dafnet.errors import DafnetError
-    from dafnet.inference.check import check_cases, load_check_input
+    from dafnet.inference.data_check import check_cases, load_check_input
 
     cases, modalities, class_names, params, default_target, notes = load_check_input(path, recipe)
     target = target or default_target

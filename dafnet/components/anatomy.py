@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import ConvBlock, batch_norm, conv2d
+from dafnet.components.keras_layers import ConvBlock, batch_norm, conv2d
 from dafnet.errors import DafnetError
 from dafnet.interfaces import AnatomyEncoder, AnatomyOutput, Facts, Params
 

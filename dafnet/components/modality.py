@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import KERAS_LEAKY_SLOPE, conv2d, dense, valid_conv_size
+from dafnet.components.keras_layers import KERAS_LEAKY_SLOPE, conv2d, dense, valid_conv_size
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, ModalityEncoder, ModalityOutput, Params
 

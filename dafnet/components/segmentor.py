@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from dafnet.components.init import ConvBlock, conv2d
+from dafnet.components.keras_layers import ConvBlock, conv2d
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Params, SegmentationOutput, Segmentor
 

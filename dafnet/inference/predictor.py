@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dafnet.data.datalist import PREPROCESS_KEYS, StagedCase, StagedNnUNet, preprocessing_values
-from dafnet.data.pairing import nearest_slices
+from dafnet.data.slice_pairing import nearest_slices
 from dafnet.errors import DafnetError
 from dafnet.inference.inputs import InputCases, resolve_channels
 from dafnet.inference.outputs import output_names, write_mask, write_overlay

@@ -23,7 +23,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import count_trainable
+from dafnet.components.keras_layers import count_trainable
 from dafnet.interfaces import (
     Facts,
     HealthSignals,

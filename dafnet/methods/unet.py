@@ -2,7 +2,7 @@
 
 The network has the anatomy encoder's layout (conv blocks of base_filters * 2^i, max-pooling,
 bottleneck, nearest-upsampling stages with skips; Keras BatchNorm and initialisers from
-:mod:`dafnet.components.init`) with one contracting path and a softmax head over L + 1 classes.
+:mod:`dafnet.components.keras_layers`) with one contracting path and a softmax head over L + 1 classes.
 It trains with L_sup = (1 - Dice) + 0.01 CE on single slices:
 
 * ``mode: single``: slices of one modality (``train_on``, default the target);
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from typing import Literal
 
 from dafnet.components.anatomy import ContractingPath, UpStage
-from dafnet.components.init import ConvBlock, conv2d, count_trainable
+from dafnet.components.keras_layers import ConvBlock, conv2d, count_trainable
 from dafnet.errors import DafnetError
 from dafnet.interfaces import (
     Facts,

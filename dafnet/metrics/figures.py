@@ -56,9 +56,6 @@ class FiguresMetric(Metric):
         self._factors: dict = {}      # (case, slice) -> {modality: (image, anatomy, z)}
         self._order: list = []
 
-    def attach(self, method) -> None:
-        self.method = method
-
     def _key(self, inputs: MetricInputs, b: int):
         index = inputs.slice_index[b].item() if inputs.slice_index is not None else b
         return (str(inputs.case_ids[b]), int(index))
@@ -82,10 +79,10 @@ class FiguresMetric(Metric):
                                                           inputs.anatomy[b].detach().cpu(), z)
 
     def compute(self) -> MetricResult:
-        if getattr(self, "output_dir", None) is None:  # nowhere to draw: no figures
+        if self.output_dir is None:  # nowhere to draw: no figures
             return MetricResult(summary={"figures": 0.0})
         out = Path(self.output_dir)
-        method = getattr(self, "method", None)
+        method = self.method
         files, summary = [], {}
         labelled = [k for k in self._order if k in self._predictions][: self.params.samples]
         paired = [k for k in self._order if len(self._factors.get(k, {})) >= 2][: self.params.samples]

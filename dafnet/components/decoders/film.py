@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import KERAS_LEAKY_SLOPE, conv2d, dense
+from dafnet.components.keras_layers import KERAS_LEAKY_SLOPE, conv2d, dense
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Decoder, Facts, Params
 

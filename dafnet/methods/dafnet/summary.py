@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from dafnet.components.init import count_trainable
+from dafnet.components.keras_layers import count_trainable
 from dafnet.interfaces import RoleSummary
 from dafnet.methods.roles import checked, shape_text
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from dafnet.components.init import dense
+from dafnet.components.keras_layers import dense
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, PairingHead, PairingOutput, Params
 

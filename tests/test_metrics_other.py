@@ -288,3 +288,21 @@ def test_a_method_without_evaluation_inputs_says_so():
 
     with pytest.raises(DafnetError, match="method bare does not support dafnet evaluate"):
         Method.evaluation_inputs(Bare(), {})
+
+
+def test_metric_hooks_are_declared_on_the_abc_with_defaults():
+    from dafnet.metrics.dice import DiceMetric
+    from dafnet.metrics.figures import FiguresMetric
+
+    facts = Facts(image_size=(8, 8), modalities=("cine", "lge"), num_classes=1, class_names=("fg",))
+    dice = DiceMetric(DiceMetric.Params(), facts)
+    assert dice.method is None and dice.output_dir is None  # the defaults, before the driver sets them
+    assert not dice.wants(MetricInputs(case_ids=["a"], prediction=torch.zeros(1, 2, 8, 8)))
+    assert dice.wants(MetricInputs(case_ids=["a"], prediction=torch.zeros(1, 2, 8, 8),
+                                   target=torch.zeros(1, 8, 8, dtype=torch.long)))
+    figures = FiguresMetric(FiguresMetric.Params(), facts)
+    assert figures.wants(MetricInputs(case_ids=["a"]))  # required_inputs () -> every input
+    marker = object()
+    figures.attach(marker)  # the ABC's default attach keeps the method
+    assert figures.method is marker
+    assert "attach" not in vars(FiguresMetric) and "wants" not in vars(DiceMetric)

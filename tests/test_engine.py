@@ -592,12 +592,12 @@ def test_a_damaged_state_is_a_clear_error(tmp_path):
 
 
 def test_a_new_run_stopped_before_its_first_state_leaves_no_folder(tmp_path, monkeypatch):
-    from dafnet.engine import train, trainer
+    from dafnet.engine import session, train
 
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer._Session, "fit", interrupted)
+    monkeypatch.setattr(session.TrainingSession, "fit", interrupted)
     console = quiet()
     with pytest.raises(KeyboardInterrupt):
         train(toy_recipe(tmp_path), run_dir=tmp_path / "new", console=console)
@@ -610,7 +610,7 @@ def test_a_new_run_stopped_before_its_first_state_leaves_no_folder(tmp_path, mon
 
 
 def test_an_interrupted_run_with_a_state_says_how_to_resume(tmp_path, monkeypatch):
-    from dafnet.engine import train, trainer
+    from dafnet.engine import session, train
 
     run = tmp_path / "run"
     train(toy_recipe(tmp_path, train={"epochs": 1}), run_dir=run, console=quiet())
@@ -618,7 +618,7 @@ def test_an_interrupted_run_with_a_state_says_how_to_resume(tmp_path, monkeypatc
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer._Session, "fit", interrupted)
+    monkeypatch.setattr(session.TrainingSession, "fit", interrupted)
     console = quiet()
     with pytest.raises(KeyboardInterrupt):
         train(toy_recipe(tmp_path, train={"epochs": 2}), resume=run, console=console)

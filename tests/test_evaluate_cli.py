@@ -158,11 +158,12 @@ def test_overwrite_never_replaces_a_folder_that_is_not_one_evaluation(run, tmp_p
 
 def test_an_error_while_evaluating_leaves_nothing(run, tmp_path, monkeypatch):
     import dafnet.evaluation as evaluation
+    import dafnet.evaluation.driver as driver
 
     def broken(path, rows):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(evaluation, "_write_csv", broken)
+    monkeypatch.setattr(driver, "write_csv", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         evaluation.evaluate(run, ["dice", "figures"], out_dir=tmp_path / "new" / "eval", device="cpu")
     assert list(tmp_path.iterdir()) == []  # no staging folder, no half-written output, no parent made for it

@@ -12,7 +12,7 @@ paper's baselines assume source masks at inference time):
 They have no networks and no phases: ``dafnet train`` skips training, writes an export (an index
 without weights) and evaluates them on the test split, so ``dafnet evaluate`` reports them like
 any model; ``dafnet experiment`` evaluates them directly
-(:func:`dafnet.experiment.runner.evaluate_untrained`). A sample whose
+(:func:`dafnet.experiment.cell_evaluation.evaluate_untrained`). A sample whose
 source slice has no mask (or whose subject lacks the source) predicts background only.
 """
 

@@ -47,7 +47,7 @@ def build(kind: str, name: str, params: dict[str, Any] | BaseModel, facts: Facts
         raise DafnetError(f"{_origin(kind, name)}, chosen at {path}: {exc.message}", exc.hint) from exc
     except DafnetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any other failure is the component's, reported as such
+    except Exception as exc:  # any other failure is the component's, reported as such
         raise DafnetError(
             f"{_origin(kind, name)}, chosen at {path}, failed to build: {type(exc).__name__}: {exc}",
             hint=f"components are built as {cls.__qualname__}(params, facts); docs/plugins.md shows the "

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-
 from _cli import run_cli
+
 from dafnet.data.nnunet_writer import write_nnunet_raw
 from dafnet.data.phantom import PhantomDataSource
 from dafnet.inference.data_check import check_cases, nnunet_cases

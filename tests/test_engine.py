@@ -446,8 +446,8 @@ def test_validation_evaluates_the_swa_average_and_training_continues_from_the_li
     assert rows[2]["validation/monitor"] != live_rows[2]["validation/monitor"]
 
     def training_columns(history):
-        return [{k: v for k, v in r.items() if not k.startswith("validation/") and k not in ("seconds", "validated_swa")}
-                for r in history]
+        skipped = ("seconds", "validated_swa")
+        return [{k: v for k, v in r.items() if not k.startswith("validation/") and k not in skipped} for r in history]
 
     assert training_columns(rows) == training_columns(live_rows)
     for name in ("model.safetensors", "model_1.safetensors"):  # live weights and buffers at the end

@@ -8,13 +8,12 @@ import re
 
 import pytest
 import torch
+from _toys import TINY_DAFNET
 from rich.console import Console
 
 from dafnet.cli.app import main
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.engine import train
-
-from _toys import TINY_DAFNET
 
 RECIPE = TINY_DAFNET
 

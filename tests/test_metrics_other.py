@@ -242,7 +242,8 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
         assert item.modality == ["lge"] * 3 and item.anatomy is None
         torch.testing.assert_close(item.prediction.sum(1), torch.ones(3, 32, 32), atol=1e-5, rtol=0)
     copy, aligned = inputs[3].prediction, inputs[4].prediction
-    assert torch.equal(copy.argmax(1), batch["masks"][:, 0, 0]) and torch.equal(inputs[3].target, batch["masks"][:, 1, 0])
+    assert torch.equal(copy.argmax(1), batch["masks"][:, 0, 0])
+    assert torch.equal(inputs[3].target, batch["masks"][:, 1, 0])
     torch.testing.assert_close(aligned, copy, atol=1e-4, rtol=0)  # the TPS starts at the identity
     errors = inputs[5].alignment  # the phantom's coordinates: the error against the truth, no prediction
     assert inputs[5].prediction is None and errors.source == "cine" and errors.aligner_mm.shape == (3, 32, 32)

@@ -161,7 +161,6 @@ def test_training_candidates_are_drawn_once_seeded_with_the_expert_first():
     config = SampleConfig(("cine", "lge"), "lge", num_candidates=3, candidate_radius=2, seed=5)
     data = PairedSliceDataset(subjects, config, training=True)
     again = PairedSliceDataset(subjects, config, training=True)
-    volume = subjects[0].volumes["cine"]
     for item in range(len(data)):
         first, second = data[item]["images"], data[item]["images"]
         assert torch.equal(first, second) and torch.equal(first, again[item]["images"])  # fixed, seeded

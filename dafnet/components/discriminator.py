@@ -36,7 +36,7 @@ class LSGANConvDiscriminator(Discriminator):
                 raise ValueError("filters and strides must be >= 1")
             return self
 
-    def __init__(self, params: "LSGANConvDiscriminator.Params", facts: Facts) -> None:
+    def __init__(self, params: LSGANConvDiscriminator.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.in_channels = facts.require("critic_channels")
         height, width = facts.require("image_size")

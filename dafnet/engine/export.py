@@ -243,7 +243,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
                               hint=_DAMAGED)
         try:
             state = load_file(str(file), device=str(device))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        except Exception as exc:  # safetensors raises its own error types
             raise DafnetError(f"{file} is not a readable safetensors file: {exc}",
                               hint=_DAMAGED) from exc
         try:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from dafnet.errors import DafnetError
 
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+,-]+")
 _DROPPED = re.compile(r"[\s\[\](){}'\"]+")
 _PART_CHARS = 48

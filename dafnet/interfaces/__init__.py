@@ -19,8 +19,8 @@ from dafnet.interfaces.method import (
 )
 from dafnet.interfaces.metric import AlignmentErrors, Metric, MetricInputs, MetricResult
 from dafnet.interfaces.networks import (
-    AlignmentOutput,
     Aligner,
+    AlignmentOutput,
     AnatomyEncoder,
     AnatomyOutput,
     Decoder,

@@ -8,8 +8,9 @@ and which phases one training iteration runs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset

@@ -148,7 +148,8 @@ class RegisterBaseline(MaskTransferBaseline):
         try:
             import SimpleITK  # noqa: F401
         except ImportError as exc:
-            raise DafnetError("the register baseline needs SimpleITK", hint="pip install 'dafnet[registration]' (or pip install SimpleITK)") from exc
+            raise DafnetError("the register baseline needs SimpleITK",
+                              hint="pip install 'dafnet[registration]' (or pip install SimpleITK)") from exc
 
     def _registration(self):
         import SimpleITK as sitk

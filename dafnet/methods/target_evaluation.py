@@ -15,8 +15,13 @@ import torch
 from torch import Tensor
 
 from dafnet.interfaces import HealthSignals, MethodContext, MetricInputs, ResultTable
-from dafnet.metrics.dice import class_overlaps_per_slice, dice_3d_per_volume, mean_per_volume, \
-    paper_dice_per_slice, summarise_percent
+from dafnet.metrics.dice import (
+    class_overlaps_per_slice,
+    dice_3d_per_volume,
+    mean_per_volume,
+    paper_dice_per_slice,
+    summarise_percent,
+)
 
 
 @contextmanager

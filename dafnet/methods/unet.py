@@ -14,11 +14,12 @@ masks are always used. Evaluation predicts the target slices (``single``) with D
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
-from typing import Literal
 
 from dafnet.components.anatomy import ContractingPath, UpStage
 from dafnet.components.keras_layers import ConvBlock, conv2d, count_trainable

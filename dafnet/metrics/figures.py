@@ -105,8 +105,8 @@ class FiguresMetric(Metric):
 
     # ------------------------------------------------------------------ the figures
     def _segmentation(self, path: Path, keys) -> str:
-        from matplotlib.colors import ListedColormap
         import matplotlib
+        from matplotlib.colors import ListedColormap
 
         kinds = [k for k in ("single", "fused") if any(k in self._predictions[key] for key in keys)]
         kinds = kinds or sorted(self._predictions[keys[0]])[:2]
@@ -160,7 +160,7 @@ class FiguresMetric(Metric):
         fig, axes = _figure(len(rows), 5)
         before, after = [], []
         with torch.no_grad():
-            for r, (key, (x_t, s_t, _), (x_o, s_o, _), source) in enumerate(rows):
+            for r, (key, (_, s_t, _), (_, s_o, _), source) in enumerate(rows):
                 warped = method.aligner(s_o[None].to(device), s_t[None].to(device)).warped[0].cpu()
                 d0, d1 = (s_t - s_o).abs().sum(0), (s_t - warped).abs().sum(0)
                 before.append(float(d0.mean()))

@@ -101,9 +101,9 @@ def _weighted(method, target, s_t, candidates, present, ones) -> Tensor:
     # Samples without any other modality: every candidate fuses to s_t, any weights summing to 1 do.
     weights = torch.where(counts > 0, weights / counts.clamp_min(1), torch.full_like(weights, 1.0 / k))
     result = 0
-    for l in range(k):
-        fused = method.fuser([s_t] + [w[:, l] for w in warped_rows])
-        result = result + weights[:, l, None, None, None] * method.segmentor(fused).probabilities
+    for c in range(k):
+        fused = method.fuser([s_t] + [w[:, c] for w in warped_rows])
+        result = result + weights[:, c, None, None, None] * method.segmentor(fused).probabilities
     return result
 
 

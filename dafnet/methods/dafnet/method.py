@@ -108,7 +108,8 @@ class DAFNet(Method):
         self.decoder, facts = build_role(self, "decoder", facts)
         self.mask_discriminator = None
         if self.weights["adv_mask"] > 0:
-            self.mask_discriminator, _ = build_role(self, "discriminator", facts.with_(critic_channels=self.num_classes))
+            mask_facts = facts.with_(critic_channels=self.num_classes)
+            self.mask_discriminator, _ = build_role(self, "discriminator", mask_facts)
         self.image_discriminators = None
         if self.weights["adv_image"] > 0:
             self.image_discriminators = nn.ModuleList(

@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +37,25 @@ def test_imports_point_down_the_layers():
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"lint-imports (pyproject.toml [tool.importlinter]):\n{run.stdout}{run.stderr}"
     assert "0 broken" in run.stdout, run.stdout
+
+
+def test_ruff_finds_nothing():
+    """pyproject.toml's [tool.ruff] rules over dafnet/ and tests/ (ruff is in the `test` extra; skipped
+    where it is not installed). By hand: `ruff check dafnet tests`."""
+    import shutil
+
+    pytest.importorskip("ruff")
+    from ruff.__main__ import find_ruff_bin
+
+    try:
+        ruff = find_ruff_bin()
+    except FileNotFoundError:
+        ruff = shutil.which("ruff")
+        if ruff is None:
+            pytest.skip("the ruff executable is not installed")
+    run = subprocess.run([ruff, "check", "--no-cache", "dafnet", "tests"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, f"ruff check dafnet tests (pyproject.toml [tool.ruff]):\n{run.stdout}{run.stderr}"
 
 
 def test_architecture_md_draws_the_layers_contract():

@@ -1,10 +1,11 @@
-"""From a resolved recipe to objects: the data source, the facts, the method."""
+"""From a resolved recipe to objects: the data source, the facts, the method (with its context)."""
 
 from __future__ import annotations
 
 from dafnet.builder import build, build_and_declare
 from dafnet.config.schema import Recipe
 from dafnet.interfaces.facts import Facts
+from dafnet.interfaces.method import ComponentChoice, MethodContext
 
 
 def build_data_source(recipe: Recipe):
@@ -30,9 +31,28 @@ def facts_without_data(recipe: Recipe, num_classes: int | None = None) -> Facts:
     return facts
 
 
+def method_context(recipe: Recipe) -> MethodContext:
+    """What the recipe's method reads of it (a method never sees the recipe itself)."""
+    data = recipe.data
+    return MethodContext(
+        method=recipe.method.name,
+        target=data.target,
+        components={role: ComponentChoice(spec.name, dict(spec.params)) for role, spec in recipe.model.items()},
+        loss_weights=dict(recipe.losses),
+        annotation_fraction=data.annotation_fraction,
+        annotation_seed=data.annotation_seed,
+        rotation_degrees=data.augment.rotation_degrees,
+        misalignment_degrees=data.augment.misalignment_degrees,
+        misalignment_shift=data.augment.misalignment_shift,
+        seed=recipe.train.seed,
+    )
+
+
 def build_method(recipe: Recipe, facts: Facts):
-    """The recipe's method, which builds its own components from ``recipe.model``."""
-    return build("method", recipe.method.name, recipe.method.params, facts, "method", recipe=recipe)
+    """The recipe's method, built with its :func:`method_context`; it builds its own components from
+    the context's ``components``."""
+    return build("method", recipe.method.name, recipe.method.params, facts, "method",
+                 context=method_context(recipe))
 
 
 def assemble(recipe: Recipe):

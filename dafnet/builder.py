@@ -47,7 +47,7 @@ def build(kind: str, name: str, params: dict[str, Any] | BaseModel, facts: Facts
         raise _at(DafnetError(f"{_origin(kind, name)}, chosen at {path}: {exc.message}", exc.hint), path) from exc
     except DafnetError as exc:
         raise _at(exc, path)
-    except Exception as exc:  # noqa: BLE001 - any other failure is the component's, reported as such
+    except Exception as exc:  # any other failure is the component's, reported as such
         raise _at(DafnetError(
             f"{_origin(kind, name)}, chosen at {path}, failed to build: {type(exc).__name__}: {exc}",
             hint=f"components are built as {cls.__qualname__}(params, facts); docs/plugins.md shows the "

@@ -8,9 +8,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from _cli import run_cli as run
 from _toys import ToyDecoder
+
 from dafnet.cli import main
 
 
@@ -231,7 +231,6 @@ def test_piped_training_prints_a_line_per_epoch_and_whole_tables(tmp_path):
     from pathlib import Path
 
     import yaml
-
     from _toys import TINY_DAFNET
 
     recipe = tmp_path / "tiny.yaml"
@@ -243,7 +242,7 @@ def test_piped_training_prints_a_line_per_epoch_and_whole_tables(tmp_path):
     env.update(PYTHONPATH=os.pathsep.join([repo, env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1",
                PYTHONIOENCODING="utf-8")
     res = subprocess.run([sys.executable, "-m", "dafnet", "train", str(recipe), "--run-dir", str(run_dir)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
+                         capture_output=True, env=env, timeout=300)
     out = res.stdout.decode("utf-8")
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     lines = out.splitlines()

@@ -8,13 +8,12 @@ import re
 
 import pytest
 import torch
+from _toys import TINY_DAFNET
 from rich.console import Console
 
 from dafnet.cli.app import main
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.engine import train
-
-from _toys import TINY_DAFNET
 
 RECIPE = TINY_DAFNET
 
@@ -158,11 +157,12 @@ def test_overwrite_never_replaces_a_folder_that_is_not_one_evaluation(run, tmp_p
 
 def test_an_error_while_evaluating_leaves_nothing(run, tmp_path, monkeypatch):
     import dafnet.evaluation as evaluation
+    import dafnet.evaluation.driver as driver
 
     def broken(path, rows):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(evaluation, "_write_csv", broken)
+    monkeypatch.setattr(driver, "write_csv", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         evaluation.evaluate(run, ["dice", "figures"], out_dir=tmp_path / "new" / "eval", device="cpu")
     assert list(tmp_path.iterdir()) == []  # no staging folder, no half-written output, no parent made for it
@@ -226,7 +226,7 @@ def test_overrides_change_choices_without_weights(run, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["info"]["overrides"] == ["model.fuser.name=mean"]
     plain, mean = load_export(run), load_export(run, overrides=["model.fuser.name=mean"])
     assert isinstance(plain.fuser, MaxFuser) and isinstance(mean.fuser, MeanFuser)
-    assert mean.recipe.model["fuser"].name == "mean"
+    assert mean.context.components["fuser"].name == "mean"
     for role, net in plain.networks().items():  # the same weights, only the fuser differs
         theirs = mean.networks()[role].state_dict()
         assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())

@@ -11,8 +11,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from _cli import run_cli
+
 from dafnet.errors import DafnetError
 from dafnet.inference.evaluate_folder import evaluate_folder
 

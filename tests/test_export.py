@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_engine import ToyMethod, quiet, toy_recipe
 
 from dafnet.errors import DafnetError
-from test_engine import ToyMethod, quiet, toy_recipe
 
 
 @pytest.fixture
@@ -130,15 +130,15 @@ def test_weights_that_do_not_fit(trained, tmp_path):
 
 
 def test_export_is_replaced_atomically(trained):
-    from dafnet.engine.export import write_export
     from dafnet.engine import load_export
+    from dafnet.engine.export import exported_recipe, write_export
 
     method = load_export(trained.export_dir)
     with torch.no_grad():
         for p in method.generator.parameters():
             p.add_(1.0)
-    write_export(trained.export_dir, networks=method.networks(), recipe=method.recipe, facts=method.facts,
-                 weights={"source": "test"})
+    write_export(trained.export_dir, networks=method.networks(), recipe=exported_recipe(trained.export_dir),
+                 facts=method.facts, weights={"source": "test"})
     reloaded = load_export(trained.export_dir)
     assert all(torch.equal(a, b) for a, b in zip(method.generator.parameters(), reloaded.generator.parameters()))
     assert json.loads((trained.export_dir / "dafnet_index.json").read_text())["weights"] == {"source": "test"}
@@ -185,7 +185,8 @@ def test_a_version_1_export_keeps_the_tps_and_spade_it_was_trained_with():
     assert old["recipe"]["model"]["aligner"]["params"] == {"grid_range": "symmetric", "hidden": 32}
     assert old["recipe"]["model"]["decoder"]["params"] == {"norm": "channel"}
     assert old["recipe"]["model"]["fuser"]["params"] == {}
-    explicit = {"format_version": 1, "recipe": {"model": {"aligner": {"name": "tps", "params": {"grid_range": "unit"}}}}}
+    unit_tps = {"name": "tps", "params": {"grid_range": "unit"}}
+    explicit = {"format_version": 1, "recipe": {"model": {"aligner": unit_tps}}}
     _upgrade_recipe(explicit)
     assert explicit["recipe"]["model"]["aligner"]["params"] == {"grid_range": "unit"}
     new = {"format_version": 2, "recipe": {"model": json.loads(json.dumps(model))}}

@@ -14,9 +14,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from _cli import run_cli
 from rich.console import Console
 
-from _cli import run_cli
 from dafnet.cli import main
 from dafnet.data.nnunet_writer import nifti_to_volume
 from dafnet.data.phantom import PhantomDataSource

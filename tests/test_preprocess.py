@@ -5,11 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dafnet.data.preprocess import (InPlaneTransform, PreprocessRecord,
-                                    canonical_orientation, choose_slice_axis, constant_slices,
-                                    crop_or_pad, crop_transform, field_of_view_plan, foreground_centroid,
-                                    label_centroid, normalise_intensity, plan_in_plane, resample_in_plane,
-                                    slice_positions)
+from dafnet.data.preprocess import (
+    InPlaneTransform,
+    PreprocessRecord,
+    canonical_orientation,
+    choose_slice_axis,
+    constant_slices,
+    crop_or_pad,
+    crop_transform,
+    field_of_view_plan,
+    foreground_centroid,
+    label_centroid,
+    normalise_intensity,
+    plan_in_plane,
+    resample_in_plane,
+    slice_positions,
+)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

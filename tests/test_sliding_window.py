@@ -9,8 +9,12 @@ import math
 import pytest
 import torch
 
-from dafnet.inference.sliding_window import (gaussian_importance, sliding_window_inference, window_positions,
-                                             window_starts)
+from dafnet.inference.sliding_window import (
+    gaussian_importance,
+    sliding_window_inference,
+    window_positions,
+    window_starts,
+)
 
 
 @pytest.mark.parametrize("size, window, overlap", [(64, 32, 0.5), (96, 32, 0.5), (100, 32, 0.5), (33, 32, 0.5),

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import typer
 
 from dafnet import __version__
-from dafnet.cli import (data_cmds, evaluate_cmds, evaluate_folder_cmds, experiment_cmds, plugin_cmds, predict_cmds,
-                        recipe_cmds, run_cmds)
+from dafnet.cli import (
+    data_cmds,
+    evaluate_cmds,
+    evaluate_folder_cmds,
+    experiment_cmds,
+    plugin_cmds,
+    predict_cmds,
+    recipe_cmds,
+    run_cmds,
+)
 from dafnet.cli.output import EXIT_USER_ERROR, console, flags_without_type, print_error
 
 flags_without_type()
@@ -34,7 +41,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+    version: bool | None = typer.Option(None, "--version", callback=_version, is_eager=True,
                                            help="Print the version and exit."),
 ) -> None:
     """dafnet: train, evaluate and inspect DAFNet models from recipes."""
@@ -58,7 +65,7 @@ def _plain_warnings() -> None:
 
     from rich.markup import escape
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+    def show(message, category, filename, lineno, file=None, line=None):  # warnings.showwarning's signature
         console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
     warnings.showwarning = show

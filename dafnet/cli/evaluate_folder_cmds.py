@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,15 +17,16 @@ def evaluate_folder(
     predictions: Path = typer.Argument(..., metavar="PREDICTIONS",
                                        help="Folder of predicted masks <case>.nii.gz (e.g. dafnet predict's --out)."),
     labels_dir: Path = typer.Argument(..., metavar="LABELS", help="Folder of label files with the same names."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label values to score, e.g. 1,2,3 (default: the "
+    labels: str | None = typer.Option(None, "--labels", help="Label values to score, e.g. 1,2,3 (default: the "
                                          "classes of a dataset.json in LABELS or its parent, else every value found)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="A folder for summary.json and per_case.csv, or a .json "
+    out: Path | None = typer.Option(None, "--out", help="A folder for summary.json and per_case.csv, or a .json "
                                        "file (the CSV beside it); default: PREDICTIONS."),
 ) -> None:
     """Dice, 3D Dice and HD95 (mm) of every predicted case against its label, and their means."""
     from rich.table import Table
 
-    from dafnet.inference.evaluate_folder import evaluate_folder as run, parse_labels, write_results
+    from dafnet.inference.evaluate_folder import evaluate_folder as run
+    from dafnet.inference.evaluate_folder import parse_labels, write_results
 
     values = parse_labels(labels)
     out = out if out is not None else predictions

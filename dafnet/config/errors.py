@@ -32,7 +32,7 @@ class RecipeError(DafnetError):
         head = f"{len(self.issues)} problem(s) in recipe" + (f" {source}" if source else "")
         super().__init__(head + ":\n" + "\n".join(f"  {i}" for i in self.issues))
 
-    def with_source(self, source: str) -> "RecipeError":
+    def with_source(self, source: str) -> RecipeError:
         return RecipeError(self.issues, source)
 
 

@@ -11,8 +11,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from dafnet.config.schema import (AugmentConfig, DataConfig, HealthConfig, OutputConfig, Recipe, SplitConfig,
-                                  TrainConfig)
+from dafnet.config.schema import AugmentConfig, DataConfig, HealthConfig, OutputConfig, Recipe, SplitConfig, TrainConfig
 
 _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("", Recipe),

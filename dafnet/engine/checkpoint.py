@@ -76,7 +76,7 @@ def load_checkpoint(accelerator, state_dir: Path) -> None:
 
     try:
         accelerator.load_state(str(state_dir))
-    except Exception as exc:  # noqa: BLE001 - safetensors, pickle and torch raise their own types
+    except Exception as exc:  # safetensors, pickle and torch raise their own types
         raise DafnetError(f"the resume state in {state_dir} cannot be read: {type(exc).__name__}: {exc}",
                           hint="it is rewritten whole at the end of every epoch, so a damaged copy cannot be "
                                "resumed: copy the run again from where it trained, or start a new run") from exc

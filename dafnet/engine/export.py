@@ -222,6 +222,14 @@ def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple
         raise RecipeError(attribute_overrides(exc.issues, overrides), source) from None
 
 
+def exported_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The recipe the export at ``path`` was trained with, with dotted ``overrides`` applied and
+    resolved again: the recipe :func:`load_export` rebuilds the method from (a method keeps only
+    its context, not the recipe)."""
+    export_dir = _export_dir(path)
+    return _exported_recipe(read_index(export_dir), export_dir, overrides)
+
+
 def _plugins_named_in(index: dict, message: str) -> list[str]:
     """The export's non-built-in components (method included) that ``message`` names, with origins."""
     used = [{"kind": "method", "component": index["method"].get("name"), "origin": index["method"].get("origin")}]
@@ -271,7 +279,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
                               hint=_DAMAGED)
         try:
             state = load_file(str(file), device=str(device))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        except Exception as exc:  # safetensors raises its own error types
             raise DafnetError(f"{file} is not a readable safetensors file: {exc}",
                               hint=_DAMAGED) from exc
         try:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from dafnet.data.datalist import PREPROCESS_KEYS, StagedCase, StagedNnUNet, preprocessing_values
-from dafnet.data.pairing import nearest_slices
 from dafnet.data.plans import exported_spacing
+from dafnet.data.slice_pairing import nearest_slices
 from dafnet.errors import DafnetError
 from dafnet.inference.combine import CaseProbabilities, CaseResult, combine
 from dafnet.inference.inputs import InputCases, resolve_channels

@@ -46,7 +46,8 @@ def build(kind: str, name: str, params: dict[str, Any] | BaseModel, facts: Facts
     except MissingFactError as exc:
         raise _at(DafnetError(f"{_origin(kind, name)}, chosen at {path}: {exc.message}", exc.hint), path) from exc
     except DafnetError as exc:
-        raise _at(exc, path)
+        _at(exc, path)
+        raise
     except Exception as exc:  # any other failure is the component's, reported as such
         raise _at(DafnetError(
             f"{_origin(kind, name)}, chosen at {path}, failed to build: {type(exc).__name__}: {exc}",

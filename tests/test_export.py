@@ -147,11 +147,11 @@ def test_export_is_replaced_atomically(trained):
 
 def test_the_same_weights_export_byte_identical_safetensors(trained, tmp_path):
     from dafnet.engine import load_export
-    from dafnet.engine.export import save_safetensors, write_export
+    from dafnet.engine.export import exported_recipe, save_safetensors, write_export
 
-    method = load_export(trained.export_dir)
+    method, recipe = load_export(trained.export_dir), exported_recipe(trained.export_dir)
     for folder in ("a", "b"):
-        write_export(tmp_path / folder, networks=method.networks(), recipe=method.recipe, facts=method.facts,
+        write_export(tmp_path / folder, networks=method.networks(), recipe=recipe, facts=method.facts,
                      weights={"source": "test"})
     for role in ("generator", "critic"):
         a, b = (tmp_path / f / f"{role}.safetensors" for f in ("a", "b"))

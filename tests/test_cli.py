@@ -71,7 +71,6 @@ def test_validate_errors_exit_2_with_every_problem(tmp_path, capsys, toys):
 def tiny_nnunet_recipe(tmp_path, image_size: int) -> Path:
     """A tiny DAFNet recipe on an nnU-Net folder that is not on this machine."""
     import yaml
-
     from _toys import TINY_DAFNET
 
     recipe = {**TINY_DAFNET, "data": {"source": {"name": "nnunet", "params": {

@@ -13,9 +13,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from _cli import run_cli
 from rich.console import Console
 
-from _cli import run_cli
 from dafnet.config.schema import DataConfig
 from dafnet.data.datalist import DatalistDataSource
 from dafnet.data.nnunet import NnUNetDataSource
@@ -128,9 +128,10 @@ def test_a_number_or_null_needs_no_plan_and_a_stored_plan_wins(raw):
 
 
 def test_the_datalist_source_plans_the_same_way(raw, tmp_path):
-    entries = [{"id": c, "image": {m: str(raw / "imagesTr" / f"{c}_{i:04d}.nii.gz") for i, m in enumerate(["cine", "lge"])},
-                "label": {m: str(raw / "labelsTr" / f"{c}_{i:04d}.nii.gz") for i, m in enumerate(["cine", "lge"])}}
-               for c in SPACINGS]
+    def files(folder: str, case: str) -> dict[str, str]:
+        return {m: str(raw / folder / f"{case}_{i:04d}.nii.gz") for i, m in enumerate(["cine", "lge"])}
+
+    entries = [{"id": c, "image": files("imagesTr", c), "label": files("labelsTr", c)} for c in SPACINGS]
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"labels": {"0": "background", "1": "lv"}, "modality": ["cine", "lge"],
                                 "training": entries}))

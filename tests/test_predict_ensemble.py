@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _cli import run_cli
 from rich.console import Console
 
-from _cli import run_cli
 from dafnet.cli import main
 from dafnet.inference.ensemble import Ensemble
 from dafnet.inference.predictor import Predictor

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _cli import run_cli
+from test_engine import quiet, toy_recipe
+
 from dafnet import fsutil
 from dafnet.errors import DafnetError, WriteFailed
-from test_engine import quiet, toy_recipe
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -13,9 +12,9 @@ _MODES = ("single", "fused")
 
 
 def predict(
-    exports: List[Path] = typer.Argument(..., metavar="EXPORT",
-                                         help="A run folder or its export/ folder; several (e.g. the folds): "
-                                              "their probabilities are averaged."),
+    exports: list[Path] = typer.Argument(..., metavar="EXPORT",
+                                        help="A run folder or its export/ folder; several (e.g. the folds): "
+                                             "their probabilities are averaged."),
     input: str = typer.Option(..., "--input", "-i",
                               help="nnU-Net raw folder (dataset.json + imagesTs/ or imagesTr/), one of its "
                                    "image folders, DATASET/<case>, or one <case>_XXXX.nii.gz of the case."),
@@ -26,11 +25,11 @@ def predict(
                                                  "(classes, z, y, x) on the input grid) and <case>.json."),
     mirror: bool = typer.Option(False, "--mirror", help="Test-time mirroring: average over the in-plane flips."),
     mode: str = typer.Option("fused", "--mode", help="fused (every sequence given) or single (target only)."),
-    target: Optional[str] = typer.Option(None, "--target", help="Sequence to segment (default: the export's)."),
+    target: str | None = typer.Option(None, "--target", help="Sequence to segment (default: the export's)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     overlap: float = typer.Option(0.5, "--overlap", help="Overlap of neighbouring sliding windows, in [0, 1)."),
-    device: Optional[str] = typer.Option(None, "--device",
-                                         help="cpu, cuda, cuda:N or mps (default: cuda if present)."),
+    device: str | None = typer.Option(None, "--device",
+                                      help="cpu, cuda, cuda:N or mps (default: cuda if present)."),
     ignore_unknown: bool = typer.Option(False, "--ignore-unknown",
                                         help="Skip input sequences the export does not know instead of failing."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -46,8 +45,8 @@ def predict(
 
     from dafnet.engine.export import read_index
     from dafnet.errors import DafnetError
-    from dafnet.inference.inputs import find_input
     from dafnet.inference.ensemble import Ensemble
+    from dafnet.inference.inputs import find_input
     from dafnet.inference.outputs import check_output_dir, existing_outputs, output_names, staged_output
     from dafnet.inference.predictor import check_headers, resolve_device
 

@@ -80,7 +80,7 @@ class StagedNnUNet:
         self._names: dict[str, str] = {}
         """Staged path or quoted staged case id -> what the user knows it as."""
 
-    def __enter__(self) -> "StagedNnUNet":
+    def __enter__(self) -> StagedNnUNet:
         self._tmp = Path(tempfile.mkdtemp(prefix="dafnet-staged-"))
         try:
             self._stage(self._tmp)

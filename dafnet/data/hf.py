@@ -114,7 +114,7 @@ class HFDatasetsDataSource(PreprocessedSource):
                 data = datasets.load_dataset(p.path, split=p.split or "train")
         except DafnetError:
             raise
-        except Exception as exc:  # noqa: BLE001 - datasets raises many kinds (offline, missing files)
+        except Exception as exc:  # datasets raises many kinds (offline, missing files)
             raise DafnetError(f"cannot open Hugging Face dataset {p.path}: {type(exc).__name__}: {exc}",
                               hint="give a local save_to_disk folder or parquet file "
                                    "(hub names need internet)") from exc

@@ -19,8 +19,16 @@ from pydantic import Field, field_validator
 from dafnet.data import nifti
 from dafnet.data.nnunet_layout import ROOT_KEY, CaseFiles, discover_cases, read_dataset_json
 from dafnet.data.plans import AUTO, Survey, header_spacing, median_spacing, stack_orientation
-from dafnet.data.preprocess import (PreprocessRecord, constant_slices, field_of_view_plan, foreground_centroid,
-                                    label_centroid, normalise_intensity, plan_in_plane, slice_positions)
+from dafnet.data.preprocess import (
+    PreprocessRecord,
+    constant_slices,
+    field_of_view_plan,
+    foreground_centroid,
+    label_centroid,
+    normalise_intensity,
+    plan_in_plane,
+    slice_positions,
+)
 from dafnet.errors import DafnetError
 from dafnet.interfaces import DataSource, Facts, Params, Subject, Volume
 
@@ -139,7 +147,7 @@ class NnUNetDataSource(PreprocessedSource):
             True, description="put slices in radiological display order (rows anterior->posterior "
                               "for axial); false keeps the file's axis order")
 
-    def __init__(self, params: "NnUNetDataSource.Params", facts: Facts | None = None, *,
+    def __init__(self, params: NnUNetDataSource.Params, facts: Facts | None = None, *,
                  field_of_view: bool = False) -> None:
         super().__init__(params, facts if facts is not None else Facts())
         self.field_of_view = field_of_view
@@ -161,7 +169,7 @@ class NnUNetDataSource(PreprocessedSource):
 
     # ------------------------------------------------------------ declared facts
     @classmethod
-    def facts_without_data(cls, params: "NnUNetDataSource.Params") -> dict:
+    def facts_without_data(cls, params: NnUNetDataSource.Params) -> dict:
         size = params.image_size
         facts: dict = {"image_size": (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))}
         if isinstance(params.channels, dict):

@@ -168,7 +168,7 @@ class InPlaneTransform:
         m[1, 3], m[2, 3] = self.offset
         return m
 
-    def then(self, other: "InPlaneTransform") -> "InPlaneTransform":
+    def then(self, other: InPlaneTransform) -> InPlaneTransform:
         """``other`` applied to this transform's output (e.g. a crop after a resample)."""
         if tuple(other.in_shape) != tuple(self.out_shape):
             raise ValueError(f"shapes do not chain: {self.out_shape} -> {other.in_shape}")

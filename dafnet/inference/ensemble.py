@@ -48,7 +48,8 @@ class Ensemble:
                         hint="ensemble exports of one task (the folds of one recipe); --target chooses the "
                              "target of all of them")
 
-    def cases(self, inputs: InputCases, ignore_unknown: bool = False) -> tuple[dict[str, list[dict[str, Path]]], list[str]]:
+    def cases(self, inputs: InputCases,
+              ignore_unknown: bool = False) -> tuple[dict[str, list[dict[str, Path]]], list[str]]:
         """(case -> the files of each export: modality -> image, cases without a target image).
         A sequence is unknown when no export knows it."""
         known = {c for m in self.members for c in m.channels(inputs).values()}

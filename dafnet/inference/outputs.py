@@ -119,7 +119,8 @@ def remove_stale_staging_output(out_dir: Path) -> list[Path]:
     removed = remove_stale_staging(out_dir, [STAGING_NAME]) + remove_stale_staging(out_dir.parent, [out_dir.name])
     if out_dir.is_dir():
         for entry in out_dir.iterdir():
-            if _OLD_STAGING.match(entry.name) and entry.is_dir() and time.time() - entry.stat().st_mtime > STALE_AFTER_S:
+            if (_OLD_STAGING.match(entry.name) and entry.is_dir()
+                    and time.time() - entry.stat().st_mtime > STALE_AFTER_S):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed
@@ -216,11 +217,11 @@ def overlay_slices(mask: np.ndarray, count: int = 4) -> list[int]:
 def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, class_names, title: str,
                   count: int = 4) -> Path:
     """A PNG of a few slices of the (S, H, W) network-grid ``image`` with the coloured ``mask``."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
-    import matplotlib
 
     slices = overlay_slices(mask, count)
     colours = matplotlib.colormaps["tab10"].colors

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dafnet.assemble import build_data_source, build_method
-from dafnet.components.init import count_trainable
+from dafnet.components.keras_layers import count_trainable
 from dafnet.config import load_recipe
 from dafnet.losses import SupervisedLoss
 from dafnet.methods.unet import UNet2D

@@ -1,10 +1,11 @@
-"""From a resolved recipe to objects: the data source, the facts, the method."""
+"""From a resolved recipe to objects: the data source, the facts, the method (with its context)."""
 
 from __future__ import annotations
 
 from dafnet.builder import build, build_and_declare
 from dafnet.config.schema import Recipe
 from dafnet.interfaces.facts import Facts
+from dafnet.interfaces.method import ComponentChoice, MethodContext
 
 
 def build_data_source(recipe: Recipe):
@@ -30,12 +31,62 @@ def facts_without_data(recipe: Recipe, num_classes: int | None = None) -> Facts:
     return facts
 
 
+def method_context(recipe: Recipe) -> MethodContext:
+    """What the recipe's method reads of it (a method never sees the recipe itself)."""
+    data = recipe.data
+    return MethodContext(
+        method=recipe.method.name,
+        target=data.target,
+        components={role: ComponentChoice(spec.name, dict(spec.params)) for role, spec in recipe.model.items()},
+        loss_weights=dict(recipe.losses),
+        annotation_fraction=data.annotation_fraction,
+        annotation_seed=data.annotation_seed,
+        rotation_degrees=data.augment.rotation_degrees,
+        misalignment_degrees=data.augment.misalignment_degrees,
+        misalignment_shift=data.augment.misalignment_shift,
+        seed=recipe.train.seed,
+    )
+
+
 def build_method(recipe: Recipe, facts: Facts):
-    """The recipe's method, which builds its own components from ``recipe.model``."""
-    return build("method", recipe.method.name, recipe.method.params, facts, "method", recipe=recipe)
+    """The recipe's method, built with its :func:`method_context`; it builds its own components from
+    the context's ``components``."""
+    return build("method", recipe.method.name, recipe.method.params, facts, "method",
+                 context=method_context(recipe))
 
 
 def assemble(recipe: Recipe):
     """(data source, facts, method) for a resolved recipe."""
     source, facts = build_data_source(recipe)
     return source, facts, build_method(recipe, facts)
+
+
+def check_build(recipe: Recipe) -> list[str]:
+    """Build what ``dafnet train`` builds before it trains, on the CPU and without loading data: the
+    data source (for its facts), the method with every component, and one batch-1 forward of every
+    role (``method.summary()``). Returns notes on what could not be checked here; what train would
+    refuse is a :class:`RecipeError` at the recipe key whose component failed."""
+    from dafnet.config.errors import RecipeError, RecipeIssue
+    from dafnet.errors import DafnetError
+    from dafnet.interfaces.facts import MissingFactError
+
+    notes = []
+    try:
+        _, facts = build_data_source(recipe)
+    except DafnetError as exc:
+        facts = facts_without_data(recipe)
+        notes.append(f"the data source could not be opened here ({exc.message}): the components were built "
+                     "from the facts the recipe states")
+        if facts.num_classes is None:
+            facts = facts_without_data(recipe, 1)
+            notes.append("the number of classes comes from the data, so the segmentation heads were built "
+                         "for 1 class")
+    try:
+        build_method(recipe, facts).summary()
+    except DafnetError as exc:
+        if notes and isinstance(exc.__cause__, MissingFactError):
+            return [*notes, f"the components could not be built without the data: {exc.message}"]
+        if isinstance(exc, RecipeError):
+            raise
+        raise RecipeError([RecipeIssue(exc.key or "method", exc.message, exc.hint)]) from exc
+    return notes

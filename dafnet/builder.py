@@ -44,15 +44,23 @@ def build(kind: str, name: str, params: dict[str, Any] | BaseModel, facts: Facts
     try:
         return cls(validated, facts, **extra)
     except MissingFactError as exc:
-        raise DafnetError(f"{_origin(kind, name)}, chosen at {path}: {exc.message}", exc.hint) from exc
-    except DafnetError:
+        raise _at(DafnetError(f"{_origin(kind, name)}, chosen at {path}: {exc.message}", exc.hint), path) from exc
+    except DafnetError as exc:
+        _at(exc, path)
         raise
-    except Exception as exc:  # noqa: BLE001 - any other failure is the component's, reported as such
-        raise DafnetError(
+    except Exception as exc:  # any other failure is the component's, reported as such
+        raise _at(DafnetError(
             f"{_origin(kind, name)}, chosen at {path}, failed to build: {type(exc).__name__}: {exc}",
             hint=f"components are built as {cls.__qualname__}(params, facts); docs/plugins.md shows the "
                  f"{KINDS[kind].title} contract, and dafnet.testing.check_component checks one alone",
-        ) from exc
+        ), path) from exc
+
+
+def _at(exc: DafnetError, path: str) -> DafnetError:
+    """``exc`` with the recipe key of the component that failed (the innermost one keeps it)."""
+    if exc.key is None and not isinstance(exc, RecipeError):
+        exc.key = path
+    return exc
 
 
 def build_and_declare(kind: str, name: str, params, facts: Facts, path: str | None = None,

@@ -31,7 +31,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "lsgan_conv": "dafnet.components.discriminator:LSGANConvDiscriminator",
     },
     "pairing_head": {
-        "dice_mlp": "dafnet.components.pairing:DiceMLPPairingHead",
+        "dice_mlp": "dafnet.components.pairing_head:DiceMLPPairingHead",
     },
     "loss": {
         "dice": "dafnet.losses:DiceLoss",

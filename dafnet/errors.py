@@ -6,6 +6,9 @@ from __future__ import annotations
 class DafnetError(Exception):
     """A problem the user can fix. The CLI prints ``message`` and ``hint`` and exits 2."""
 
+    key: str | None = None
+    """The recipe key whose component failed to build, when known (set by :func:`dafnet.builder.build`)."""
+
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -27,3 +30,12 @@ class TrainingFailed(DafnetError):
         self.epoch = epoch
         self.details = details or {}
         """The numbers the check read."""
+
+
+class WriteFailed(DafnetError):
+    """A file or folder could not be written (disk full, no permission, ...); ``path`` is the one
+    that was being written. Whatever was staged for it has been removed."""
+
+    def __init__(self, message: str, hint: str | None = None, *, path) -> None:
+        super().__init__(message, hint)
+        self.path = path

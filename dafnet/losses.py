@@ -84,7 +84,7 @@ class SupervisedLoss(LossTerm):
         ce_weight: float = Field(0.01, ge=0, description="weight of the cross-entropy next to 1 - Dice")
         smooth: float = Field(1e-12, gt=0, description="Dice smoothing")
 
-    def __init__(self, params: "SupervisedLoss.Params", facts: Facts) -> None:
+    def __init__(self, params: SupervisedLoss.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.dice = DiceLoss(DiceLoss.Params(smooth=params.smooth), facts)
         self.cross_entropy = CrossEntropyLoss(CrossEntropyLoss.Params(), facts)

@@ -73,7 +73,7 @@ class Entry:
         """Import the target and check it subclasses the kind's ABC."""
         try:
             obj = _import_target(self.target)
-        except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is reported
+        except Exception as exc:  # any import failure of a plugin is reported
             who = f"plugin distribution {self.distribution!r}" if self.distribution else self.origin
             raise RegistryError(
                 f"{KINDS[self.kind].title} {self.name!r} from {who} failed to import "

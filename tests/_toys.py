@@ -70,12 +70,12 @@ class ToyMethod(I.Method):
     roles = {"decoder": I.Role("decoder", "toy_decoder")}
     loss_weights = {"rec": 1.0, "kl": 0.1}
 
-    def __init__(self, params, facts, recipe):
-        super().__init__(params, facts, recipe)
+    def __init__(self, params, facts, context):
+        super().__init__(params, facts, context)
         from dafnet.builder import build
 
-        spec = recipe.model["decoder"]
-        self.decoder = build("decoder", spec.name, spec.params, facts.with_(anatomy_channels=3), "model.decoder")
+        choice = self.component("decoder")
+        self.decoder = build("decoder", choice.name, choice.params, facts.with_(anatomy_channels=3), "model.decoder")
 
     def networks(self):
         return {"decoder": self.decoder}
@@ -88,7 +88,7 @@ class ToyMethod(I.Method):
 
     def summary(self):
         n = sum(p.numel() for p in self.decoder.parameters() if p.requires_grad)
-        return [I.RoleSummary("decoder", self.recipe.model["decoder"].name, "(1, 1, 8, 8)", n)]
+        return [I.RoleSummary("decoder", self.component("decoder").name, "(1, 1, 8, 8)", n)]
 
     def train_streams(self, subjects):
         return {}

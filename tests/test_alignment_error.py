@@ -13,9 +13,9 @@ from dafnet.data.phantom import PhantomDataSource
 from dafnet.data.phantom_shapes import LABEL_OF_TISSUE, sample_anatomy, tissue_map
 from dafnet.data.slices import PairedSliceDataset, SampleConfig
 from dafnet.interfaces import AlignmentErrors, Facts, MetricInputs, Volume
+from dafnet.methods.dafnet.alignment import alignment_summary
 from dafnet.metrics.alignment import AlignmentMetric
 from dafnet.metrics.alignment_error import error_maps, error_statistics
-from dafnet.methods.dafnet_alignment import alignment_summary
 
 H, W, SPACING = 12, 16, 2.0
 

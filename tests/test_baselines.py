@@ -8,7 +8,7 @@ import torch
 
 from dafnet.assemble import assemble
 from dafnet.components.anatomy import UNetSharedDecoderEncoder
-from dafnet.components.init import KERAS_BN_EPS, KERAS_BN_MOMENTUM, count_trainable
+from dafnet.components.keras_layers import KERAS_BN_EPS, KERAS_BN_MOMENTUM, count_trainable
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.data.phantom import PhantomDataSource
 from dafnet.engine import load_export, train

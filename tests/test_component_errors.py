@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from _toys import TINY_DAFNET
 from pydantic import BaseModel
 from rich.console import Console
 from torch import nn
@@ -19,8 +20,6 @@ from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.engine import train
 from dafnet.errors import DafnetError
 from dafnet.registry import register
-
-from _toys import TINY_DAFNET
 
 
 class HalfSizeDecoder(FiLMDecoder):

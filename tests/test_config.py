@@ -68,7 +68,7 @@ def test_every_error_at_once_with_yaml_paths(tmp_path):
     assert "train.batchsize" in got
     assert err.value.source == str(path)
     unknown = next(i for i in err.value.issues if i.path == "train.batchsize")
-    assert unknown.message == "unknown key"
+    assert unknown.message == "unknown key; did you mean train.batch_size?"
     # ... and the component problems in the same run
     assert "model.decoder.params.channels" in got
     assert "model.decoder.params.colour" in got
@@ -181,6 +181,55 @@ def test_bad_overrides(tmp_path, toys):
     assert "override" in err.value.issues[0].message
 
 
+def test_unknown_keys_suggest_the_closest_key_at_their_level(tmp_path, toys):
+    text = toys.TOY_RECIPE.replace("train:\n  epochs: 2\n", "train:\n  epcohs: 2\n  health: {enabeld: false}\n")
+    text += "namez: x\noutput: {figurs: false}\n"
+    text = text.replace("  source:", "  split: {fols: 2}\n  source:")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, "r.yaml", text))
+    said = {i.path: i.message for i in err.value.issues}
+    assert said == {"train.epcohs": "unknown key; did you mean train.epochs?",
+                    "train.health.enabeld": "unknown key; did you mean train.health.enabled?",
+                    "data.split.fols": "unknown key; did you mean data.split.folds?",
+                    "output.figurs": "unknown key; did you mean output.figures?",
+                    "namez": "unknown key; did you mean name?"}
+    with pytest.raises(RecipeError) as err:  # a mapping of components: the component's own keys
+        load_recipe(write(tmp_path, "r.yaml", toys.TOY_RECIPE.replace("params: {channels: 4}",
+                                                                       "parms: {channels: 4}")))
+    assert [i.message for i in err.value.issues] == ["unknown key; did you mean model.decoder.params?"]
+    with pytest.raises(RecipeError) as err:  # nothing close: no suggestion
+        load_recipe(write(tmp_path, "r.yaml", toys.TOY_RECIPE + "zzzzzz: 1\n"))
+    assert [i.message for i in err.value.issues] == ["unknown key"]
+
+
+def test_an_override_typo_is_reported_as_the_override(tmp_path, toys):
+    path = write(tmp_path, "r.yaml", toys.TOY_RECIPE)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["train.epcohs=3", "train.epochs=many"])
+    issues = {i.path: i for i in err.value.issues}
+    assert issues["train.epcohs"].message == \
+        "override 'train.epcohs=3': unknown key train.epcohs; did you mean train.epochs?"
+    assert issues["train.epcohs"].hint == "fix the override on the command line"
+    assert issues["train.epochs"].message.startswith("override 'train.epochs=many': Input should be a valid integer")
+    assert err.value.source == f"the overrides of {path}"
+    with pytest.raises(RecipeError) as err:  # phase two: roles, loss terms, component params
+        load_recipe(path, ["model.decodr=toy_decoder", "losses.recc=1", "model.decoder.params.chanels=2"])
+    said = {i.path: i.message for i in err.value.issues}
+    assert said["model.decodr"].startswith("override 'model.decodr=toy_decoder': unknown role model.decodr")
+    assert said["model.decodr"].endswith("did you mean model.decoder?")
+    assert said["losses.recc"].startswith("override 'losses.recc=1': unknown loss term losses.recc")
+    assert said["losses.recc"].endswith("did you mean losses.rec?")
+    assert said["model.decoder.params.chanels"] == ("override 'model.decoder.params.chanels=2': unknown parameter "
+                                                    "model.decoder.params.chanels; did you mean 'channels'?")
+    broken = write(tmp_path, "b.yaml", toys.TOY_RECIPE.replace("epochs: 2", "epochz: 2"))
+    with pytest.raises(RecipeError) as err:  # the file's own typo stays the file's
+        load_recipe(broken, ["train.seeed=1"])
+    said = {i.path: i.message for i in err.value.issues}
+    assert said == {"train.epochz": "unknown key; did you mean train.epochs?",
+                    "train.seeed": "override 'train.seeed=1': unknown key train.seeed; did you mean train.seed?"}
+    assert err.value.source == f"{broken} and its overrides"
+
+
 def test_yaml_problems(tmp_path):
     with pytest.raises(RecipeError, match="not valid YAML at line 2"):
         load_recipe(write(tmp_path, "x.yaml", "a: 1\n b: [\n"))
@@ -235,4 +284,5 @@ def test_a_value_fitting_no_member_of_a_union_is_one_problem_at_the_key():
                     ["data.source.params.image_size=abc"])
     [issue] = err.value.issues
     assert issue.path == "data.source.params.image_size"
-    assert issue.message == "Input should be a valid integer or a valid tuple (got 'abc')"
+    assert issue.message == ("override 'data.source.params.image_size=abc': Input should be a valid integer or a "
+                             "valid tuple (got 'abc')")

@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-
 from _cli import run_cli
+
 from dafnet.data.nnunet_writer import write_nnunet_raw
 from dafnet.data.phantom import PhantomDataSource
-from dafnet.inference.check import check_cases, nnunet_cases
+from dafnet.inference.data_check import check_cases, nnunet_cases
 
 
 def run(capsys, *args) -> tuple[int, str]:

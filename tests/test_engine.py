@@ -100,17 +100,17 @@ class ToyMethod(I.Method):
         hidden: int = Field(6, ge=1, description="generator hidden units")
         phases: tuple[str, ...] | None = Field(None, description="run only these phases")
 
-    def __init__(self, params, facts, recipe):
-        super().__init__(params, facts, recipe)
+    def __init__(self, params, facts, context):
+        super().__init__(params, facts, context)
         n = SIDE * SIDE
         layers = [nn.Linear(n, params.hidden)]
         if params.batchnorm:
             layers.append(nn.BatchNorm1d(params.hidden))
         layers += [nn.Tanh(), nn.Linear(params.hidden, n)]
         self.generator = nn.Sequential(*layers)
-        spec = recipe.model["critic"]
-        self.critic = build("discriminator", spec.name, spec.params, facts, "model.critic")
-        self.w_adv = recipe.losses.get("adversarial", 0.1)
+        choice = self.component("critic")
+        self.critic = build("discriminator", choice.name, choice.params, facts, "model.critic")
+        self.w_adv = self.resolved_weights().get("adversarial", 0.1)
 
     def networks(self):
         return {"generator": self.generator, "critic": self.critic}
@@ -446,8 +446,8 @@ def test_validation_evaluates_the_swa_average_and_training_continues_from_the_li
     assert rows[2]["validation/monitor"] != live_rows[2]["validation/monitor"]
 
     def training_columns(history):
-        return [{k: v for k, v in r.items() if not k.startswith("validation/") and k not in ("seconds", "validated_swa")}
-                for r in history]
+        skipped = ("seconds", "validated_swa")
+        return [{k: v for k, v in r.items() if not k.startswith("validation/") and k not in skipped} for r in history]
 
     assert training_columns(rows) == training_columns(live_rows)
     for name in ("model.safetensors", "model_1.safetensors"):  # live weights and buffers at the end
@@ -592,12 +592,12 @@ def test_a_damaged_state_is_a_clear_error(tmp_path):
 
 
 def test_a_new_run_stopped_before_its_first_state_leaves_no_folder(tmp_path, monkeypatch):
-    from dafnet.engine import train, trainer
+    from dafnet.engine import session, train
 
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer._Session, "fit", interrupted)
+    monkeypatch.setattr(session.TrainingSession, "fit", interrupted)
     console = quiet()
     with pytest.raises(KeyboardInterrupt):
         train(toy_recipe(tmp_path), run_dir=tmp_path / "new", console=console)
@@ -610,7 +610,7 @@ def test_a_new_run_stopped_before_its_first_state_leaves_no_folder(tmp_path, mon
 
 
 def test_an_interrupted_run_with_a_state_says_how_to_resume(tmp_path, monkeypatch):
-    from dafnet.engine import train, trainer
+    from dafnet.engine import session, train
 
     run = tmp_path / "run"
     train(toy_recipe(tmp_path, train={"epochs": 1}), run_dir=run, console=quiet())
@@ -618,7 +618,7 @@ def test_an_interrupted_run_with_a_state_says_how_to_resume(tmp_path, monkeypatc
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer._Session, "fit", interrupted)
+    monkeypatch.setattr(session.TrainingSession, "fit", interrupted)
     console = quiet()
     with pytest.raises(KeyboardInterrupt):
         train(toy_recipe(tmp_path, train={"epochs": 2}), resume=run, console=console)

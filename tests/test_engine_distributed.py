@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import debug_launcher
-
 from test_engine import ToyMethod, exported, quiet, toy_recipe
 
 SPLIT = {"folds": 1, "train": 0.8, "validation": 0.0, "test": 0.2}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
+from _toys import TINY_DAFNET
 from rich.console import Console
 
 from dafnet.cli.app import main
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.engine import train
-
-from _toys import TINY_DAFNET
 
 RECIPE = TINY_DAFNET
 
@@ -105,8 +105,86 @@ def test_log_has_the_alignment_columns(run):
 def test_default_output_folder_all_split_and_shuffled_pairing(run, capsys):
     code = cli(["evaluate", str(run), "--metric", "dice", "--split", "all", "--pairing", "shuffled", "--cpu"])
     assert code == 0, capsys.readouterr()
-    report = json.loads((run / "evaluation" / "metrics.json").read_text())
+    report = json.loads((run / "evaluation" / "all__dice__pairing=shuffled" / "metrics.json").read_text())
     assert len(report["info"]["subjects"]) == 6 and report["info"]["pairing"] == "shuffled"
+
+
+def test_each_call_gets_its_own_folder_and_an_existing_one_is_refused(run, capsys):
+    plain = run / "evaluation" / "validation__dice"
+    mean = run / "evaluation" / "validation__dice+alignment__model.fuser.name=mean"
+    assert cli(["evaluate", str(run), "--metric", "dice", "--split", "validation", "--cpu"]) == 0, capsys.readouterr()
+    assert cli(["evaluate", str(run), "model.fuser.name=mean", "--metric", "dice", "--metric", "alignment",
+                "--split", "validation", "--cpu"]) == 0, capsys.readouterr()
+    assert str(mean / "metrics.json") in capsys.readouterr().out
+    first, second = (json.loads((f / "metrics.json").read_text()) for f in (plain, mean))
+    assert list(first["metrics"]) == ["dice"] and first["info"]["overrides"] == []
+    assert list(second["metrics"]) == ["dice", "alignment"] and second["info"]["overrides"] == ["model.fuser.name=mean"]
+    before = (plain / "metrics.json").read_bytes()
+    assert cli(["evaluate", str(run), "--metric", "dice", "--split", "validation", "--cpu"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{plain} exists and is not empty" in err and "--overwrite" in err and "--out" in err
+    assert (plain / "metrics.json").read_bytes() == before  # untouched
+    assert not [p.name for p in (run / "evaluation").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_overwrite_replaces_the_whole_folder_and_out_is_refused_without_it(run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert cli(["evaluate", str(run), "--metric", "figures", "--out", str(out), "--cpu"]) == 0, capsys.readouterr()
+    assert sorted(p.name for p in out.glob("*.png"))  # the figures of the first call
+    assert cli(["evaluate", str(run), "--metric", "dice", "--out", str(out), "--cpu"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{out} exists and is not empty" in err and "pass --overwrite" in err
+    assert cli(["evaluate", str(run), "--metric", "dice", "--out", str(out), "--overwrite", "--cpu"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "per_volume.csv"]  # no stale figure
+    report = json.loads((out / "metrics.json").read_text())
+    assert list(report["metrics"]) == ["dice"] and report["files"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]  # no staging or old copy left beside it
+
+
+@pytest.mark.parametrize("target", ["run", "evaluations"])
+def test_overwrite_never_replaces_a_folder_that_is_not_one_evaluation(run, tmp_path, capsys, target):
+    folder = run if target == "run" else tmp_path / "evaluations"
+    if target == "evaluations":  # a folder of evaluations, with the old layout's metrics.json on top
+        (folder / "one").mkdir(parents=True)
+        (folder / "one" / "metrics.json").write_text("{}")
+        (folder / "metrics.json").write_text("{}")
+    before = sorted(p.name for p in folder.iterdir())
+    assert cli(["evaluate", str(run), "--metric", "dice", "--out", str(folder), "--overwrite", "--cpu"]) == 2
+    assert "not one evaluation's folder" in " ".join(capsys.readouterr().err.split())
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_an_error_while_evaluating_leaves_nothing(run, tmp_path, monkeypatch):
+    import dafnet.evaluation as evaluation
+    import dafnet.evaluation.driver as driver
+
+    def broken(path, rows):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(driver, "write_csv", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        evaluation.evaluate(run, ["dice", "figures"], out_dir=tmp_path / "new" / "eval", device="cpu")
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no half-written output, no parent made for it
+
+
+def test_folder_names_are_readable_safe_and_deterministic():
+    from dafnet.evaluation import evaluation_folder_name as name
+
+    mean = name(["dice", "alignment"], "test", ["model.fuser.name=mean"])
+    assert mean == "test__dice+alignment__model.fuser.name=mean"
+    assert name(["dice", "dice"], "all", pairing="shuffled") == "all__dice__pairing=shuffled"
+    assert name(["dcor"], metric_options=["dcor.max_samples=5"]) == "test__dcor__dcor.max_samples=5"
+    odd = name(["dice"], overrides=["model.x.params.filters=[4, 8]", "model.y.name=a/b"])
+    assert odd == name(["dice"], overrides=["model.x.params.filters=[4, 8]", "model.y.name=a/b"])  # deterministic
+    assert odd != name(["dice"], overrides=["model.x.params.filters=[4,8]", "model.y.name=a/b"])  # hashed, distinct
+    assert re.fullmatch(r"[A-Za-z0-9._=+,-]+", odd) and odd.startswith("test__dice__model.x.params.filters=4,8-")
+    long = name(["dice"], overrides=[f"model.fuser.params.p{i}=1" for i in range(20)])
+    assert len(long) <= 160 and re.fullmatch(r"[A-Za-z0-9._=+,-]+", long)
+    assert name(["dice"], overrides=["model.a=" + "x" * 100]) != name(["dice"], overrides=["model.a=" + "x" * 101])
+    data = name(["dice"], data="/some/where/nnunet.yaml")
+    assert re.fullmatch(r"test__dice__data=nnunet-[0-9a-f]{8}", data)
+    assert data != name(["dice"], data="/else/where/nnunet.yaml")
 
 
 def test_metric_params_are_set_validated_and_recorded(run, tmp_path, capsys):
@@ -148,7 +226,7 @@ def test_overrides_change_choices_without_weights(run, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["info"]["overrides"] == ["model.fuser.name=mean"]
     plain, mean = load_export(run), load_export(run, overrides=["model.fuser.name=mean"])
     assert isinstance(plain.fuser, MaxFuser) and isinstance(mean.fuser, MeanFuser)
-    assert mean.recipe.model["fuser"].name == "mean"
+    assert mean.context.components["fuser"].name == "mean"
     for role, net in plain.networks().items():  # the same weights, only the fuser differs
         theirs = mean.networks()[role].state_dict()
         assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())

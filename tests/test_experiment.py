@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _toys import TINY_DAFNET
 from rich.console import Console
 
 from dafnet.errors import DafnetError
 from dafnet.experiment import load_spec, run_experiment
 from dafnet.experiment.grid import expand
 from dafnet.experiment.tables import wilcoxon_p
-
-from _toys import TINY_DAFNET
 
 torch.set_num_threads(1)
 
@@ -219,7 +218,8 @@ def test_seeds_multiply_trainable_cells_and_tables_average_each_volume_over_them
     spec, base = load_spec(spec_path)
     cells, reference = expand(spec, base)
     ids = sorted(c.id for c in cells)
-    assert ids == ["UNet-multi__expert__f100__fold0__all-terms__seed0", "UNet-multi__expert__f100__fold0__all-terms__seed1",
+    assert ids == ["UNet-multi__expert__f100__fold0__all-terms__seed0",
+                   "UNet-multi__expert__f100__fold0__all-terms__seed1",
                    "UNet-single__expert__f100__fold0__all-terms__seed5", "copy__expert__fany__fold0__all-terms"]
     assert {c.seed: c.recipe.train.seed for c in cells if c.method == "UNet-multi"} == {0: 0, 1: 1}
     results = {c.id: {"single": {"s1": 40.0 + 10 * (c.seed or 0), "s2": 60.0}} for c in cells}

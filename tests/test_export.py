@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_engine import ToyMethod, quiet, toy_recipe
 
 from dafnet.errors import DafnetError
-from test_engine import ToyMethod, quiet, toy_recipe
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 
 def test_index_describes_the_method(trained):
     index = json.loads((trained.export_dir / "dafnet_index.json").read_text())
-    assert index["format"] == "dafnet-export" and index["format_version"] == 2
+    assert index["format"] == "dafnet-export" and index["format_version"] == 3
     assert index["method"]["name"] == "engine_toy" and index["method"]["params"]["hidden"] == 5
     assert index["method"]["origin"] == "runtime"
     assert index["facts"]["image_size"] == [2, 2] and index["facts"]["modalities"] == ["a", "b"]
@@ -130,19 +130,47 @@ def test_weights_that_do_not_fit(trained, tmp_path):
 
 
 def test_export_is_replaced_atomically(trained):
-    from dafnet.engine.export import write_export
     from dafnet.engine import load_export
+    from dafnet.engine.export import exported_recipe, write_export
 
     method = load_export(trained.export_dir)
     with torch.no_grad():
         for p in method.generator.parameters():
             p.add_(1.0)
-    write_export(trained.export_dir, networks=method.networks(), recipe=method.recipe, facts=method.facts,
-                 weights={"source": "test"})
+    write_export(trained.export_dir, networks=method.networks(), recipe=exported_recipe(trained.export_dir),
+                 facts=method.facts, weights={"source": "test"})
     reloaded = load_export(trained.export_dir)
     assert all(torch.equal(a, b) for a, b in zip(method.generator.parameters(), reloaded.generator.parameters()))
     assert json.loads((trained.export_dir / "dafnet_index.json").read_text())["weights"] == {"source": "test"}
     assert not list(trained.export_dir.parent.glob(".export*"))
+
+
+def test_the_same_weights_export_byte_identical_safetensors(trained, tmp_path):
+    from dafnet.engine import load_export
+    from dafnet.engine.export import exported_recipe, save_safetensors, write_export
+
+    method, recipe = load_export(trained.export_dir), exported_recipe(trained.export_dir)
+    for folder in ("a", "b"):
+        write_export(tmp_path / folder, networks=method.networks(), recipe=recipe, facts=method.facts,
+                     weights={"source": "test"})
+    for role in ("generator", "critic"):
+        a, b = (tmp_path / f / f"{role}.safetensors" for f in ("a", "b"))
+        assert a.read_bytes() == b.read_bytes()
+        state = load_file(str(a))
+        assert all(torch.equal(state[k], v) for k, v in method.networks()[role].state_dict().items())
+    # safetensors alone orders its metadata differently from call to call; the header here is fixed
+    tensors = {f"t{i}": torch.full((i + 1,), float(i)) for i in range(6)} | {"half": torch.ones(3).half()}
+    metadata = {k: k * 2 for k in ("role", "format", "zeta", "alpha", "mid")}
+    written = set()
+    for i in range(8):
+        save_safetensors(tensors, tmp_path / f"{i}.safetensors", metadata)
+        written.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(written) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata() == metadata
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
 
 
 def test_a_version_1_export_keeps_the_tps_and_spade_it_was_trained_with():
@@ -157,7 +185,8 @@ def test_a_version_1_export_keeps_the_tps_and_spade_it_was_trained_with():
     assert old["recipe"]["model"]["aligner"]["params"] == {"grid_range": "symmetric", "hidden": 32}
     assert old["recipe"]["model"]["decoder"]["params"] == {"norm": "channel"}
     assert old["recipe"]["model"]["fuser"]["params"] == {}
-    explicit = {"format_version": 1, "recipe": {"model": {"aligner": {"name": "tps", "params": {"grid_range": "unit"}}}}}
+    unit_tps = {"name": "tps", "params": {"grid_range": "unit"}}
+    explicit = {"format_version": 1, "recipe": {"model": {"aligner": unit_tps}}}
     _upgrade_recipe(explicit)
     assert explicit["recipe"]["model"]["aligner"]["params"] == {"grid_range": "unit"}
     new = {"format_version": 2, "recipe": {"model": json.loads(json.dumps(model))}}

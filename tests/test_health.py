@@ -26,8 +26,9 @@ def rows(sup: list[float], dice: list[float] | None = None) -> list[dict]:
     return out
 
 
-def history_until_failure(history, config=HealthConfig(), signals=SIGNALS):
+def history_until_failure(history, config=None, signals=SIGNALS):
     """diagnose() after every epoch, as the engine calls it: (epoch it tripped, failure) or (None, None)."""
+    config = HealthConfig() if config is None else config
     for end in range(1, len(history) + 1):
         failure = diagnose(history[:end], config, signals)
         if failure is not None:

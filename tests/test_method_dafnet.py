@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -9,12 +10,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from dafnet.assemble import assemble
-from dafnet.components.init import count_trainable
+from dafnet.components.keras_layers import count_trainable
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.errors import DafnetError
 from dafnet.interfaces import LossOutput, Method
 from dafnet.methods.dafnet import DAFNet
-from dafnet.methods.dafnet_graph import training_graph
+from dafnet.methods.dafnet.graph import training_graph
 from dafnet.registry import registry
 
 GENERATOR_TERMS = {"sup", "adv_mask", "rec", "adv_image", "kl", "z_rec"}
@@ -68,6 +69,20 @@ def three():
 
 
 # --------------------------------------------------------------------------- building
+def test_the_method_reads_a_frozen_context_not_the_recipe(two):
+    from dafnet.assemble import method_context
+
+    method, _ = two
+    recipe = resolve(parse_recipe(tiny_recipe()))
+    assert not hasattr(method, "recipe")
+    assert method.context == method_context(recipe)
+    assert method.context.target == "lge" and method.context.annotation_fraction == 0.5
+    assert method.context.rotation_degrees == 20.0 and method.context.seed == recipe.train.seed
+    assert method.component("segmentor").params == recipe.model["segmentor"].params
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        method.context.target = "cine"
+
+
 def test_registered_with_paper_roles_and_weights(two):
     method, _ = two
     assert registry("method").get("dafnet") is DAFNet and isinstance(method, Method)
@@ -118,13 +133,12 @@ def test_summary_lists_roles_shapes_and_exact_parameter_counts(two):
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_streams_follow_the_annotation_fraction(two, fraction):
     method, subjects = two
-    original = method.recipe
-    method.recipe = original.model_copy(
-        update={"data": original.data.model_copy(update={"annotation_fraction": fraction})})
+    original = method.context
+    method.context = dataclasses.replace(original, annotation_fraction=fraction)
     try:
         streams = method.train_streams(subjects)
     finally:
-        method.recipe = original
+        method.context = original
     n_labelled = round(fraction * len(subjects))
     assert len(streams["labelled"]) == 3 * n_labelled
     assert len(streams["unlabelled"]) == 3 * (len(subjects) - n_labelled)
@@ -178,7 +192,7 @@ def test_unlabelled_supervision_uses_only_existing_ground_truth(two):
     torch.manual_seed(3)
     method.eval()  # deterministic forward (no z sampling, fixed BatchNorm statistics)
     try:
-        from dafnet.methods.dafnet_steps import _supervised
+        from dafnet.methods.dafnet.steps import _supervised
         with torch.no_grad():
             graph = training_graph(method, hidden, with_images=False)
             part = _supervised(method, graph, hidden)
@@ -526,7 +540,7 @@ def test_fused_supervision_is_the_supervised_loss_of_the_fused_pairs():
     batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
     out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
     assert "fused_sup" in out.terms and torch.isfinite(out.terms["fused_sup"])
-    from dafnet.methods.dafnet_steps import _fused_supervised
+    from dafnet.methods.dafnet.steps import _fused_supervised
     method.eval()
     try:
         with torch.no_grad():
@@ -547,7 +561,7 @@ def test_anatomy_alignment_is_the_l1_between_warped_and_fixed_anatomies():
     batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
     out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
     assert "anatomy_align" in out.terms and torch.isfinite(out.terms["anatomy_align"])
-    from dafnet.methods.dafnet_steps import _anatomy_alignment
+    from dafnet.methods.dafnet.steps import _anatomy_alignment
     method.eval()
     try:
         with torch.no_grad():

@@ -15,7 +15,7 @@ from dafnet.assemble import assemble
 from dafnet.components.aligners.thin_plate import sample
 from dafnet.config.resolve import parse_recipe, resolve
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, Method, MetricInputs
+from dafnet.interfaces import Facts, Method, MethodContext, MetricInputs
 from dafnet.metrics.dice import DiceMetric, class_overlaps_per_slice, monai_dice_per_volume
 from dafnet.metrics.figures import FiguresMetric
 from dafnet.metrics.hd95 import HD95Metric, hd95
@@ -242,7 +242,8 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
         assert item.modality == ["lge"] * 3 and item.anatomy is None
         torch.testing.assert_close(item.prediction.sum(1), torch.ones(3, 32, 32), atol=1e-5, rtol=0)
     copy, aligned = inputs[3].prediction, inputs[4].prediction
-    assert torch.equal(copy.argmax(1), batch["masks"][:, 0, 0]) and torch.equal(inputs[3].target, batch["masks"][:, 1, 0])
+    assert torch.equal(copy.argmax(1), batch["masks"][:, 0, 0])
+    assert torch.equal(inputs[3].target, batch["masks"][:, 1, 0])
     torch.testing.assert_close(aligned, copy, atol=1e-4, rtol=0)  # the TPS starts at the identity
     errors = inputs[5].alignment  # the phantom's coordinates: the error against the truth, no prediction
     assert inputs[5].prediction is None and errors.source == "cine" and errors.aligner_mm.shape == (3, 32, 32)
@@ -284,7 +285,25 @@ def test_dafnet_evaluation_inputs_and_figures(tmp_path):
 
 def test_a_method_without_evaluation_inputs_says_so():
     class Bare:
-        recipe = None
+        context = MethodContext(method="bare")
 
-    with pytest.raises(DafnetError, match="does not support dafnet evaluate"):
+    with pytest.raises(DafnetError, match="method bare does not support dafnet evaluate"):
         Method.evaluation_inputs(Bare(), {})
+
+
+def test_metric_hooks_are_declared_on_the_abc_with_defaults():
+    from dafnet.metrics.dice import DiceMetric
+    from dafnet.metrics.figures import FiguresMetric
+
+    facts = Facts(image_size=(8, 8), modalities=("cine", "lge"), num_classes=1, class_names=("fg",))
+    dice = DiceMetric(DiceMetric.Params(), facts)
+    assert dice.method is None and dice.output_dir is None  # the defaults, before the driver sets them
+    assert not dice.wants(MetricInputs(case_ids=["a"], prediction=torch.zeros(1, 2, 8, 8)))
+    assert dice.wants(MetricInputs(case_ids=["a"], prediction=torch.zeros(1, 2, 8, 8),
+                                   target=torch.zeros(1, 8, 8, dtype=torch.long)))
+    figures = FiguresMetric(FiguresMetric.Params(), facts)
+    assert figures.wants(MetricInputs(case_ids=["a"]))  # required_inputs () -> every input
+    marker = object()
+    figures.attach(marker)  # the ABC's default attach keeps the method
+    assert figures.method is marker
+    assert "attach" not in vars(FiguresMetric) and "wants" not in vars(DiceMetric)

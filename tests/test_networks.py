@@ -289,7 +289,7 @@ def test_pairing_head_weights_and_dice_scores(full_facts):
 def test_keras_initialisers():
     import math
 
-    from dafnet.components.init import conv2d
+    from dafnet.components.keras_layers import conv2d
 
     he = conv2d(64, 128, 3, init="he_normal")
     sigma = math.sqrt(2 / (64 * 9))

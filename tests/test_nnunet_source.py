@@ -60,7 +60,10 @@ def make_dataset(root: Path, cases=("a", "b"), channels=("FLAIR", "T1"), labels=
 
 
 def source(root, **params) -> NnUNetDataSource:
+    """The source at 32 x 32 px keeping each file's spacing (the default, auto, plans one:
+    tests/test_planned_spacing.py)."""
     params.setdefault("image_size", [32, 32])
+    params.setdefault("spacing_mm", None)
     return NnUNetDataSource(NnUNetDataSource.Params(root=str(root), **params))
 
 

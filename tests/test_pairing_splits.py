@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dafnet.config.schema import SplitConfig
-from dafnet.data.pairing import candidate_window, draw_candidates, nearest_slices
+from dafnet.data.slice_pairing import candidate_window, draw_candidates, nearest_slices
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, rotate_sample, training_streams
 from dafnet.data.splits import annotated_subjects, split_subjects
 from dafnet.errors import DafnetError
@@ -161,7 +161,6 @@ def test_training_candidates_are_drawn_once_seeded_with_the_expert_first():
     config = SampleConfig(("cine", "lge"), "lge", num_candidates=3, candidate_radius=2, seed=5)
     data = PairedSliceDataset(subjects, config, training=True)
     again = PairedSliceDataset(subjects, config, training=True)
-    volume = subjects[0].volumes["cine"]
     for item in range(len(data)):
         first, second = data[item]["images"], data[item]["images"]
         assert torch.equal(first, second) and torch.equal(first, again[item]["images"])  # fixed, seeded

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dafnet.builder import build
-from dafnet.components.init import count_trainable
+from dafnet.components.keras_layers import count_trainable
 from dafnet.interfaces import Facts
 
 

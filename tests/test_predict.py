@@ -4,22 +4,24 @@ cleanly with exit 2 and writes nothing; a run that fails halfway leaves --out as
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from _cli import run_cli
 from rich.console import Console
 
-from _cli import run_cli
 from dafnet.cli import main
 from dafnet.data.nnunet_writer import nifti_to_volume
 from dafnet.data.phantom import PhantomDataSource
 from dafnet.errors import DafnetError
-from dafnet.inference.predictor import Predictor
+from dafnet.inference.predictor import Predictor, shifted
 
 OPEN_MS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "open_ms"
 MNI = "cross_sectional/MNI/{}/{}_N4_noneck_reduced_winsor_regtoFLAIR{}_regtoMNI.nii.gz"
@@ -60,7 +62,8 @@ def phantom(tmp_path_factory):
     with pytest.raises(SystemExit) as done:
         main(["data", "phantom", str(raw), "--subjects", "3", "--slices", "4", "--image-size", "32", "--seed", "3"])
     assert done.value.code in (0, None)
-    export = train_tiny(raw, base / "run", {"image_size": 32, "intensity": {"clip_percentiles": None}},
+    export = train_tiny(raw, base / "run", {"image_size": 32, "spacing_mm": None,  # inputs keep their grid
+                                            "intensity": {"clip_percentiles": None}},
                         ["cine", "lge"], "lge")
     return raw, export
 
@@ -141,6 +144,181 @@ def test_input_forms(phantom, tmp_path, capsys, form):
     code, out = run(capsys, "predict", export, "--input", given, "--out", tmp_path / "pred")
     assert code == 0, out
     assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == [f"{c}.nii.gz" for c in expected]
+
+
+# ---------------------------------------------------------------- the whole field of view: sliding windows
+class LocalStub:
+    """A stand-in for the method whose probabilities are a deterministic function of local content
+    (a 3x3 mean of the target and of the other sequence, then pixelwise): every window predicts a
+    pixel the same way unless the pixel is at the window's edge. Records the windows it is given."""
+
+    def __init__(self, modalities):
+        self.modalities, self.calls = tuple(modalities), []
+
+    def predict(self, images, target):
+        import torch
+        import torch.nn.functional as F
+
+        self.calls.append({m: tuple(x.shape) for m, x in images.items()})
+        blur = lambda x: F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)  # noqa: E731
+        t = blur(images[target])
+        o = blur(next((x for m, x in images.items() if m != target), images[target]))
+        p = torch.softmax(torch.cat([torch.zeros_like(t), 4 * t, 3 * o, t * o - 2], dim=1), dim=1)
+        return {"fused": p, "single": p}
+
+
+def write_case(root: Path, sizes: dict[str, int], square: slice, slices: int = 2) -> None:
+    """An nnU-Net folder with one case: cine (channel 0) and lge (1), each n x n x slices at 1 x 1 x 3 mm,
+    noise plus a bright square at ``square`` in the first two array axes of the largest image, put at
+    the same offset from the field of view's centre in each (as the training crops pair them)."""
+    (root / "imagesTs").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "cine", "1": "lge"},
+        "labels": {"background": 0, "lv": 1, "myocardium": 2, "rv": 3}, "file_ending": ".nii.gz"}))
+    largest = max(sizes.values())
+    rng = np.random.default_rng(5)
+    for channel, name in enumerate(("cine", "lge")):
+        n = sizes[name]
+        shift = (largest - n) // 2
+        data = rng.normal(0.0, 3.0, size=(n, n, slices)).astype(np.float32) + 20.0
+        inside = slice(square.start - shift, square.stop - shift)
+        data[inside, inside] += 100.0
+        nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 3.0, 1.0])),
+                 str(root / "imagesTs" / f"case_{channel:04d}.nii.gz"))
+
+
+def load_whole(predictor: Predictor, root: Path):
+    """The case's volumes over their whole field of view, and where the training crop lies in each."""
+    from dafnet.data.datalist import StagedCase, StagedNnUNet
+
+    files = {m: root / "imagesTs" / f"case_{i:04d}.nii.gz" for i, m in enumerate(("cine", "lge"))}
+    with StagedNnUNet({"case": StagedCase(files, {})}, ["cine", "lge"], predictor.class_names,
+                      predictor.preprocessing) as staged:
+        volumes = staged.load(field_of_view=True)[0].volumes
+        return volumes, {m: staged.records[("case", m)].window for m in files}
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_every_pixel_is_predicted_and_an_off_centre_structure_is_found(phantom, tmp_path, size):
+    """Inputs 2x and 3x the 32 px crop with a structure in a corner, outside the centred crop:
+    (a) every pixel gets probabilities summing to 1 and the structure is segmented on the input
+    grid, (b) its prediction equals that of a crop centred on it."""
+    _, export = phantom
+    root = tmp_path / "ds"
+    write_case(root, {"cine": size, "lge": size}, slice(4, 12))
+    predictor = Predictor(export, mode="fused")
+    predictor.method = LocalStub(predictor.modalities)
+    volumes, windows = load_whole(predictor, root)
+    assert volumes["lge"].image.shape[1:] == (size, size) and windows["lge"] == (size // 2 - 16,) * 2
+    probabilities, kind = predictor.predict_probabilities(volumes, windows)
+    assert kind == "fused" and probabilities.shape == (2, 4, size, size)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)  # (a) every pixel
+    assert all(c == {"lge": (c["lge"][0], 1, 32, 32), "cine": (c["lge"][0], 1, 32, 32)}
+               for c in predictor.method.calls)
+    # (b) the crop centred on the structure, cut from both sequences, predicts it the same way
+    rows, cols = np.nonzero(volumes["lge"].image[0] > 0)
+    centre = (int(round(rows.mean())), int(round(cols.mean())))
+    assert min(abs(c - size / 2) for c in centre) > 16  # outside the centred 32 px training crop
+    start = tuple(c - 16 for c in centre)
+    crops = {m: replace_image(v, shifted(v.image, start, (32, 32))) for m, v in volumes.items()}
+    alone, _ = predictor.predict_probabilities(crops)
+    inside = np.s_[:, :, rows.min() - start[0]:rows.max() + 1 - start[0],
+                   cols.min() - start[1]:cols.max() + 1 - start[1]]
+    whole = probabilities[:, :, start[0]:start[0] + 32, start[1]:start[1] + 32]
+    np.testing.assert_allclose(whole[inside], alone[inside], atol=2e-3)
+    assert (alone[inside][:, :, 1:-1, 1:-1].argmax(axis=1) == 1).all()  # the square's corners are blurred
+    # on the input grid: the square is class 1, the rest background
+    (tmp_path / "out").mkdir()
+    result = predictor.predict_case("case", {m: root / "imagesTs" / f"case_{i:04d}.nii.gz"
+                                             for i, m in enumerate(("cine", "lge"))}, tmp_path / "out")
+    mask = np.asarray(nib.load(str(result.mask_path)).dataobj)
+    assert mask.shape == (size, size, 2) and result.windows == {64: 9, 96: 25}[size]
+    assert (mask[5:11, 5:11] == 1).all() and mask.max() == 1 and mask[3:13, 3:13].sum() == mask.sum()
+
+
+def test_other_sequences_are_cut_at_the_training_crops_relative_position(phantom, tmp_path):
+    """cine has a smaller field of view than lge (80 vs 96 px): the training crops pair their
+    centres, so the window of cine is cut 8 px off lge's; the fused prediction at the structure
+    is what the centred crops give."""
+    _, export = phantom
+    root = tmp_path / "ds"
+    write_case(root, {"cine": 80, "lge": 96}, slice(12, 20))
+    predictor = Predictor(export, mode="fused")
+    predictor.method = LocalStub(predictor.modalities)
+    volumes, windows = load_whole(predictor, root)
+    assert windows == {"lge": (32, 32), "cine": (24, 24)}
+    probabilities, _ = predictor.predict_probabilities(volumes, windows)
+    rows, cols = np.nonzero(volumes["lge"].image[0] > 0)
+    start = (int(rows.mean()) - 16, int(cols.mean()) - 16)
+    crops = {"lge": replace_image(volumes["lge"], shifted(volumes["lge"].image, start, (32, 32))),
+             "cine": replace_image(volumes["cine"], shifted(volumes["cine"].image,
+                                                            (start[0] - 8, start[1] - 8), (32, 32)))}
+    alone, _ = predictor.predict_probabilities(crops)
+    inside = np.s_[:, :, rows.min() - start[0]:rows.max() + 1 - start[0],
+                   cols.min() - start[1]:cols.max() + 1 - start[1]]
+    whole = probabilities[:, :, start[0]:start[0] + 32, start[1]:start[1] + 32]
+    np.testing.assert_allclose(whole[inside], alone[inside], atol=2e-3)
+    assert (alone[inside][:, :, 1:-1, 1:-1].argmax(axis=1) == 1).all()
+
+
+def test_an_input_smaller_than_the_crop_is_padded_and_cropped_back(phantom, tmp_path):
+    """A 24 px field of view inside the 32 px crop: one window (padded with -1 as in training), the
+    mask on the 24 px input grid."""
+    _, export = phantom
+    root = tmp_path / "ds"
+    write_case(root, {"cine": 24, "lge": 24}, slice(2, 8))
+    predictor = Predictor(export, mode="fused")
+    predictor.method = LocalStub(predictor.modalities)
+    volumes, windows = load_whole(predictor, root)
+    assert volumes["lge"].image.shape[1:] == (32, 32) and windows["lge"] == (0, 0)
+    assert (volumes["lge"].image[:, :4] == -1).all()  # the padding
+    (tmp_path / "out").mkdir()
+    result = predictor.predict_case("case", {m: root / "imagesTs" / f"case_{i:04d}.nii.gz"
+                                             for i, m in enumerate(("cine", "lge"))}, tmp_path / "out")
+    mask = np.asarray(nib.load(str(result.mask_path)).dataobj)
+    assert result.windows == 1 and len(predictor.method.calls) == 1 and mask.shape == (24, 24, 2)
+    assert (mask[3:7, 3:7] == 1).all() and mask[1:9, 1:9].sum() == mask.sum()
+
+
+def replace_image(volume, image):
+    from dataclasses import replace
+
+    return replace(volume, image=image)
+
+
+def test_an_input_of_the_crop_size_predicts_as_one_window(phantom):
+    """(c) phantom slices are the 32 px crop: one window, the method's own argmax (as before)."""
+    import torch
+
+    _, export = phantom
+    subjects = PhantomDataSource(PhantomDataSource.Params(**PHANTOM)).load()
+    for mode in ("fused", "single"):
+        predictor = Predictor(export, mode=mode, batch_size=3)
+        for subject in subjects:
+            v = subject.volumes
+            images = {m: torch.from_numpy(v[m].image).unsqueeze(1) for m in (("lge", "cine") if mode == "fused"
+                                                                              else ("lge",))}
+            before = predictor.method.predict(images, "lge")[mode].argmax(dim=1).numpy()
+            now, kind = predictor.predict_volumes(v)
+            assert kind == mode
+            np.testing.assert_array_equal(now, before)
+        assert predictor.window_count((32, 32)) == 1
+
+
+def test_a_trained_export_covers_a_field_of_view_three_times_its_crop(phantom, tmp_path, capsys):
+    _, export = phantom
+    root = tmp_path / "ds"
+    write_case(root, {"cine": 96, "lge": 96}, slice(4, 12))
+    predictor = Predictor(export, mode="fused", overlap=0.25)
+    volumes, windows = load_whole(predictor, root)
+    probabilities, _ = predictor.predict_probabilities(volumes, windows)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    code, out = run(capsys, "predict", export, "--input", root, "--out", tmp_path / "pred", "--overlap", "0.25")
+    assert code == 0, out
+    assert nib.load(str(tmp_path / "pred" / "case.nii.gz")).shape == (96, 96, 2)
+    assert "windows" in out and predictor.window_count((96, 96)) == 16
+    expect_error(capsys, ["predict", export, "--input", root, "--out", tmp_path / "o", "--overlap", "1"],
+                 "--overlap must be in [0, 1), got 1.0", tmp_path / "o")
 
 
 # ---------------------------------------------------------------- errors: exit 2, nothing written
@@ -265,6 +443,45 @@ def test_unwritable_output(phantom, tmp_path, capsys):
                  "exists and is not a folder", tmp_path / "nothing")
     expect_error(capsys, ["predict", export, "--input", raw, "--out", blocker / "sub"],
                  "cannot write to output folder", tmp_path / "nothing")
+
+
+def test_a_full_disk_while_writing_exits_2_and_leaves_no_staging_folder(phantom, tmp_path, capsys, monkeypatch):
+    raw, export = phantom
+    real, calls = nib.save, []
+
+    def full(image, filename):
+        calls.append(filename)
+        if len(calls) % 2 == 0:  # the second mask of each run: half written, then the disk is full
+            Path(filename).write_bytes(b"\0" * 10)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        return real(image, filename)
+
+    monkeypatch.setattr(nib, "save", full)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("x")
+    for out in (tmp_path / "new", keep):
+        code, text = run(capsys, "predict", export, "--input", raw, "--out", out)
+        flat = " ".join(text.split())
+        assert code == 2 and f"cannot write the predictions to {out}: No space left on device" in flat, text
+        assert "run the same dafnet predict again" in flat and "Traceback" not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+    assert [p.name for p in keep.iterdir()] == ["mine.txt"]
+
+
+def test_the_next_predict_removes_staging_folders_of_killed_ones(phantom, tmp_path, capsys):
+    from test_write_failures import dead_pid, staged_by
+
+    raw, export = phantom
+    out = tmp_path / "o"
+    out.mkdir()
+    killed = staged_by(out / "dafnet-predict", dead_pid())
+    killed_beside = staged_by(out, dead_pid())  # made while --out did not exist yet
+    running = staged_by(out / "dafnet-predict", os.getppid())  # a predict into the same --out that still runs
+    code, text = run(capsys, "predict", export, "--input", raw / "phantom_001", "--out", out)
+    assert code == 0, text
+    assert not killed.exists() and not killed_beside.exists() and running.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
 def test_sequences_unknown_to_the_export(phantom, tmp_path, capsys):

@@ -5,11 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dafnet.data.preprocess import (InPlaneTransform, PreprocessRecord,
-                                    canonical_orientation, choose_slice_axis, constant_slices,
-                                    crop_or_pad, crop_transform, foreground_centroid, label_centroid,
-                                    normalise_intensity, plan_in_plane, resample_in_plane,
-                                    slice_positions)
+from dafnet.data.preprocess import (
+    InPlaneTransform,
+    PreprocessRecord,
+    canonical_orientation,
+    choose_slice_axis,
+    constant_slices,
+    crop_or_pad,
+    crop_transform,
+    field_of_view_plan,
+    foreground_centroid,
+    label_centroid,
+    normalise_intensity,
+    plan_in_plane,
+    resample_in_plane,
+    slice_positions,
+)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -181,6 +192,67 @@ def test_record_affine_and_restore_map_back_to_the_source_grid():
         expect = (orientation.matrix() @ np.array(
             [voxel[0] + 1, *(np.array(t.scale) * voxel[1:] + t.offset), 1.0]))
         np.testing.assert_allclose(src, expect, atol=1e-9)
+
+
+def test_probabilities_restore_to_the_source_grid_summing_to_one_like_the_label():
+    """One-hot probabilities restore to the label's restore (argmax) and every voxel's
+    probabilities sum to 1, also on dropped slices and outside the stack; preprocess_label maps
+    a mask on the file grid forward onto the stack."""
+    label = np.zeros((50, 40, 12), dtype=np.int64)
+    label[10:35, 8:30, 2:10] = 1
+    label[20:30, 12:20, 4:8] = 2
+    affine = np.diag([0.9, 0.9, 4.0, 1.0])
+    orientation = canonical_orientation(affine, label.shape, choose_slice_axis([0.9, 0.9, 4.0]))
+    stack = orientation.apply(label)
+    t = plan_in_plane(stack.shape[1:], (0.9, 0.9), (0.6, 0.6), (96, 96), label_centroid(stack))
+    record = PreprocessRecord("x.nii.gz", affine, orientation, (1, 11), t)
+    out = t.apply(stack[1:11], "label")
+    one_hot = np.stack([(out == k).astype(np.float32) for k in range(3)], axis=1)
+    probabilities = record.restore_probabilities(one_hot)
+    assert probabilities.shape == (3, *label.shape) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=0), record.restore(out, "label"))
+    assert (probabilities[0][:, :, [0, 11]] == 1).all()  # the dropped slices: background
+    np.testing.assert_array_equal(record.preprocess_label(label), out)
+
+
+# ---------------------------------------------------------------- the whole field of view (predict)
+@pytest.mark.parametrize("in_spacing, target, size, centre", [
+    ((1.0, 1.0), None, (32, 32), None),                # 90x110 > crop: the whole grid, window centred
+    ((0.8, 0.8), (1.5, 1.5), (32, 40), "label"),       # resampled, window off-centre
+    ((1.0, 1.0), None, (128, 96), "label"),            # rows padded, the window leaves the grid
+    ((1.0, 1.0), (2.0, 2.0), (64, 64), None),          # 45x55 at 2 mm inside the 64x64 crop
+])
+def test_field_of_view_plan_holds_the_crop_window_and_every_pixel(in_spacing, target, size, centre):
+    label = disk_label()
+    centre = label_centroid(label) if centre == "label" else None
+    window = plan_in_plane(label.shape[1:], in_spacing, target, size, centre)
+    whole, (r, c) = field_of_view_plan(label.shape[1:], in_spacing, target, size, centre)
+    assert whole.scale == window.scale
+    assert whole.out_shape[0] >= size[0] and whole.out_shape[1] >= size[1]
+    # the crop window is a window of the whole grid, pixel for pixel
+    image = np.random.default_rng(4).normal(size=label.shape).astype(np.float32)
+    np.testing.assert_allclose(whole.apply(image)[:, r:r + size[0], c:c + size[1]], window.apply(image),
+                               atol=1e-5)
+    # every input pixel comes back as resampling alone gives it (the crop loses what lies outside it)
+    back = whole.invert(whole.apply(label, "label"), "label")
+    alone = label if target is None else resample_in_plane(label, in_spacing, target, "label")[1]
+    if target is not None:
+        alone = alone.invert(alone.apply(label, "label"), "label")
+    np.testing.assert_array_equal(back, alone)
+    if whole.out_shape == tuple(size):  # the window holds the whole field of view: the crop itself
+        assert whole == window and (r, c) == (0, 0)
+
+
+def test_field_of_view_plan_without_resampling_is_the_grid_itself():
+    whole, window = field_of_view_plan((90, 110), (1.0, 1.0), None, (32, 32))
+    assert whole.out_shape == (90, 110) and whole.offset == (0.0, 0.0) and window == (29, 39)
+    label = disk_label()
+    np.testing.assert_array_equal(whole.apply(label, "label"), label)
+    crop = plan_in_plane((90, 110), (1.0, 1.0), None, (32, 32))
+    assert (crop.invert(crop.apply(label, "label"), "label") == 2).sum() == 0  # the crop loses class 2
+    assert field_of_view_plan((32, 32), (1.0, 1.0), None, (32, 32))[0] == plan_in_plane(
+        (32, 32), (1.0, 1.0), None, (32, 32))
 
 
 def test_slice_positions_follow_the_normal_for_oblique_stacks():

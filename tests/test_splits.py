@@ -135,7 +135,8 @@ def test_a_split_file_gives_test_and_the_pool_for_validation_and_training(tmp_pa
     (NNUNET_FOLDS, {"folds": 5, "fold": 4}, "data.split.fold is 4, but split file"),
     (NNUNET_FOLDS, {"folds": 5, "fold": 0}, "data.split.folds is 5, but split file"),
     ([{"train": ids(9)[3:] + ["x9"], "val": ids(9)[:3]}], {"folds": 1}, "names subjects the data do not have: ['x9']"),
-    ([{"train": ids(9)[4:], "val": ids(9)[:3]}], {"folds": 1}, "places neither in train nor in val the subjects ['s003']"),
+    ([{"train": ids(9)[4:], "val": ids(9)[:3]}], {"folds": 1},
+     "places neither in train nor in val the subjects ['s003']"),
 ])
 def test_a_bad_split_file_is_an_error_naming_the_file(tmp_path, content, settings, says):
     path = write_splits(tmp_path, content)

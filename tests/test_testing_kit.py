@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field

@@ -12,9 +12,9 @@ import re
 
 import pytest
 import torch
+from _cli import run_cli as cli
 from torch.utils.data import DataLoader
 
-from _cli import run_cli as cli
 from dafnet.assemble import assemble
 from dafnet.builder import build_and_declare
 from dafnet.config import load_recipe

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import typer
 
 from dafnet import __version__
-from dafnet.cli import data_cmds, evaluate_cmds, experiment_cmds, plugin_cmds, predict_cmds, recipe_cmds, run_cmds
-from dafnet.cli.output import EXIT_USER_ERROR, console, print_error
+from dafnet.cli import (
+    data_cmds,
+    evaluate_cmds,
+    evaluate_folder_cmds,
+    experiment_cmds,
+    plugin_cmds,
+    predict_cmds,
+    recipe_cmds,
+    run_cmds,
+)
+from dafnet.cli.output import EXIT_USER_ERROR, console, flags_without_type, print_error
 
+flags_without_type()
 app = typer.Typer(
     name="dafnet",
     help="Multimodal, semi-supervised segmentation with disentangled representations (DAFNet).",
@@ -32,7 +41,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+    version: bool | None = typer.Option(None, "--version", callback=_version, is_eager=True,
                                            help="Print the version and exit."),
 ) -> None:
     """dafnet: train, evaluate and inspect DAFNet models from recipes."""
@@ -42,6 +51,7 @@ def root(
 run_cmds.register(app)
 predict_cmds.register(app)
 evaluate_cmds.register(app)
+evaluate_folder_cmds.register(app)
 experiment_cmds.register(app)
 app.add_typer(plugin_cmds.app, name="plugins", rich_help_panel="Components and recipes")
 app.add_typer(recipe_cmds.app, name="recipes", rich_help_panel="Components and recipes")
@@ -55,7 +65,7 @@ def _plain_warnings() -> None:
 
     from rich.markup import escape
 
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+    def show(message, category, filename, lineno, file=None, line=None):  # warnings.showwarning's signature
         console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
     warnings.showwarning = show

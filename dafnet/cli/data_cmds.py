@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ def phantom(
     subjects: int = typer.Option(12, help="Number of subjects."),
     slices: int = typer.Option(8, help="Slices per stack."),
     image_size: int = typer.Option(64, help="Slice size in pixels (square)."),
-    modalities: Optional[str] = typer.Option(None, help="Comma-separated, e.g. cine,lge,t2."),
+    modalities: str | None = typer.Option(None, help="Comma-separated, e.g. cine,lge,t2."),
     seed: int = typer.Option(0, help="Seed: the same seed writes the same data."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace a non-empty OUT_DIR that holds a dataset dafnet wrote."),
@@ -47,18 +46,18 @@ def phantom(
 
 @app.command("check")
 def check(
-    path: Optional[Path] = typer.Argument(
+    path: Path | None = typer.Argument(
         None, help="nnU-Net raw folder or datalist JSON (default: the --recipe's data folder)."),
-    recipe: Optional[str] = typer.Option(
+    recipe: str | None = typer.Option(
         None, "--recipe", help="Read with this recipe's data source params (sequences, size, spacing, ...)."),
-    target: Optional[str] = typer.Option(None, "--target", help="Target sequence for the pairing distances."),
+    target: str | None = typer.Option(None, "--target", help="Target sequence for the pairing distances."),
 ) -> None:
     """Read every volume as training would; per case: sequences, shapes, spacings, labels and slice
     pairing; then what cannot be used (exit 2 when a case is unusable)."""
     from rich.table import Table
 
     from dafnet.errors import DafnetError
-    from dafnet.inference.check import check_cases, load_check_input
+    from dafnet.inference.data_check import check_cases, load_check_input
 
     cases, modalities, class_names, params, default_target, notes = load_check_input(path, recipe)
     target = target or default_target

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -20,28 +19,33 @@ def _format(value) -> str:
 
 def evaluate(
     export: Path = typer.Argument(..., help="A run folder or its export/ folder."),
-    overrides: Optional[List[str]] = typer.Argument(
+    overrides: list[str] | None = typer.Argument(
         None, show_default=False, help="Dotted overrides of the export's recipe for choices without weights, "
         "e.g. model.fuser.name=mean (the same weights, fused by the mean)."),
-    metric: List[str] = typer.Option(..., "--metric", "-m", help="A metric name (repeat for several): "
+    metric: list[str] = typer.Option(..., "--metric", "-m", help="A metric name (repeat for several): "
                                      "dice, hd95, alignment, dcor, probe, traversal, figures or a plugin's."),
-    metric_param: Optional[List[str]] = typer.Option(
+    metric_param: list[str] | None = typer.Option(
         None, "--metric-param", show_default=False, help="A metric's parameter as NAME.KEY=VALUE (repeat for "
         "several), e.g. dcor.max_samples=2000; `dafnet plugins info NAME` lists them."),
-    data: Optional[str] = typer.Option(None, "--data", help="A recipe (its data section is used) or a dataset "
+    data: str | None = typer.Option(None, "--data", help="A recipe (its data section is used) or a dataset "
                                        "folder for the export's data source; default: the export's recipe."),
     split: str = typer.Option("test", "--split", help="test | validation | all."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; default <run>/evaluation/."),
-    pairing: Optional[str] = typer.Option(None, "--pairing", help="expert | shuffled: override the "
+    out: Path | None = typer.Option(None, "--out", help="Output folder; default: its own folder under "
+                                       "<run>/evaluation/, named from the split, metrics, parameters, overrides, "
+                                       "--data and --pairing (docs/metrics.md)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output folder (of an earlier "
+                                   "evaluation) when it exists and is not empty; without it, that is an error."),
+    pairing: str | None = typer.Option(None, "--pairing", help="expert | shuffled: override the "
                                           "method's pairing of evaluation slices."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the recipe's."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Default: the recipe's."),
     cpu: bool = typer.Option(False, "--cpu", help="Evaluate on the CPU even when a GPU is present."),
 ) -> None:
     """Evaluate an exported model: metrics per volume and summary, figures."""
     from rich.table import Table
 
     from dafnet.errors import DafnetError
-    from dafnet.evaluation import SPLITS, evaluate as run_evaluation
+    from dafnet.evaluation import SPLITS
+    from dafnet.evaluation import evaluate as run_evaluation
 
     if split not in SPLITS:
         raise DafnetError(f"unknown --split {split!r}", hint=f"one of {', '.join(SPLITS)}")
@@ -50,7 +54,7 @@ def evaluate(
     with console.status("evaluating...") as status:
         result = run_evaluation(export, metric, data=data, split=split, out_dir=out, pairing=pairing,
                                 batch_size=batch_size, device="cpu" if cpu else None,
-                                overrides=overrides or [], metric_options=metric_param or [],
+                                overrides=overrides or [], metric_options=metric_param or [], overwrite=overwrite,
                                 progress=lambda case, n: status.update(f"evaluating {case} ({n} samples)"))
     info = result.info
     table = Table(title=f"{len(info['subjects'])} subjects, {info['samples']} samples of the {info['split']} "

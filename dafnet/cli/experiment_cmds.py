@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,7 +11,7 @@ from dafnet.cli.output import console
 
 def experiment(
     spec: Path = typer.Argument(..., help="Experiment spec YAML (see recipes/experiments/)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/experiments/<name>)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/experiments/<name>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and their state; train nothing."),
     tables_only: bool = typer.Option(False, "--tables-only",
                                      help="Write the tables of the cells finished so far; train nothing."),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from dafnet.console import make_console
+
+console = make_console()
+"""stdout; as wide as the terminal, or wide enough for any table when not a terminal (dafnet/console.py)."""
+err_console = make_console(stderr=True)
 
 EXIT_USER_ERROR = 2
 
@@ -40,6 +42,25 @@ def recipe_yaml(recipe) -> str:
 
     data = recipe.model_dump(mode="json")
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=1000)
+
+
+def flags_without_type() -> None:
+    """Show flags as flags in ``--help``: typer's rich help prints a type beside every option,
+    ``--dry-run <bool>`` for a flag that takes no value; a flag (or a counter) without an explicit
+    metavar now shows none, as typer's plain help and click do. Patches typer's option class once."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_dafnet_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if (getattr(self, "is_flag", False) or getattr(self, "count", False)) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._dafnet_flags = True
+    TyperOption.display_type_rich = display_type_rich
 
 
 def is_tty() -> bool:

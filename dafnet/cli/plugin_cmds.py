@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from dafnet.cli.output import console
@@ -14,7 +12,7 @@ app = typer.Typer(help="Registered components (built-in and from installed plugi
 
 @app.command("list")
 def list_plugins(
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind, e.g. decoder."),
+    kind: str | None = typer.Option(None, "--kind", "-k", help="Only this kind, e.g. decoder."),
     targets: bool = typer.Option(False, "--targets", help="Also show each entry's module:Class."),
 ) -> None:
     """Every registered component by kind, with its origin."""
@@ -80,7 +78,7 @@ def _describe_field(field) -> tuple[str, str, str]:
 @app.command("info")
 def info(
     name: str = typer.Argument(..., help="Component name, e.g. film."),
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Disambiguate a name used by several kinds."),
+    kind: str | None = typer.Option(None, "--kind", "-k", help="Disambiguate a name used by several kinds."),
 ) -> None:
     """A component's origin, description and parameters (from its Params model)."""
     import inspect

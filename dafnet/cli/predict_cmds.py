@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,17 +12,24 @@ _MODES = ("single", "fused")
 
 
 def predict(
-    export: Path = typer.Argument(..., help="A run folder or its export/ folder."),
+    exports: list[Path] = typer.Argument(..., metavar="EXPORT",
+                                        help="A run folder or its export/ folder; several (e.g. the folds): "
+                                             "their probabilities are averaged."),
     input: str = typer.Option(..., "--input", "-i",
                               help="nnU-Net raw folder (dataset.json + imagesTs/ or imagesTr/), one of its "
                                    "image folders, DATASET/<case>, or one <case>_XXXX.nii.gz of the case."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz and <case>_overlay.png "
                                                       "(outside the input's image and label folders)."),
+    save_probabilities: bool = typer.Option(False, "--save-probabilities",
+                                            help="Also write <case>.npz (float32 class probabilities, "
+                                                 "(classes, z, y, x) on the input grid) and <case>.json."),
+    mirror: bool = typer.Option(False, "--mirror", help="Test-time mirroring: average over the in-plane flips."),
     mode: str = typer.Option("fused", "--mode", help="fused (every sequence given) or single (target only)."),
-    target: Optional[str] = typer.Option(None, "--target", help="Sequence to segment (default: the export's)."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
-    device: Optional[str] = typer.Option(None, "--device",
-                                         help="cpu, cuda, cuda:N or mps (default: cuda if present)."),
+    target: str | None = typer.Option(None, "--target", help="Sequence to segment (default: the export's)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
+    overlap: float = typer.Option(0.5, "--overlap", help="Overlap of neighbouring sliding windows, in [0, 1)."),
+    device: str | None = typer.Option(None, "--device",
+                                      help="cpu, cuda, cuda:N or mps (default: cuda if present)."),
     ignore_unknown: bool = typer.Option(False, "--ignore-unknown",
                                         help="Skip input sequences the export does not know instead of failing."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -31,27 +37,34 @@ def predict(
 ) -> None:
     """Segment the target sequence of every case; masks on each target file's original grid.
 
+    Every pixel is covered: sliding windows at the training crop size, blended by a Gaussian.
+    Several exports form an ensemble (mean probabilities, then the argmax).
     Nothing reaches --out unless every case succeeds.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
+    from dafnet.engine.export import read_index
     from dafnet.errors import DafnetError
+    from dafnet.inference.ensemble import Ensemble
     from dafnet.inference.inputs import find_input
     from dafnet.inference.outputs import check_output_dir, existing_outputs, output_names, staged_output
-    from dafnet.inference.predictor import Predictor, check_headers, resolve_device
+    from dafnet.inference.predictor import check_headers, resolve_device
 
     if mode not in _MODES:
         raise DafnetError(f"unknown --mode {mode!r}", hint="use single or fused")
     device = resolve_device(device)
+    for export in exports:
+        read_index(export)  # an export that is not there (a run that never finished, say) is named first
     inputs = find_input(input)
     out_dir = check_output_dir(out, inputs.root, inputs.folders())
-    predictor = Predictor(export, mode=mode, target=target, batch_size=batch_size, device=device)
+    predictor = Ensemble(exports, mode=mode, target=target, batch_size=batch_size, device=device,
+                         overlap=overlap, mirror=mirror)
     cases, skipped = predictor.cases(inputs, ignore_unknown)
-    check_headers(cases)
-    replaced = existing_outputs(out_dir, [n for case in cases for n in output_names(case)], overwrite)
-    if predictor.note:
-        console.print(f"[yellow]note:[/] {predictor.note}")
+    check_headers({case: {m: p for f in files for m, p in f.items()} for case, files in cases.items()})
+    replaced = existing_outputs(out_dir, [n for case in cases for n in output_names(case, save_probabilities)],
+                                overwrite)
+    for note in predictor.notes:
+        console.print(f"[yellow]note:[/] {note}")
     results = []
     with staged_output(out_dir) as staging, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -59,20 +72,29 @@ def predict(
         task = progress.add_task(f"predicting {predictor.target}", total=len(cases))
         for case, files in cases.items():
             progress.update(task, description=f"predicting {case}")
-            results.append(predictor.predict_case(case, files, staging))
+            results.append(predictor.predict_case(case, files, staging, save_probabilities))
             progress.advance(task)
-    table = Table(title=f"{len(results)} case(s) -> {out_dir}", title_justify="left")
-    for column in ("case", "prediction", "slices", *predictor.class_names, "seconds"):
-        table.add_column(column, justify="left" if column in ("case", "prediction") else "right")
-    for r in results:
-        table.add_row(r.case, f"{r.mode} ({'+'.join(r.sequences)})", str(r.slices),
-                      *(f"{r.foreground[c]:,}" for c in predictor.class_names), f"{r.seconds:.2f}")
-    console.print(table)
+    how = ", ".join(([f"ensemble of {len(exports)} exports"] if len(exports) > 1 else [])
+                    + (["mirrored"] if mirror else []))
+    _print_table(results, predictor.class_names, f"{len(results)} case(s) -> {out_dir}" + (f" ({how})" if how else ""))
     if replaced:
         console.print(f"[yellow]replaced {len(replaced)} existing file(s) in {out_dir} (--overwrite)[/]")
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} case(s) without a {predictor.target!r} image:[/] "
                       + ", ".join(skipped))
+
+
+def _print_table(results, class_names, title: str) -> None:
+    """Per case: the prediction type and sequences, slices, windows, foreground voxels, seconds."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("case", "prediction", "slices", "windows", *class_names, "seconds"):
+        table.add_column(column, justify="left" if column in ("case", "prediction") else "right")
+    for r in results:
+        table.add_row(r.case, f"{r.mode} ({'+'.join(r.sequences)})", str(r.slices), str(r.windows),
+                      *(f"{r.foreground[c]:,}" for c in class_names), f"{r.seconds:.2f}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -55,7 +55,7 @@ def copy_recipe(
         base_src = (todo[-1][0].parent / base).resolve()
         todo.append((base_src, todo[-1][1].parent / base))
         base = (yaml.safe_load(base_src.read_text()) or {}).get("base")
-    for s, t in todo:
+    for _, t in todo:
         if t.exists() and not force:
             raise DafnetError(f"{t} exists", hint="pass --force to overwrite, or choose another destination")
     for s, t in todo:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -19,10 +18,10 @@ def _load(recipe: str, overrides: list[str] | None):
 
 
 def train(
-    recipe: Optional[str] = typer.Argument(None, help="Recipe YAML or built-in recipe name."),
-    overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where the run is written."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder exactly."),
+    recipe: str | None = typer.Argument(None, help="Recipe YAML or built-in recipe name."),
+    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where the run is written."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this folder exactly."),
 ) -> None:
     """Train a model from a recipe (or resume a run)."""
     from dafnet.errors import DafnetError
@@ -33,8 +32,8 @@ def train(
         overrides = ([recipe] if recipe is not None else []) + list(overrides or [])
         if any("=" not in item for item in overrides):
             raise DafnetError("--resume continues a run with its own recipe; only KEY=VALUE overrides may follow",
-                              hint="e.g. dafnet train --resume RUN train.epochs=60 (epochs, patience, logging and the device "
-                                   "may change), or start a new run without --resume")
+                              hint="e.g. dafnet train --resume RUN train.epochs=60 (epochs, patience, logging and "
+                                   "the device may change), or start a new run without --resume")
         resolved = resume_recipe(resume, overrides)
     elif recipe is None:
         raise DafnetError("missing RECIPE", hint="dafnet train recipes/quickstart.yaml (or --resume RUN_DIR)")
@@ -47,20 +46,34 @@ def train(
 
 def validate(
     recipe: str = typer.Argument(..., help="Recipe YAML or built-in recipe name."),
-    overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
+    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
 ) -> None:
-    """Check a recipe; print it resolved (defaults filled in) or every problem at once."""
+    """Check a recipe; print it resolved (defaults filled in) or every problem at once.
+
+    The method and its components are built as train builds them (on the CPU, without loading
+    data, with one batch-1 forward of every role), so what train would refuse is reported here.
+    """
+    from rich.markup import escape
     from rich.syntax import Syntax
 
+    from dafnet.assemble import check_build
+    from dafnet.config import RecipeError
+
     resolved = _load(recipe, overrides)
+    try:
+        notes = check_build(resolved)
+    except RecipeError as exc:
+        raise exc.with_source(f"{recipe}: building its components") from None
     console.print(Syntax(recipe_yaml(resolved), "yaml", theme="ansi_dark", background_color="default", word_wrap=True))
-    console.print("[green]recipe is valid[/]")
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print("[green]recipe is valid[/]" + (" (its components build)" if not notes else ""))
 
 
 def summary(
     recipe: str = typer.Argument(..., help="Recipe YAML or built-in recipe name."),
-    overrides: Optional[List[str]] = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
-    num_classes: Optional[int] = typer.Option(
+    overrides: list[str] | None = typer.Argument(None, help=_OVERRIDES_HELP, show_default=False),
+    num_classes: int | None = typer.Option(
         None, "--num-classes", min=1,
         help="Foreground classes L; lets a recipe whose data folder is not here be summarised."),
 ) -> None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import ConvBlock, batch_norm, conv2d
+from dafnet.components.keras_layers import ConvBlock, batch_norm, conv2d
 from dafnet.errors import DafnetError
 from dafnet.interfaces import AnatomyEncoder, AnatomyOutput, Facts, Params
 
@@ -76,7 +76,7 @@ class UNetSharedDecoderEncoder(AnatomyEncoder):
             "back, so sizes such as BOLD's 192x114 work; off in the paper configuration",
         )
 
-    def __init__(self, params: "UNetSharedDecoderEncoder.Params", facts: Facts) -> None:
+    def __init__(self, params: UNetSharedDecoderEncoder.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         height, width = facts.require("image_size")
         factor = 2**params.depth

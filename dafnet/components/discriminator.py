@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as apply_spectral_norm
 
-from dafnet.components.init import conv2d, dense, valid_conv_size
+from dafnet.components.keras_layers import conv2d, dense, valid_conv_size
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Discriminator, Facts, Params
 
@@ -36,7 +36,7 @@ class LSGANConvDiscriminator(Discriminator):
                 raise ValueError("filters and strides must be >= 1")
             return self
 
-    def __init__(self, params: "LSGANConvDiscriminator.Params", facts: Facts) -> None:
+    def __init__(self, params: LSGANConvDiscriminator.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.in_channels = facts.require("critic_channels")
         height, width = facts.require("image_size")

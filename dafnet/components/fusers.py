@@ -28,7 +28,7 @@ class MaxFuser(Fuser):
     class Params(Params):
         pass
 
-    def __init__(self, params: "MaxFuser.Params", facts: Facts) -> None:
+    def __init__(self, params: MaxFuser.Params, facts: Facts) -> None:
         super().__init__(params, facts)
 
     def forward(self, anatomies: list[Tensor]) -> Tensor:
@@ -48,7 +48,7 @@ class MeanFuser(Fuser):
     class Params(Params):
         pass
 
-    def __init__(self, params: "MeanFuser.Params", facts: Facts) -> None:
+    def __init__(self, params: MeanFuser.Params, facts: Facts) -> None:
         super().__init__(params, facts)
 
     def forward(self, anatomies: list[Tensor]) -> Tensor:

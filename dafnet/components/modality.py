@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import KERAS_LEAKY_SLOPE, conv2d, dense, valid_conv_size
+from dafnet.components.keras_layers import KERAS_LEAKY_SLOPE, conv2d, dense, valid_conv_size
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, ModalityEncoder, ModalityOutput, Params
 
@@ -23,7 +23,7 @@ class VAEModalityEncoder(ModalityEncoder):
         dense_units: int = Field(32, ge=1, description="width of the Dense layer before the mu/logvar heads")
         negative_slope: float = Field(KERAS_LEAKY_SLOPE, ge=0, description="LeakyReLU slope (Keras default 0.3)")
 
-    def __init__(self, params: "VAEModalityEncoder.Params", facts: Facts) -> None:
+    def __init__(self, params: VAEModalityEncoder.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         if any(f < 1 for f in params.filters):
             raise DafnetError(f"modality encoder: filters must be >= 1, got {params.filters}")

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from dafnet.components.init import ConvBlock, conv2d
+from dafnet.components.keras_layers import ConvBlock, conv2d
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Params, SegmentationOutput, Segmentor
 
@@ -17,7 +17,7 @@ class ConvHeadSegmentor(Segmentor):
     class Params(Params):
         filters: int = Field(64, ge=1, description="filters of the two 3x3 convolutions")
 
-    def __init__(self, params: "ConvHeadSegmentor.Params", facts: Facts) -> None:
+    def __init__(self, params: ConvHeadSegmentor.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.in_channels = facts.require("anatomy_channels")
         self.num_outputs = facts.require("num_classes") + 1  # channel 0 is the background

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from dafnet.errors import DafnetError
 
@@ -30,7 +32,7 @@ class RecipeError(DafnetError):
         head = f"{len(self.issues)} problem(s) in recipe" + (f" {source}" if source else "")
         super().__init__(head + ":\n" + "\n".join(f"  {i}" for i in self.issues))
 
-    def with_source(self, source: str) -> "RecipeError":
+    def with_source(self, source: str) -> RecipeError:
         return RecipeError(self.issues, source)
 
 
@@ -91,14 +93,59 @@ def _union_choices(errors: list[dict]) -> list[dict]:
     return merged
 
 
-def issues_from_validation(exc: ValidationError, prefix: str = "") -> list[RecipeIssue]:
-    """Translate pydantic's errors to recipe issues with full dotted paths."""
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (through ``X | None``), ``("dict", model)`` for a
+    mapping of models, or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and len(args) == 2:
+        inner = _model_of(args[1])
+        return ("dict", inner) if inner is not None else None
+    if origin is Union or type(annotation).__name__ == "UnionType":
+        for arg in args:
+            if (inner := _model_of(arg)) is not None:
+                return inner
+    return None
+
+
+def known_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """The field names of ``model`` at the location ``loc`` (keys of mappings and list indices
+    skipped); [] when the location is not a model's."""
+    node: Any = model
+    for part in loc:
+        if node is None:
+            return []
+        if isinstance(node, tuple):  # a mapping of models: ``part`` is its key
+            node = node[1]
+            continue
+        if isinstance(part, int):
+            continue
+        field = node.model_fields.get(part)
+        if field is None:
+            return []
+        node = _model_of(field.annotation)
+    return list(node.model_fields) if node is not None and not isinstance(node, tuple) else []
+
+
+def did_you_mean(key: str, known: list[str], where: str = "") -> str:
+    """``"; did you mean WHERE.MATCH?"`` for the closest of ``known`` to ``key``, or ``""``."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean {where + '.' if where else ''}{close[0]}?" if close else ""
+
+
+def issues_from_validation(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None,
+                           ) -> list[RecipeIssue]:
+    """Translate pydantic's errors to recipe issues with full dotted paths; an unknown key of
+    ``model`` (the validated model) gets the closest known key at its level as a suggestion."""
     issues = []
     for err in _union_choices(exc.errors(include_url=False)):
         loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            where = _join(prefix, loc[:-1]) if prefix or loc[:-1] else ""
+            msg = "unknown key" + (did_you_mean(str(loc[-1]), known_keys(model, loc[:-1]), where)
+                                   if model is not None and loc else "")
         elif err["type"] == "value_error":  # our own validators' messages say what they got
             msg = msg.removeprefix("Value error, ")
             if msg.startswith(FIELD_MARK):  # a cross-field check that names the key at fault

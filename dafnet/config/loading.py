@@ -153,6 +153,45 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def _override_of(path: str, keys: dict[str, str]) -> str | None:
+    """The override (``key=value``) an issue at ``path`` comes from: one that sets ``path``, a key
+    below it (an unknown ``train.epcohs`` of ``train.epcohs.x=1``) or a mapping above it (the
+    unknown name of ``model.decoder=spad`` at ``model.decoder.name``)."""
+    for key, item in keys.items():
+        if key == path or key.startswith(path + ".") or path.startswith(key + "."):
+            return item
+    return None
+
+
+def attribute_overrides(issues: list[RecipeIssue], overrides: list[str] | tuple[str, ...]) -> list[RecipeIssue]:
+    """``issues`` with those an override caused reported as the override's (``override
+    'train.epcohs=3': unknown key train.epcohs; did you mean train.epochs?``), not the file's."""
+    keys = {item.partition("=")[0].strip(): item for item in overrides if "=" in item}
+    out = []
+    for issue in issues:
+        item = _override_of(issue.path, keys) if keys else None
+        if item is None or issue.message.startswith("override "):
+            out.append(issue)
+            continue
+        message = issue.message
+        for unknown in ("unknown key", "unknown parameter", "unknown role", "unknown loss term"):
+            if message.startswith(unknown):
+                message = f"{unknown} {issue.path}{message[len(unknown):]}"
+                break
+        out.append(RecipeIssue(issue.path, f"override {item!r}: {message}",
+                               issue.hint if issue.hint and not issue.hint.startswith("remove the key") else
+                               "fix the override on the command line"))
+    return out
+
+
+def source_with_overrides(source: str, issues: list[RecipeIssue]) -> str:
+    """Where ``issues`` are: the file ``source``, its overrides, or both."""
+    from_overrides = [i.message.startswith("override ") for i in issues]
+    if from_overrides and all(from_overrides):
+        return f"the overrides of {source}"
+    return f"{source} and its overrides" if any(from_overrides) else source
+
+
 EVALUATION_OVERRIDE_SECTIONS = ("model", "method")
 """The recipe sections an evaluation override may change: the choices of the trained model."""
 

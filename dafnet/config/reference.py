@@ -11,8 +11,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from dafnet.config.schema import (AugmentConfig, DataConfig, HealthConfig, OutputConfig, Recipe, SplitConfig,
-                                  TrainConfig)
+from dafnet.config.schema import AugmentConfig, DataConfig, HealthConfig, OutputConfig, Recipe, SplitConfig, TrainConfig
 
 _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("", Recipe),
@@ -31,7 +30,13 @@ _INTRO = """\
 
 A recipe is a YAML file that names every component and every setting of a run. `dafnet validate
 RECIPE` prints it resolved, with every default filled in, or lists every problem at once with its
-key path. Unknown keys are errors.
+key path. Unknown keys are errors, with the closest known key at their level as a suggestion
+(`train.epcohs: unknown key; did you mean train.epochs?`). `validate` also builds the method and
+its components as `dafnet train` does before training (on the CPU, without loading the data, with
+one batch-1 forward of every role), so what train would refuse (an image size the anatomy
+encoder's depth does not divide, a component that fails to build) is reported at the key of the
+component; when the data are not on this machine, it builds from the facts the recipe states
+(`image_size`, modalities) and says so.
 
 ## Inheritance and overrides
 
@@ -42,6 +47,8 @@ key path. Unknown keys are errors.
 - On the command line, `key.path=value` overrides any key; values are read as YAML
   (`train.epochs=3`, `train.betas=[0.5,0.9]`, `data.modalities=null`). `model.decoder=spade` switches
   a component by name (and drops the old one's params); `model.decoder.params.x=1` sets a parameter.
+  A problem an override causes is reported as the override's (`override 'train.epcohs=3': unknown
+  key train.epcohs; did you mean train.epochs?`), not as one of the recipe file.
 
 ## Components
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dafnet.config.errors import RecipeError, RecipeIssue, issues_from_validation
-from dafnet.config.loading import apply_overrides, load_recipe_dict
+from dafnet.config.errors import RecipeError, RecipeIssue, did_you_mean, issues_from_validation
+from dafnet.config.loading import apply_overrides, attribute_overrides, load_recipe_dict, source_with_overrides
 from dafnet.config.params import validate_params
 from dafnet.config.schema import ComponentSpec, Recipe
 from dafnet.registry import RegistryError, registry
@@ -83,7 +83,8 @@ def resolve(recipe: Recipe) -> Recipe:
         roles = method_cls.roles
         for role in recipe.model:
             if role not in roles:
-                issues.append(RecipeIssue(f"model.{role}", f"unknown role for method {recipe.method.name!r}",
+                issues.append(RecipeIssue(f"model.{role}", f"unknown role for method {recipe.method.name!r}"
+                                          + did_you_mean(role, list(roles), "model"),
                                           f"roles are: {', '.join(roles)}"))
         for role, spec in roles.items():
             given = recipe.model.get(role, ComponentSpec(name=spec.default))
@@ -91,7 +92,8 @@ def resolve(recipe: Recipe) -> Recipe:
         defaults = method_cls.loss_weights
         for term in recipe.losses:
             if term not in defaults:
-                issues.append(RecipeIssue(f"losses.{term}", f"unknown loss term for method {recipe.method.name!r}",
+                issues.append(RecipeIssue(f"losses.{term}", f"unknown loss term for method {recipe.method.name!r}"
+                                          + did_you_mean(term, list(defaults), "losses"),
                                           f"terms are: {', '.join(defaults)}"))
         losses = {term: float(recipe.losses.get(term, weight)) for term, weight in defaults.items()}
 
@@ -134,7 +136,7 @@ def parse_recipe(data: dict[str, Any]) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        issues = issues_from_validation(exc)
+        issues = issues_from_validation(exc, model=Recipe)
         seen = {i.path for i in issues}
         issues += [i for i in _component_issues(data) if i.path not in seen]
         raise RecipeError(issues) from exc
@@ -150,4 +152,5 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data = apply_overrides(data, list(overrides))
         return resolve(parse_recipe(data))
     except RecipeError as exc:
-        raise exc.with_source(str(path)) from None
+        issues = attribute_overrides(exc.issues, overrides)
+        raise RecipeError(issues, source_with_overrides(str(path), issues)) from None

@@ -78,7 +78,7 @@ class SplitConfig(Strict):
         return 0.15 if self.test is None else self.test
 
     @model_validator(mode="after")
-    def _check(self) -> "SplitConfig":
+    def _check(self) -> SplitConfig:
         if self.fold >= self.folds:
             raise ValueError(f"@fold: fold {self.fold} does not exist with folds={self.folds} (0-based)")
         if self.file is not None:
@@ -138,7 +138,7 @@ class DataConfig(Strict):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
     @model_validator(mode="after")
-    def _check(self) -> "DataConfig":
+    def _check(self) -> DataConfig:
         if self.modalities is not None:
             if len(self.modalities) < 2:
                 raise ValueError("@modalities: give at least two modalities")

@@ -23,6 +23,7 @@ from pydantic import Field, create_model
 from dafnet.data.nifti import nifti_ending
 from dafnet.data.nnunet import NnUNetDataSource, PreprocessedSource
 from dafnet.data.nnunet_layout import read_dataset_json, read_json_object
+from dafnet.data.plans import Survey, header_spacing
 from dafnet.data.preprocess import PreprocessRecord
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Params, Subject
@@ -38,9 +39,11 @@ def preprocessing_fields() -> dict:
 
 
 def preprocessing_values(params) -> dict:
-    """The preprocessing values of a params model or mapping (missing keys: the defaults)."""
-    get = params.get if isinstance(params, Mapping) else (lambda k, d=None: getattr(params, k, d))
-    return {k: get(k) for k in PREPROCESS_KEYS if get(k) is not None}
+    """The preprocessing values of a params model or mapping (missing keys: the defaults; an
+    explicit null is kept, e.g. ``spacing_mm: null``, whose default is ``auto``)."""
+    if isinstance(params, Mapping):
+        return {k: params[k] for k in PREPROCESS_KEYS if k in params}
+    return {k: getattr(params, k) for k in PREPROCESS_KEYS if hasattr(params, k)}
 
 
 # ---------------------------------------------------------------- staging
@@ -77,7 +80,7 @@ class StagedNnUNet:
         self._names: dict[str, str] = {}
         """Staged path or quoted staged case id -> what the user knows it as."""
 
-    def __enter__(self) -> "StagedNnUNet":
+    def __enter__(self) -> StagedNnUNet:
         self._tmp = Path(tempfile.mkdtemp(prefix="dafnet-staged-"))
         try:
             self._stage(self._tmp)
@@ -154,8 +157,9 @@ class StagedNnUNet:
             text = text.replace(staged, real)
         return text
 
-    def load(self, slice_axis=None, reorient=None) -> list[Subject]:
-        """Read and preprocess every case (ids and records translated back)."""
+    def load(self, slice_axis=None, reorient=None, field_of_view: bool = False) -> list[Subject]:
+        """Read and preprocess every case (ids and records translated back); ``field_of_view``:
+        keep each slice's whole field of view (see :class:`NnUNetDataSource`)."""
         params = dict(self.params)
         if slice_axis is not None:
             params["slice_axis"] = slice_axis
@@ -167,7 +171,8 @@ class StagedNnUNet:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                source = NnUNetDataSource(NnUNetDataSource.Params(root=str(self._tmp), **params))
+                source = NnUNetDataSource(NnUNetDataSource.Params(root=str(self._tmp), **params),
+                                          field_of_view=field_of_view)
                 subjects = source.load()
         except DafnetError as exc:
             raise DafnetError(self.translate(exc.message), hint=self.translate(exc.hint)) from exc
@@ -261,18 +266,34 @@ class DatalistDataSource(PreprocessedSource):
         return self._class_names
 
 
+    def _selected(self) -> dict[str, StagedCase]:
+        """The cases with an image of the chosen modalities, restricted to them."""
+        cases = {}
+        for case, files in self.cases.items():
+            images = {m: p for m, p in files.images.items() if m in self._modalities}
+            if images:
+                labels = {m: p for m, p in files.labels.items() if m in images}
+                cases[case] = StagedCase(images, labels, files.shared_label)
+        if not cases:
+            raise DafnetError(f"{self.path}: no entry has an image of {list(self._modalities)}")
+        return cases
+
+    def survey(self) -> Survey:
+        survey = Survey()
+        p = self.params
+        for case, files in self._selected().items():
+            survey.spacings[case] = {m: header_spacing(path, p.slice_axis, p.reorient)
+                                     for m, path in files.images.items()}
+            survey.labelled[case] = {m for m in files.images
+                                     if m in files.labels or files.shared_label is not None}
+        return survey
+
     def load(self) -> list[Subject]:
         if self._subjects is None:
-            cases = {}
-            for case, files in self.cases.items():
-                images = {m: p for m, p in files.images.items() if m in self._modalities}
-                if images:
-                    labels = {m: p for m, p in files.labels.items() if m in images}
-                    cases[case] = StagedCase(images, labels, files.shared_label)
-            if not cases:
-                raise DafnetError(f"{self.path}: no entry has an image of {list(self._modalities)}")
-            with StagedNnUNet(cases, self._modalities, self._class_names,
-                              preprocessing_values(self.params), classes_from=self.path) as staged:
+            cases = self._selected()
+            values = {**preprocessing_values(self.params), "spacing_mm": self.target_spacing()}
+            with StagedNnUNet(cases, self._modalities, self._class_names, values,
+                              classes_from=self.path) as staged:
                 self._subjects = staged.load()
                 self._records = staged.records
         return list(self._subjects)

@@ -21,12 +21,15 @@ import numpy as np
 from pydantic import Field, create_model
 
 from dafnet.data.datalist import StagedCase, StagedNnUNet, preprocessing_fields, preprocessing_values
-from dafnet.data.nnunet import PreprocessedSource
+from dafnet.data.nnunet import Millimetres, PreprocessedSource
 from dafnet.data.nnunet_writer import volume_to_nifti
 from dafnet.data.preprocess import PreprocessRecord
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Params, Subject
 
+_SPACING = (Millimetres | tuple[Millimetres, Millimetres] | None, Field(
+    None, description="target in-plane spacing in mm (one value or [row, col]); null keeps each "
+                      "file's (array cells: pixel_spacing_mm); auto is not offered here"))
 _ARRAY_SLICE_AXIS = 2
 """NIfTI axis of the slices of a stack written by :func:`volume_to_nifti` (col, row, slice)."""
 
@@ -51,7 +54,7 @@ class HFDatasetsDataSource(PreprocessedSource):
         pixel_spacing_mm=(float, Field(1.0, gt=0, le=100, description="in-plane spacing of array cells")),
         slice_spacing_mm=(float, Field(1.0, gt=0, le=100, description="slice spacing of array cells "
                                                                       "without a slice-position column")),
-        **preprocessing_fields(),
+        **{**preprocessing_fields(), "spacing_mm": _SPACING},
     )
     Params.__qualname__ = "HFDatasetsDataSource.Params"
 
@@ -111,7 +114,7 @@ class HFDatasetsDataSource(PreprocessedSource):
                 data = datasets.load_dataset(p.path, split=p.split or "train")
         except DafnetError:
             raise
-        except Exception as exc:  # noqa: BLE001 - datasets raises many kinds (offline, missing files)
+        except Exception as exc:  # datasets raises many kinds (offline, missing files)
             raise DafnetError(f"cannot open Hugging Face dataset {p.path}: {type(exc).__name__}: {exc}",
                               hint="give a local save_to_disk folder or parquet file "
                                    "(hub names need internet)") from exc

@@ -72,7 +72,7 @@ def read_volume(path: str | Path, volume_index: int | None = None) -> NiftiVolum
                               "supported", hint="give 3D volumes (or 4D with a volume_index)")
     except DafnetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any decoding failure means a broken file
+    except Exception as exc:  # any decoding failure means a broken file
         raise DafnetError(f"{path}: cannot decode the voxel data ({_one_line(exc)}); "
                           "the file is corrupt or truncated",
                           hint="re-export or re-copy the file; check it opens in a NIfTI viewer") from exc
@@ -103,7 +103,7 @@ def _load(path: Path):
         raise DafnetError(f"{path} is not a NIfTI file (.nii or .nii.gz)")
     try:
         image = nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for broken headers
+    except Exception as exc:  # nibabel raises many types for broken headers
         raise DafnetError(f"{path}: not a readable NIfTI file ({_one_line(exc)})",
                           hint="re-export or re-copy the file; check it opens in a NIfTI viewer") from exc
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):

@@ -18,9 +18,17 @@ from pydantic import Field, field_validator
 
 from dafnet.data import nifti
 from dafnet.data.nnunet_layout import ROOT_KEY, CaseFiles, discover_cases, read_dataset_json
-from dafnet.data.preprocess import (PreprocessRecord, canonical_orientation, choose_slice_axis,
-                                    constant_slices, foreground_centroid, label_centroid,
-                                    normalise_intensity, plan_in_plane, slice_positions)
+from dafnet.data.plans import AUTO, Survey, header_spacing, median_spacing, stack_orientation
+from dafnet.data.preprocess import (
+    PreprocessRecord,
+    constant_slices,
+    field_of_view_plan,
+    foreground_centroid,
+    label_centroid,
+    normalise_intensity,
+    plan_in_plane,
+    slice_positions,
+)
 from dafnet.errors import DafnetError
 from dafnet.interfaces import DataSource, Facts, Params, Subject, Volume
 
@@ -59,9 +67,37 @@ def _preparing(items, total: int, description: str):
 
 class PreprocessedSource(DataSource):
     """A data source whose volumes are preprocessed NIfTI stacks with invertible records:
-    ``image_size`` from ``params.image_size``, and ``record`` of each loaded volume."""
+    ``image_size`` from ``params.image_size``, and ``record`` of each loaded volume.
+
+    ``spacing_mm: auto`` (sources that can :meth:`survey` their headers): the spacing is fixed
+    before loading by :func:`dafnet.data.plans.plan_data` (:meth:`use_spacing`); a source loaded
+    without a plan uses the median over all its cases' images."""
 
     _records: dict[tuple[str, str], PreprocessRecord]
+    _planned_spacing: tuple[float, float] | None = None
+    _subjects: list[Subject] | None = None
+
+    def survey(self) -> Survey:
+        """Per case, the in-plane spacing of each image and which ones are labelled (headers only)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot plan spacing_mm: auto")
+
+    def use_spacing(self, spacing: tuple[float, float]) -> None:
+        """Fix the spacing of ``spacing_mm: auto`` (before the first :meth:`load`)."""
+        spacing = (float(spacing[0]), float(spacing[1]))
+        if self._subjects is not None and self._planned_spacing != spacing:
+            raise DafnetError(f"the data were loaded at {self._planned_spacing} mm; cannot plan {spacing} mm")
+        self._planned_spacing = spacing
+
+    def target_spacing(self) -> tuple[float, float] | None:
+        """The in-plane (row, col) spacing volumes are resampled to; None keeps each file's."""
+        s = self.params.spacing_mm
+        if s == AUTO:
+            if self._planned_spacing is None:
+                survey = self.survey()
+                self._planned_spacing = median_spacing([v for case in survey.spacings.values()
+                                                        for v in case.values()])
+            return self._planned_spacing
+        return None if s is None else ((float(s), float(s)) if isinstance(s, (int, float)) else tuple(s))
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -88,9 +124,10 @@ class NnUNetDataSource(PreprocessedSource):
                               "{modality: channel name or index} to rename; default all channel_names")
         image_size: Pixels | tuple[Pixels, Pixels] = Field(
             (192, 192), description="slice size [H, W] after crop/pad (an int means square)")
-        spacing_mm: Millimetres | tuple[Millimetres, Millimetres] | None = Field(
-            None, description="target in-plane spacing in mm (one value or [row, col]); null keeps "
-                              "each file's spacing")
+        spacing_mm: Literal["auto"] | Millimetres | tuple[Millimetres, Millimetres] | None = Field(
+            "auto", description="target in-plane spacing in mm (one value or [row, col]); auto: the "
+                                "median over the training subjects' images of each axis (nnU-Net's "
+                                "plan; stored in the run and its export); null keeps each file's spacing")
         intensity: IntensityParams = Field(default_factory=IntensityParams,
                                            description="intensity clipping and rescale to [-1, 1]")
         crop_center: Literal["image", "label", "foreground"] = Field(
@@ -110,8 +147,13 @@ class NnUNetDataSource(PreprocessedSource):
             True, description="put slices in radiological display order (rows anterior->posterior "
                               "for axial); false keeps the file's axis order")
 
-    def __init__(self, params: "NnUNetDataSource.Params", facts: Facts | None = None) -> None:
+    def __init__(self, params: NnUNetDataSource.Params, facts: Facts | None = None, *,
+                 field_of_view: bool = False) -> None:
         super().__init__(params, facts if facts is not None else Facts())
+        self.field_of_view = field_of_view
+        """Keep each slice's whole field of view (``dafnet predict``'s sliding windows) instead of
+        cropping to ``image_size``: the stacks then differ in size, and each record's ``window``
+        says where the ``image_size`` crop lies (:func:`~dafnet.data.preprocess.field_of_view_plan`)."""
         self.root = Path(params.root).expanduser()
         if not self.root.is_dir():
             raise DafnetError(f"nnU-Net dataset folder {self.root} ({ROOT_KEY}) does not exist",
@@ -127,7 +169,7 @@ class NnUNetDataSource(PreprocessedSource):
 
     # ------------------------------------------------------------ declared facts
     @classmethod
-    def facts_without_data(cls, params: "NnUNetDataSource.Params") -> dict:
+    def facts_without_data(cls, params: NnUNetDataSource.Params) -> dict:
         size = params.image_size
         facts: dict = {"image_size": (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))}
         if isinstance(params.channels, dict):
@@ -146,6 +188,20 @@ class NnUNetDataSource(PreprocessedSource):
 
 
     # ------------------------------------------------------------ loading
+    def survey(self) -> Survey:
+        """Per case, each selected channel's in-plane spacing (headers only) and its labelled ones."""
+        cases = discover_cases(self.root, self.info)
+        survey = Survey()
+        p = self.params
+        for case, files in cases.items():
+            present = {n: c for n, c in self._channels.items() if c in files.images}
+            if present:
+                survey.spacings[case] = {n: header_spacing(files.images[c], p.slice_axis, p.reorient)
+                                         for n, c in present.items()}
+                survey.labelled[case] = {n for n, c in present.items()
+                                         if c in files.labels or files.shared_label is not None}
+        return survey
+
     def load(self) -> list[Subject]:
         if self._subjects is None:
             cases = discover_cases(self.root, self.info)
@@ -174,19 +230,17 @@ class NnUNetDataSource(PreprocessedSource):
             raise DafnetError(f"{image_path}: {bad} NaN or infinite voxels",
                               hint="replace them (e.g. by 0) or mask them before training")
         label = self._read_label(case, name, channel, files, image)
-        axis = _slice_axis(image.data.shape, image.spacing, p.slice_axis)
-        orientation = canonical_orientation(image.affine, image.data.shape, axis, p.reorient)
+        orientation, in_spacing = stack_orientation(image.data.shape, image.affine, p.slice_axis, p.reorient)
         stack = orientation.apply(image.data)
         label = orientation.apply(label) if label is not None else None
         start, stop = _usable_slices(stack, image_path)
         stack = stack[start:stop]
         label = label[start:stop] if label is not None else None
         normalised = normalise_intensity(stack, p.intensity.clip_percentiles, p.intensity.scope)
-        oriented_affine = image.affine @ orientation.matrix()
-        in_spacing = np.linalg.norm(oriented_affine[:3, 1:3], axis=0)
-        transform = plan_in_plane(stack.shape[1:], in_spacing, self._target_spacing(),
-                                  self.image_size, self._crop_center(stack, label))
-        record = PreprocessRecord(str(image_path), image.affine, orientation, (start, stop), transform)
+        plan = (stack.shape[1:], in_spacing, self.target_spacing(), self.image_size,
+                self._crop_center(stack, label))
+        transform, window = field_of_view_plan(*plan) if self.field_of_view else (plan_in_plane(*plan), None)
+        record = PreprocessRecord(str(image_path), image.affine, orientation, (start, stop), transform, window)
         self._records[(case, name)] = record
         out = np.clip(transform.apply(normalised, "image"), -1.0, 1.0).astype(np.float32)
         out_label = transform.apply(label, "label").astype(np.int64) if label is not None else None
@@ -289,10 +343,6 @@ class NnUNetDataSource(PreprocessedSource):
                                   f"{self.info.file_ending or '.nii.gz'})",
                                   hint="add the files or drop it from data.source.params.channels")
 
-    def _target_spacing(self) -> tuple[float, float] | None:
-        s = self.params.spacing_mm
-        return None if s is None else ((s, s) if isinstance(s, (int, float)) else tuple(s))
-
     def _crop_center(self, stack: np.ndarray, label: np.ndarray | None):
         mode = self.params.crop_center
         if mode == "image":
@@ -310,14 +360,6 @@ def _present_values(values: np.ndarray) -> np.ndarray:
     if low >= 0 and high < 1 << 16:
         return np.flatnonzero(np.bincount(values.ravel(), minlength=high + 1))
     return np.unique(values)
-
-
-def _slice_axis(shape, spacing, choice) -> int:
-    if choice == "auto":
-        flat = [a for a in range(3) if shape[a] == 1]
-        if flat:
-            return flat[-1]
-    return choose_slice_axis(spacing, choice)
 
 
 def _usable_slices(stack: np.ndarray, path: Path) -> tuple[int, int]:

@@ -64,7 +64,7 @@ class PhantomDataSource(DataSource):
                 raise ValueError(f"modalities repeat: {list(value)}")
             return value
 
-    def __init__(self, params: "PhantomDataSource.Params", facts: Facts | None = None) -> None:
+    def __init__(self, params: PhantomDataSource.Params, facts: Facts | None = None) -> None:
         super().__init__(params, facts if facts is not None else Facts())
 
     @property

@@ -207,7 +207,7 @@ class Angles:
         self._powers = [(np.ones_like(cos), np.zeros_like(sin)), (cos, sin)]
 
     @staticmethod
-    def of(x: np.ndarray, y: np.ndarray) -> "Angles":
+    def of(x: np.ndarray, y: np.ndarray) -> Angles:
         r = np.hypot(x, y)
         safe = np.where(r > 0, r, 1.0)
         return Angles(np.where(r > 0, x / safe, 1.0), y / safe)

@@ -10,6 +10,7 @@ Steps (each a function here, used in this order by :mod:`dafnet.data.nnunet`):
 3. :class:`InPlaneTransform`: in-plane resampling to a target spacing composed with a crop or
    pad to the target size (one interpolation: order 1 with anti-aliasing for images, order 0
    for labels). :meth:`InPlaneTransform.invert` maps a prediction back.
+   :func:`field_of_view_plan` keeps the whole field of view instead (``dafnet predict``).
 4. :class:`PreprocessRecord` holds all of it and restores an (S, H, W) array to the source
    file's voxel grid (:meth:`PreprocessRecord.restore`).
 """
@@ -167,7 +168,7 @@ class InPlaneTransform:
         m[1, 3], m[2, 3] = self.offset
         return m
 
-    def then(self, other: "InPlaneTransform") -> "InPlaneTransform":
+    def then(self, other: InPlaneTransform) -> InPlaneTransform:
         """``other`` applied to this transform's output (e.g. a crop after a resample)."""
         if tuple(other.in_shape) != tuple(self.out_shape):
             raise ValueError(f"shapes do not chain: {self.out_shape} -> {other.in_shape}")
@@ -246,6 +247,30 @@ def plan_in_plane(in_shape, in_spacing, target_spacing, size,
                   center: tuple[float, float] | None = None) -> InPlaneTransform:
     """Resample to ``target_spacing`` (None keeps the spacing) then crop/pad to ``size`` around
     ``center`` (input pixel coordinates; default the image centre), as one transform."""
+    resample, crop = _resample_and_crop(in_shape, in_spacing, target_spacing, size, center)
+    return resample.then(crop)
+
+
+def field_of_view_plan(in_shape, in_spacing, target_spacing, size,
+                       center: tuple[float, float] | None = None) -> tuple[InPlaneTransform, tuple[int, int]]:
+    """The whole field of view at the networks' spacing, for sliding-window prediction.
+
+    Returns (transform, window): the transform resamples like :func:`plan_in_plane` but keeps
+    the whole resampled grid, grown where needed to hold :func:`plan_in_plane`'s crop/pad
+    window of ``size`` (so the output is at least ``size``); ``window`` is that window's
+    top-left pixel in the output. When the window holds the whole field of view, the
+    transform is :func:`plan_in_plane`'s and ``window`` is (0, 0).
+    """
+    resample, crop = _resample_and_crop(in_shape, in_spacing, target_spacing, size, center)
+    crop_start = tuple(int(round(o)) for o in crop.offset)  # integers: see crop_transform
+    start = tuple(min(0, c) for c in crop_start)
+    stop = tuple(max(n, c + int(s)) for n, c, s in zip(resample.out_shape, crop_start, size))
+    grown = InPlaneTransform(resample.out_shape, tuple(b - a for a, b in zip(start, stop)), (1.0, 1.0),
+                             tuple(float(a) for a in start))
+    return resample.then(grown), tuple(c - a for c, a in zip(crop_start, start))
+
+
+def _resample_and_crop(in_shape, in_spacing, target_spacing, size, center):
     in_shape = tuple(int(n) for n in in_shape)
     if target_spacing is None:
         resample = InPlaneTransform(in_shape, in_shape, (1.0, 1.0), (0.0, 0.0))
@@ -254,7 +279,7 @@ def plan_in_plane(in_shape, in_spacing, target_spacing, size,
     if center is None:
         center = tuple((n - 1) / 2.0 for n in in_shape)
     mid = tuple((c - o) / s for c, o, s in zip(center, resample.offset, resample.scale))  # resampled
-    return resample.then(crop_transform(resample.out_shape, size, mid))
+    return resample, crop_transform(resample.out_shape, size, mid)
 
 
 def resample_in_plane(stack, in_spacing, target_spacing, kind: Kind = "image"):
@@ -280,6 +305,9 @@ class PreprocessRecord:
     slices: tuple[int, int]
     """[start, stop) of the kept slices in the oriented stack (constant end slices dropped)."""
     in_plane: InPlaneTransform
+    window: tuple[int, int] | None = None
+    """For a stack of the whole field of view (:func:`field_of_view_plan`): the top-left pixel
+    of the networks' crop/pad window in it; None when the stack is that window."""
 
     @property
     def affine(self) -> np.ndarray:
@@ -299,6 +327,31 @@ class PreprocessRecord:
         full = np.full(self.orientation.shape, 0 if kind == "label" else -1.0, dtype=in_plane.dtype)
         full[start:stop] = in_plane
         return self.orientation.invert(full)
+
+    def restore_probabilities(self, probabilities: np.ndarray) -> np.ndarray:
+        """(S, K, H, W) class probabilities on the preprocessed grid -> (K, *file grid) float32:
+        each class interpolated linearly in-plane (as :meth:`restore` does with a label's class
+        indicators), background 1 and the other classes 0 outside the stack and on dropped
+        slices, so every voxel's probabilities still sum to 1 and their argmax is
+        ``restore(probabilities.argmax(1))`` wherever the probabilities are one-hot."""
+        start, stop = self.slices
+        if probabilities.ndim != 4 or probabilities.shape[0] != stop - start:
+            raise DafnetError(f"restore: probabilities of shape {probabilities.shape} given, the stack of "
+                              f"{self.source} has {stop - start} slices")
+        classes = []
+        for k in range(probabilities.shape[1]):
+            fill = 1.0 if k == 0 else 0.0
+            full = np.full(self.orientation.shape, fill, dtype=np.float32)
+            full[start:stop] = self.in_plane.invert(probabilities[:, k], "image", fill=fill)
+            classes.append(self.orientation.invert(full))
+        return np.stack(classes)
+
+    def preprocess_label(self, mask: np.ndarray) -> np.ndarray:
+        """A class-index array on the source file's grid -> the preprocessed (S, H, W) grid
+        (order 0; background outside): the forward map of :meth:`restore`."""
+        start, stop = self.slices
+        stack = self.orientation.apply(np.asarray(mask).reshape(self.orientation.source_shape))[start:stop]
+        return self.in_plane.apply(stack, "label")
 
 
 def slice_positions(affine: np.ndarray, shape) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Map-style datasets of paired 2D samples for multimodal training and evaluation.
 
 A sample is one slice of the target modality with, for every modality (in the
-recipe's order), k candidate slices paired by slice position (:mod:`dafnet.data.pairing`;
+recipe's order), k candidate slices paired by slice position (:mod:`dafnet.data.slice_pairing`;
 the target's own row repeats its slice k times so every row has the same shape):
 
 * ``images``   float32 (n, k, 1, H, W)
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dafnet.data.pairing import Pairing, draw_candidates
+from dafnet.data.slice_pairing import Pairing, draw_candidates
 from dafnet.errors import DafnetError
 from dafnet.interfaces.data import Subject
 

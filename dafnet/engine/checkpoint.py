@@ -4,17 +4,19 @@ Accelerate's ``save_state`` writes the prepared networks, the optimizers, every 
 states (python, numpy, torch, cuda) and the engine objects registered with
 ``register_for_checkpointing``: training progress (epoch, step, history), early stopping,
 the best epoch's weights and the SWA averages. It is written at the end of every epoch to a
-temporary folder that then replaces ``state/``, so a crash never leaves half a state.
-``load_state`` restores all of it and the next epoch continues exactly.
+temporary folder (``.state.tmp-<host>-<pid>-<token>``) that then replaces ``state/``, so a crash
+never leaves half a state; a save that fails (disk full) removes its folder and leaves the last
+state as it was. ``load_state`` restores all of it and the next epoch continues exactly.
 """
 
 from __future__ import annotations
 
-import uuid
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dafnet.fsutil import replace_directory
+from dafnet.errors import WriteFailed
+from dafnet.fsutil import replace_directory, staging_path, write_failure
 
 
 @dataclass
@@ -42,20 +44,30 @@ RECIPE_FILE = "recipe.yaml"
 
 
 def save_checkpoint(accelerator, state_dir: Path, recipe_text: str | None = None) -> None:
-    """Every process calls this (each saves its own RNG state); ``recipe_text`` is stored beside it."""
+    """Every process calls this (each saves its own RNG state); ``recipe_text`` is stored beside it.
+    A write that fails (disk full, permission) is a :class:`WriteFailed` naming ``state_dir``."""
     from accelerate.utils import broadcast_object_list
 
     state_dir = Path(state_dir)
-    token = [uuid.uuid4().hex[:8] if accelerator.is_main_process else None]
-    token = broadcast_object_list(token) if accelerator.num_processes > 1 else token
-    tmp = state_dir.parent / f".{state_dir.name}.tmp-{token[0]}"
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if recipe_text is not None:
-            (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
-        replace_directory(tmp, state_dir)
-    accelerator.wait_for_everyone()
+    name = [staging_path(state_dir).name if accelerator.is_main_process else None]  # the main process's pid
+    name = broadcast_object_list(name) if accelerator.num_processes > 1 else name
+    tmp = state_dir.parent / name[0]
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if recipe_text is not None:
+                (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
+            replace_directory(tmp, state_dir)
+        accelerator.wait_for_everyone()
+    except BaseException as exc:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise WriteFailed(f"cannot save the training state to {state_dir}: {reason}", path=state_dir,
+                          hint=f"free space (or fix the permission) in {state_dir.parent}") from exc
 
 
 def load_checkpoint(accelerator, state_dir: Path) -> None:
@@ -64,7 +76,7 @@ def load_checkpoint(accelerator, state_dir: Path) -> None:
 
     try:
         accelerator.load_state(str(state_dir))
-    except Exception as exc:  # noqa: BLE001 - safetensors, pickle and torch raise their own types
+    except Exception as exc:  # safetensors, pickle and torch raise their own types
         raise DafnetError(f"the resume state in {state_dir} cannot be read: {type(exc).__name__}: {exc}",
                           hint="it is rewritten whole at the end of every epoch, so a damaged copy cannot be "
                                "resumed: copy the run again from where it trained, or start a new run") from exc

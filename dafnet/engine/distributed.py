@@ -10,8 +10,8 @@ mean loss over the global batch, exactly what DDP computes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Iterable, Iterator
 
 import torch
 from accelerate.utils import broadcast

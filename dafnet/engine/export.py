@@ -14,26 +14,26 @@ import hashlib
 import json
 import re
 import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from pydantic import ValidationError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from dafnet.config.errors import RecipeError
 from dafnet.config.schema import Recipe
-from dafnet.errors import DafnetError
-from dafnet.fsutil import replace_directory
+from dafnet.errors import DafnetError, WriteFailed
+from dafnet.fsutil import replace_directory, staging_path, write_failure
 from dafnet.interfaces.facts import Facts
 
 INDEX_FILE = "dafnet_index.json"
 FORMAT = "dafnet-export"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """2: the TPS aligner's ``grid_range`` and SPADE's ``norm`` exist (new defaults ``unit`` and
-``sample``); a version-1 export keeps what it was trained with (:func:`_upgrade_recipe`)."""
+``sample``); a version-1 export keeps what it was trained with (:func:`_upgrade_recipe`).
+3: ``plans`` holds the planned spacing of a recipe with ``spacing_mm: auto``."""
 
 _V1_DEFAULTS = {"tps": {"grid_range": "symmetric"}, "spade": {"norm": "channel"}}
 """Params whose default changed after format version 1, with the version-1 behaviour."""
@@ -78,49 +78,79 @@ def _roles_index(recipe: Recipe) -> dict:
 
 
 def write_export(export_dir: str | Path, *, networks: dict[str, nn.Module], recipe: Recipe,
-                 facts: Facts, weights: dict) -> Path:
+                 facts: Facts, weights: dict, plans: dict | None = None) -> Path:
     """Write the export folder atomically. ``weights`` says which weights these are
-    (e.g. ``{"source": "swa", "epochs": [40, 57]}``)."""
+    (e.g. ``{"source": "swa", "epochs": [40, 57]}``); ``plans``: the data's planned spacing
+    (:func:`dafnet.data.plans.plan_data`), stored when the recipe's ``spacing_mm`` is ``auto``. A
+    write that fails (disk full, permission) is a :class:`WriteFailed` naming ``export_dir``; the
+    staged folder is removed."""
+    export_dir = Path(export_dir)
+    tmp = staging_path(export_dir)
+    try:
+        export_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _write_export_files(tmp, networks, recipe, facts, weights, plans)
+        replace_directory(tmp, export_dir)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise WriteFailed(f"cannot write the export to {export_dir}: {reason}", path=export_dir,
+                          hint=f"free space (or fix the permission) in {export_dir.parent}") from exc
+    return export_dir
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` with a header whose order is fixed (metadata keys sorted,
+    then the tensors by name), so the same weights always give the same bytes: safetensors keeps
+    the metadata in a hash map whose order changes from call to call."""
+    data = save(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(memoryview(data)[8 + size:])
+
+
+def _write_export_files(tmp: Path, networks: dict[str, nn.Module], recipe: Recipe, facts: Facts,
+                        weights: dict, plans: dict | None = None) -> None:
     from dafnet.registry import registry
 
-    export_dir = Path(export_dir)
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = export_dir.parent / f".{export_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        nets_index = {}
-        for role, net in networks.items():
-            if not _SAFE_NAME.match(role):
-                raise DafnetError(f"network role {role!r} cannot be a file name",
-                                  hint="use letters, digits, '_', '-' and '.' in role names")
-            tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-            file = f"{role}.safetensors"
-            save_file(tensors, str(tmp / file), metadata={"role": role, "format": "pt"})
-            nets_index[role] = {
-                "file": file,
-                "class": f"{type(net).__module__}:{type(net).__qualname__}",
-                "parameters": sum(p.numel() for p in net.parameters()),
-                "sha256": _sha256(tmp / file),
-            }
-        entry = registry("method").entry(recipe.method.name)
-        index = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "method": {"name": recipe.method.name, "params": recipe.method.params,
-                       "target": entry.target, "origin": entry.origin},
-            "facts": facts_to_json(facts),
-            "roles": _roles_index(recipe),
-            "networks": nets_index,
-            "weights": weights,
-            "recipe": recipe.model_dump(mode="json"),
+    nets_index = {}
+    for role, net in networks.items():
+        if not _SAFE_NAME.match(role):
+            raise DafnetError(f"network role {role!r} cannot be a file name",
+                              hint="use letters, digits, '_', '-' and '.' in role names")
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+        file = f"{role}.safetensors"
+        save_safetensors(tensors, tmp / file, metadata={"role": role, "format": "pt"})
+        nets_index[role] = {
+            "file": file,
+            "class": f"{type(net).__module__}:{type(net).__qualname__}",
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "sha256": _sha256(tmp / file),
         }
-        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-        replace_directory(tmp, export_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return export_dir
+    entry = registry("method").entry(recipe.method.name)
+    index = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": {"name": recipe.method.name, "params": recipe.method.params,
+                   "target": entry.target, "origin": entry.origin},
+        "facts": facts_to_json(facts),
+        "roles": _roles_index(recipe),
+        "networks": nets_index,
+        "weights": weights,
+        **({"plans": plans} if plans is not None else {}),
+        "recipe": recipe.model_dump(mode="json"),
+    }
+    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def _export_dir(path: str | Path) -> Path:
@@ -137,6 +167,11 @@ def read_index(path: str | Path) -> dict:
     export_dir = _export_dir(path)
     index_path = export_dir / INDEX_FILE
     if not index_path.is_file():
+        from dafnet.engine.leftovers import no_export_error
+
+        unfinished = no_export_error(export_dir)
+        if unfinished is not None:
+            raise unfinished
         raise DafnetError(f"no export at {path}: {index_path} does not exist",
                           hint="give a run's export/ folder (or the run folder) written by `dafnet train`")
     try:
@@ -174,16 +209,25 @@ def _exported_recipe(index: dict, path: str | Path, overrides: list[str] | tuple
             return Recipe.model_validate(index["recipe"])
         except ValidationError as exc:
             raise DafnetError(f"{export_dir / INDEX_FILE}: the stored recipe is invalid: {exc}") from exc
-    from dafnet.config.loading import apply_overrides, evaluation_override_issues
+    from dafnet.config.loading import apply_overrides, attribute_overrides, evaluation_override_issues
     from dafnet.config.resolve import parse_recipe, resolve
 
+    source = f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}"
+    issues = evaluation_override_issues(list(overrides))
+    if issues:
+        raise RecipeError(issues, source)
     try:
-        issues = evaluation_override_issues(list(overrides))
-        if issues:
-            raise RecipeError(issues)
         return resolve(parse_recipe(apply_overrides(index["recipe"], list(overrides))))
     except RecipeError as exc:
-        raise exc.with_source(f"{export_dir / INDEX_FILE} with the overrides {' '.join(overrides)}") from None
+        raise RecipeError(attribute_overrides(exc.issues, overrides), source) from None
+
+
+def exported_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The recipe the export at ``path`` was trained with, with dotted ``overrides`` applied and
+    resolved again: the recipe :func:`load_export` rebuilds the method from (a method keeps only
+    its context, not the recipe)."""
+    export_dir = _export_dir(path)
+    return _exported_recipe(read_index(export_dir), export_dir, overrides)
 
 
 def _plugins_named_in(index: dict, message: str) -> list[str]:
@@ -235,7 +279,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu", overrides:
                               hint=_DAMAGED)
         try:
             state = load_file(str(file), device=str(device))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        except Exception as exc:  # safetensors raises its own error types
             raise DafnetError(f"{file} is not a readable safetensors file: {exc}",
                               hint=_DAMAGED) from exc
         try:

@@ -33,7 +33,8 @@ def check_finite_losses(values: dict[str, float], epoch: int, iteration: int) ->
         raise TrainingFailed(f"non-finite loss at epoch {epoch}, iteration {iteration}: {bad}",
                              hint="lower train.lr, check the data, use mixed_precision: no, or check the components "
                                   "of the terms named (a plugin returning NaN, say)",
-                             check="non_finite", epoch=epoch, details={"iteration": iteration, "values": {k: str(v) for k, v in bad.items()}})
+                             check="non_finite", epoch=epoch,
+                             details={"iteration": iteration, "values": {k: str(v) for k, v in bad.items()}})
 
 
 def diagnose(history: list[dict], config: HealthConfig, signals: HealthSignals) -> TrainingFailed | None:
@@ -47,7 +48,8 @@ def diagnose(history: list[dict], config: HealthConfig, signals: HealthSignals) 
     if losses:
         return TrainingFailed(f"non-finite training loss (mean over epoch {epoch}): {losses}",
                               hint="lower train.lr, check the data, or use mixed_precision: no",
-                              check="non_finite", epoch=epoch, details={"values": {k: str(v) for k, v in losses.items()}})
+                              check="non_finite", epoch=epoch,
+                              details={"values": {k: str(v) for k, v in losses.items()}})
     if not config.enabled:
         return None
     if "validation/monitor" in row and not _finite(row["validation/monitor"]):

@@ -1,16 +1,15 @@
-"""What a run reports: the CSV log, TensorBoard (through Accelerate's trackers), rich
-progress bars on the main process, the final table and the loss-curve figure."""
+"""What a run reports: the CSV log, TensorBoard (through Accelerate's trackers), the final
+table and the loss-curve figure (what it shows while it runs: dafnet/engine/progress.py)."""
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from dafnet.fsutil import write_atomically
 
 
 def csv_columns(history: list[dict]) -> list[str]:
@@ -25,13 +24,14 @@ def csv_columns(history: list[dict]) -> list[str]:
 
 def write_csv(path: Path, history: list[dict]) -> None:
     """Rewrite the whole log (columns can appear later, e.g. with validate_every > 1)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=csv_columns(history), restval="")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=csv_columns(history), restval="")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    write_atomically(path, write)
 
 
 def tracker_config(recipe) -> dict:
@@ -44,12 +44,6 @@ def tracker_config(recipe) -> dict:
     for key, value in recipe.losses.items():
         out[f"losses.{key}"] = float(value)
     return out
-
-
-def make_progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]{task.description:<10}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                    console=console, disable=not enabled, transient=False, refresh_per_second=4)
 
 
 def summary_table(summary: dict[str, float], title: str, method=None) -> Table:
@@ -71,8 +65,23 @@ def summary_table(summary: dict[str, float], title: str, method=None) -> Table:
     return table
 
 
-def plot_loss_curves(history: list[dict], phases: list[str], path: Path) -> Path | None:
-    """One panel per phase (total bold, each term thin) and one for the validation numbers."""
+MONITOR = "validation/monitor"
+
+
+def _plot(ax, history: list[dict], key: str, label: str, bold: bool, **style):
+    pts = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
+    if not pts:
+        return []
+    xs, ys = zip(*pts)
+    return ax.plot(xs, ys, lw=2.0 if bold else 1.0, marker="o" if len(xs) < 20 else None, ms=3, label=label,
+                   **style)
+
+
+def loss_curves_figure(history: list[dict], phases: list[str]):
+    """The figure of :func:`plot_loss_curves` (a matplotlib Figure), or None when there is nothing
+    to plot. The validation panel draws the monitored quantity (``validation/monitor``, what early
+    stopping minimises) on its own right-hand axis: Dice in percent, distances in mm and a monitor
+    such as 1 - Dice do not share a scale."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -91,22 +100,36 @@ def plot_loss_curves(history: list[dict], phases: list[str], path: Path) -> Path
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
     for ax, (title, keys) in zip(axes.flat, panels):
+        twin = title == "validation" and MONITOR in keys and len(keys) > 1
+        lines = []
         for key in keys:
-            pts = [(r["epoch"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            bold = key.endswith("/total") or key == "validation/monitor"
-            ax.plot(xs, ys, lw=2.0 if bold else 1.0, marker="o" if len(xs) < 20 else None, ms=3,
-                    label=key[len(title) + 1:])
+            if not (twin and key == MONITOR):
+                lines += _plot(ax, history, key, key[len(title) + 1:], key.endswith("/total") or key == MONITOR)
+        if twin:
+            right = ax.twinx()
+            lines += _plot(right, history, MONITOR, "monitor (right axis)", True, color="black", ls="--")
+            right.set_ylabel("monitor (lower is better)", fontsize=8)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(handles=lines, fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def plot_loss_curves(history: list[dict], phases: list[str], path: Path) -> Path | None:
+    """One panel per phase (total bold, each term thin) and one for the validation numbers (the
+    monitor on its own axis); written to ``path`` (PNG). None when there is nothing to plot."""
+    fig = loss_curves_figure(history, phases)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return path

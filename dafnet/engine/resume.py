@@ -50,20 +50,30 @@ def _at(data: dict, key: str):
     return data
 
 
-def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> None:
-    """Load a resumed run's state; an error unless it has epochs left to train."""
+def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> bool:
+    """Load a resumed run's state. True when it has no epoch left to train but its export or its
+    summary was never written (a full disk, say): it is then only exported and evaluated. An error
+    when it has no epoch left and both, or when a health check failed it in its last epoch."""
     root = paths.root
     checkpoint.load_checkpoint(session.accelerator, paths.state)
     done = session.progress
-    if done.epochs_done >= recipe.train.epochs:
+    finished = done.epochs_done >= recipe.train.epochs
+    stopped = not finished and session.stopper.should_stop(done.epochs_done)  # with the (possibly raised) patience
+    exported = (paths.export / "dafnet_index.json").is_file() and paths.summary.is_file()
+    export_only = (finished or stopped) and not exported and not paths.failed.exists()
+    if finished and not export_only:
         raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
                           hint=f"raise train.epochs to train further: dafnet train --resume {root} "
                                f"train.epochs={2 * done.epochs_done}")
-    if session.stopper.should_stop(done.epochs_done):  # with the (possibly raised) patience
+    if stopped and not export_only:
         raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
                           f"{session.stopper.best_epoch})",
                           hint=f"raise train.patience to train further: dafnet train --resume {root} train.patience=N")
-    done.stopped_early = False
+    if export_only:
+        session.console.print(f"run {root} trained its {done.epochs_done} epochs but its export or summary was not "
+                              "written: exporting it")
+    else:
+        done.stopped_early = False
     if session.accelerator.is_main_process:
         paths.failed.unlink(missing_ok=True)  # a failed run resumed (with other train.health, say) is no longer failed
         meta = json.loads(paths.metadata.read_text()) if paths.metadata.exists() else {}
@@ -71,6 +81,21 @@ def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> None:
                                                "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
         rundir.write_json(paths.metadata, meta)
         paths.recipe.write_text(rundir.recipe_yaml(recipe), encoding="utf-8")
+    return export_only
+
+
+def after_failure(exc: BaseException, root: Path, paths: rundir.RunPaths, fresh: bool, new_run: bool,
+                  console: Console) -> BaseException | None:
+    """What ``train`` does when a run ends in ``exc``: record a health-check failure, clean up
+    (:func:`clean_after_failure`), and return the error to raise instead of ``exc`` (a failed write
+    as a :class:`WriteFailed` saying how to go on), or None to raise ``exc``."""
+    from dafnet.engine import health
+    from dafnet.engine.leftovers import explain_write_failure
+
+    if isinstance(exc, TrainingFailed):
+        health.record_failure(paths, exc, console)
+    clean_after_failure(root, paths, fresh, new_run, console, exc)
+    return explain_write_failure(exc, root)
 
 
 def clean_after_failure(root: Path, paths: rundir.RunPaths, fresh: bool, new_run: bool, console: Console,

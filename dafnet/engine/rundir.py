@@ -5,6 +5,7 @@
     <run>/recipe.yaml      the resolved recipe (every default filled in)
     <run>/metadata.json    versions, plugins in use, seed, git SHA, processes, device
     <run>/splits.json      the fold, its split settings and the subject ids of train / validation / test
+    <run>/plans.json       the planned in-plane spacing, when the data source's spacing_mm is auto
     <run>/log.csv          one row per epoch: phase losses, validation numbers
     <run>/tensorboard/     TensorBoard event files (Accelerate tracker)
     <run>/state/           resume state (Accelerate save_state + engine state)
@@ -17,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -30,7 +30,7 @@ import yaml
 from dafnet.config.schema import Recipe
 from dafnet.data.splits import splits_record
 from dafnet.errors import DafnetError
-from dafnet.fsutil import check_output_folder
+from dafnet.fsutil import check_output_folder, write_atomically
 from dafnet.registry import registry
 
 RECIPE_FILE = "recipe.yaml"
@@ -51,6 +51,10 @@ class RunPaths:
     @property
     def splits(self) -> Path:
         return self.root / "splits.json"
+
+    @property
+    def plans(self) -> Path:
+        return self.root / "plans.json"
 
     @property
     def log(self) -> Path:
@@ -88,16 +92,24 @@ def default_run_name(recipe: Recipe) -> str:
 
 
 def choose_run_dir(recipe: Recipe, run_dir: str | Path | None, resume: str | Path | None) -> Path:
-    """The run directory, checked: a resumed run must hold state, a new one must be empty."""
+    """The run directory, checked: a resumed run must hold state (what killed runs left in it is
+    tidied first: :func:`dafnet.engine.leftovers.tidy_run_folder`), a new one must be empty."""
     if resume is not None:
+        from dafnet.engine.leftovers import no_state_error, tidy_run_folder
+
         root = Path(resume)
+        tidy_run_folder(root)
         if not (root / "state").is_dir():
-            raise DafnetError(f"{root} holds no resume state (no state/ folder)",
-                              hint="give the folder of a run that trained at least one epoch")
+            raise no_state_error(root)
         return root
     root = Path(run_dir) if run_dir is not None else Path(recipe.output.root) / default_run_name(recipe)
     check_output_folder(root, "--run-dir" if run_dir is not None else "run directory (output.root / output.name)")
     if root.exists() and any(root.iterdir()):
+        if (root / RECIPE_FILE).is_file() and not (root / "state").is_dir():
+            raise DafnetError(f"run directory {root} already holds a run, one that stopped (was it killed?) before "
+                              "its first epoch ended, so there is nothing in it to continue",
+                              hint=f"remove it (rm -r {root}) and train again, or choose another --run-dir or "
+                                   "output.name")
         raise DafnetError(f"run directory {root} already exists and is not empty",
                           hint=f"choose another --run-dir or output.name, or continue it with --resume {root}")
     return root
@@ -184,15 +196,29 @@ def run_metadata(recipe: Recipe, accelerator) -> dict:
 
 
 def write_json(path: Path, data) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (temp file + rename); a failed write is a :class:`WriteFailed`."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_run_files(paths: RunPaths, recipe: Recipe, accelerator, splits: dict[str, list]) -> None:
-    """recipe.yaml, metadata.json and splits.json (main process only)."""
+def write_run_files(paths: RunPaths, recipe: Recipe, accelerator, splits: dict[str, list],
+                    plans: dict | None = None) -> None:
+    """recipe.yaml, metadata.json, splits.json and, for ``spacing_mm: auto``, plans.json (main
+    process only)."""
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.recipe.write_text(recipe_yaml(recipe), encoding="utf-8")
     write_json(paths.metadata, run_metadata(recipe, accelerator))
     write_json(paths.splits, splits_record(recipe.data.split, splits))
+    if plans is not None:
+        write_json(paths.plans, plans)
+
+
+def read_plans(paths: RunPaths) -> dict | None:
+    """A run's plans.json (None when it has none)."""
+    if not paths.plans.is_file():
+        return None
+    try:
+        return json.loads(paths.plans.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DafnetError(f"{paths.plans} is damaged: {exc}",
+                          hint="restore it from a copy of the run; it holds the planned spacing") from exc

@@ -71,7 +71,7 @@ class TrainStreams:
         natural = max((len(dl) for dl in self.loaders.values()), default=0)
         self.iterations = min(natural, iterations_per_epoch) if iterations_per_epoch else natural
 
-    def epoch(self, epoch: int) -> "EpochBatches":
+    def epoch(self, epoch: int) -> EpochBatches:
         for name, gen in self.generators.items():
             gen.manual_seed(derived_seed(self.seed, self.stream_index[name], epoch))
         return EpochBatches({name: _Cycle(dl) for name, dl in self.loaders.items()})

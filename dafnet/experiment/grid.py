@@ -9,6 +9,7 @@ A pairing a method cannot express (e.g. ``automated`` for a method without candi
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,54 +114,17 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
     from dafnet.config.errors import RecipeError
     from dafnet.config.resolve import load_recipe
 
-    bases: dict[str, Recipe] = {}
-    paths: dict[str, Path] = {}
-    problems: list[str] = []
-    for label, entry in spec.methods.items():
-        if entry.recipe is None:
-            continue
-        try:
-            paths[label] = _find_recipe(entry.recipe, base)
-            bases[label] = load_recipe(paths[label], entry.overrides + spec.overrides)
-        except DafnetError as exc:
-            problems.append(f"methods.{label}: {exc.message}")
-    if problems:
-        raise DafnetError("experiment: " + "\n".join(problems), hint="fix the recipes or overrides of these methods")
+    paths, bases = _method_recipes(spec, base)
     reference = reference_label(spec, bases)
     cells: list[Cell] = []
     for label, entry in spec.methods.items():
-        if entry.recipe is None:
-            continue
-        cls = method_class(bases[label])
-        _check_predictions(label, entry.predictions, cls)
-        trainable = is_trainable(cls)
-        fractions = spec.fractions if trainable else [None]
-        seeds = (entry.seeds or spec.seeds or [None]) if trainable else [None]
-        ablations = {FULL: []}
-        if label == reference:
-            ablations.update(spec.ablations)
-        for pairing in spec.pairings:
-            pair = pairing_overrides(cls, pairing, spec.candidates)
-            if pair is None:
-                continue
-            for fraction in fractions:
-                for fold in spec.folds:
-                    for ablation, extra in ablations.items():
-                        for seed in seeds:
-                            overrides = (list(entry.overrides) + list(spec.overrides) + pair
-                                         + [f"data.split.fold={fold}"])
-                            if fraction is not None:
-                                overrides.append(f"data.annotation_fraction={fraction}")
-                            if seed is not None:
-                                overrides.append(f"train.seed={seed}")
-                            overrides += list(extra)
-                            cells.append(Cell(label, pairing, fraction, fold, ablation, overrides, paths[label],
-                                              trainable=trainable, predictions=list(entry.predictions or []),
-                                              seed=seed))
+        if entry.recipe is not None:
+            cells += _method_cells(spec, label, entry, method_class(bases[label]), paths[label], label == reference)
     for label, entry in spec.methods.items():
         if entry.evaluate_from is not None:
             _check_predictions(label, entry.predictions, method_class(bases[entry.evaluate_from]))
     cells += _evaluation_cells(spec, cells)
+    problems: list[str] = []
     for cell in cells:
         try:
             cell.recipe = load_recipe(cell.recipe_path, cell.overrides)
@@ -176,6 +140,54 @@ def expand(spec: ExperimentSpec, base: Path) -> tuple[list[Cell], str]:
     if len(set(ids)) != len(ids):
         raise DafnetError("experiment: two cells map to the same folder", hint="use distinct method/ablation labels")
     return cells, reference
+
+
+def _method_recipes(spec: ExperimentSpec, base: Path) -> tuple[dict[str, Path], dict[str, Recipe]]:
+    """Per method with a recipe: its path and its recipe with the method's and the spec's overrides
+    (every problem raised together)."""
+    from dafnet.config.resolve import load_recipe
+
+    bases: dict[str, Recipe] = {}
+    paths: dict[str, Path] = {}
+    problems: list[str] = []
+    for label, entry in spec.methods.items():
+        if entry.recipe is None:
+            continue
+        try:
+            paths[label] = _find_recipe(entry.recipe, base)
+            bases[label] = load_recipe(paths[label], entry.overrides + spec.overrides)
+        except DafnetError as exc:
+            problems.append(f"methods.{label}: {exc.message}")
+    if problems:
+        raise DafnetError("experiment: " + "\n".join(problems), hint="fix the recipes or overrides of these methods")
+    return paths, bases
+
+
+def _method_cells(spec: ExperimentSpec, label: str, entry, cls: type, recipe_path: Path,
+                  is_reference: bool) -> list[Cell]:
+    """The cells of one method: pairings x fractions x folds x ablations (the reference's) x seeds;
+    a training-free method has no fractions or seeds."""
+    _check_predictions(label, entry.predictions, cls)
+    trainable = is_trainable(cls)
+    fractions = spec.fractions if trainable else [None]
+    seeds = (entry.seeds or spec.seeds or [None]) if trainable else [None]
+    ablations = {FULL: [], **(spec.ablations if is_reference else {})}
+    cells = []
+    for pairing in spec.pairings:
+        pair = pairing_overrides(cls, pairing, spec.candidates)
+        if pair is None:
+            continue
+        for fraction, fold, (ablation, extra), seed in itertools.product(fractions, spec.folds, ablations.items(),
+                                                                           seeds):
+            overrides = list(entry.overrides) + list(spec.overrides) + pair + [f"data.split.fold={fold}"]
+            if fraction is not None:
+                overrides.append(f"data.annotation_fraction={fraction}")
+            if seed is not None:
+                overrides.append(f"train.seed={seed}")
+            overrides += list(extra)
+            cells.append(Cell(label, pairing, fraction, fold, ablation, overrides, recipe_path, trainable=trainable,
+                              predictions=list(entry.predictions or []), seed=seed))
+    return cells
 
 
 def _weight_shapes(recipe: Recipe) -> dict[str, tuple] | None:

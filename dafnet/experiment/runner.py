@@ -20,6 +20,8 @@ evaluation does), which the tables pool over folds.
 
 With ``jobs > 1`` the cells run side by side in that many spawned processes (each cell is its
 own folder, so they do not interfere); each cell's console output goes to ``OUT/logs/<cell>.log``.
+The evaluation of a cell (per_volume.json, the training-free and ``evaluate_from`` cells) is
+:mod:`dafnet.experiment.cell_evaluation`.
 """
 
 from __future__ import annotations
@@ -33,141 +35,18 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader
 
+from dafnet.console import make_console, print_rule
 from dafnet.errors import DafnetError
-from dafnet.fsutil import check_output_folder
+from dafnet.experiment.cell_evaluation import (
+    cell_status,
+    evaluate_export,
+    evaluate_trained_cell,
+    evaluate_untrained,
+    write_json,
+)
 from dafnet.experiment.grid import Cell
-
-_SUBJECTS: dict[str, list] = {}
-
-
-def cell_status(folder: Path) -> str:
-    if (folder / "summary.json").is_file() and (folder / "per_volume.json").is_file():
-        return "done"
-    if (folder / "summary.json").is_file():
-        return "evaluate"
-    if (folder / "failed.json").is_file():  # before state/: a run failed by a health check keeps its state
-        return "failed"
-    if (folder / "state").is_dir():
-        return "resume"
-    return "new"
-
-
-def _subjects(recipe) -> list:
-    from dafnet.assemble import build_data_source
-
-    key = json.dumps(recipe.data.source.model_dump(mode="json"), sort_keys=True) + str(recipe.data.modalities)
-    if key not in _SUBJECTS:
-        source, _ = build_data_source(recipe)
-        _SUBJECTS[key] = source.load()
-    return _SUBJECTS[key]
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    tmp.replace(path)
-
-
-@torch.no_grad()
-def evaluation_statistics(method, subjects: list, batch_size: int) -> tuple[dict, list[str]]:
-    """The method's concatenated evaluation_step statistics over ``subjects`` and the dataset's subject ids."""
-    dataset = method.eval_dataset(subjects)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=method.collate)
-    method.eval()
-    stats: dict[str, list] = {}
-    device = next((p.device for p in method.parameters()), torch.device("cpu"))
-    for batch in loader:
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        for key, value in method.evaluation_step(batch).items():
-            stats.setdefault(key, []).append(value.detach().cpu())
-    return {k: torch.cat(v) for k, v in stats.items()}, list(dataset.subject_ids)
-
-
-def per_volume_dice(stats: dict, subject_ids: list[str]) -> dict[str, dict[str, float]]:
-    """prediction type -> subject id -> paper Dice (percent; mean over the volume's labelled slices)."""
-    from dafnet.metrics.dice import mean_per_volume
-
-    keep = stats["labelled"].bool().numpy()
-    subjects = [subject_ids[i] for i in stats["subject"].numpy()[keep]]
-    out = {}
-    for key in sorted(k for k in stats if k.startswith("paper_")):
-        volumes = mean_per_volume(stats[key].float().numpy()[keep], subjects)
-        out[key[len("paper_"):]] = {str(v): 100.0 * d for v, d in volumes.items()}
-    return out
-
-
-def _test_subjects(recipe, splits: dict) -> tuple[list, str]:
-    part = "test" if splits.get("test") else "validation"
-    by_id = {str(s.id): s for s in _subjects(recipe)}
-    return [by_id[i] for i in splits.get(part, [])], part
-
-
-def evaluate_export(folder: Path) -> dict:
-    """per_volume.json of a trained cell: its exported weights over its own test split."""
-    from dafnet.engine import load_export
-
-    method = load_export(folder)
-    splits = json.loads((folder / "splits.json").read_text())
-    subjects, part = _test_subjects(method.recipe, splits)
-    stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
-    data = {"evaluated_on": part, "dice": per_volume_dice(stats, ids)}
-    _write_json(folder / "per_volume.json", data)
-    return data
-
-
-def evaluate_untrained(recipe, folder: Path) -> dict:
-    """A training-free method (no phases): evaluated on the fold's test split; writes the run files."""
-    from accelerate.utils import set_seed
-
-    from dafnet.assemble import build_data_source, build_method
-    from dafnet.data.splits import split_data, splits_record
-    from dafnet.engine.rundir import recipe_yaml
-
-    set_seed(recipe.train.seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    _, facts = build_data_source(recipe)
-    subjects = _subjects(recipe)
-    ids = split_data(subjects, recipe.data)
-    splits = splits_record(recipe.data.split, ids)
-    (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
-    _write_json(folder / "splits.json", splits)
-    method = build_method(recipe, facts)
-    test, part = _test_subjects(recipe, splits)
-    stats, subject_ids = evaluation_statistics(method, test, recipe.train.batch_size)
-    summary = {k: float(v) for k, v in method.evaluation_summary(stats).items()}
-    _write_json(folder / "per_volume.json", {"evaluated_on": part, "dice": per_volume_dice(stats, subject_ids)})
-    _write_json(folder / "summary.json", {"evaluated_on": part, "weights": {"source": "none"}, "summary": summary,
-                                          "best_epoch": None, "epochs_run": 0, "stopped_early": False})
-    return summary
-
-
-def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
-    """A cell of a method with ``evaluate_from``: the export of the trained cell ``cell.evaluates``
-    (a sibling folder), rebuilt with ``cell.evaluation_overrides``, over that cell's test split."""
-    from dafnet.engine import load_export
-    from dafnet.engine.rundir import recipe_yaml
-
-    source = folder.parent / cell.evaluates
-    if cell_status(source) != "done":
-        raise DafnetError(f"cell {cell.evaluates} has not finished, so there is nothing to evaluate",
-                          hint="run the experiment again once it has trained")
-    method = load_export(source, overrides=cell.evaluation_overrides)
-    splits = json.loads((source / "splits.json").read_text())
-    subjects, part = _test_subjects(method.recipe, splits)
-    stats, ids = evaluation_statistics(method, subjects, method.recipe.train.batch_size)
-    trained = json.loads((source / "summary.json").read_text())
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "recipe.yaml").write_text(recipe_yaml(method.recipe), encoding="utf-8")
-    _write_json(folder / "splits.json", splits)
-    _write_json(folder / "per_volume.json", {"evaluated_on": part, "dice": per_volume_dice(stats, ids)})
-    summary = {k: float(v) for k, v in method.evaluation_summary(stats).items()}
-    _write_json(folder / "summary.json", {
-        "evaluated_on": part, "summary": summary, "best_epoch": trained.get("best_epoch"), "epochs_run": 0,
-        "stopped_early": False, "weights": {"source": "cell", "cell": cell.evaluates,
-                                            "overrides": cell.evaluation_overrides, "of": trained.get("weights")}})
-    return summary
+from dafnet.fsutil import check_output_folder
 
 
 def run_cell(cell: Cell, folder: Path, console: Console) -> str:
@@ -209,7 +88,7 @@ def run_cell(cell: Cell, folder: Path, console: Console) -> str:
         from dafnet.engine.health import failure_record
 
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "failed.json", failure_record(exc))
+        write_json(folder / "failed.json", failure_record(exc))
         console.print(f"[red]{cell.id} failed:[/] {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
         return "failed"
 
@@ -221,7 +100,7 @@ def _run_cell_logged(cell: Cell, folder: Path, log: Path, threads: int | None) -
     log.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with log.open("w", encoding="utf-8") as handle:
-        action = run_cell(cell, folder, Console(file=handle, width=100, force_terminal=False))
+        action = run_cell(cell, folder, make_console(file=handle, force_terminal=False))
     return cell.id, action, time.perf_counter() - began
 
 
@@ -275,7 +154,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     from dafnet.experiment.spec import load_spec
     from dafnet.experiment.tables import write_tables
 
-    console = console or Console()
+    console = console or make_console()
     spec, base = load_spec(spec_path)
     cells, reference = expand(spec, base)
     cells.sort(key=lambda c: c.fold)  # fold-major: a stopped grid has whole folds
@@ -301,7 +180,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
             actions[cell.id] = run_cell(cell, folders[cell.id], console)
     # one at a time: expand() lists evaluate_from cells after the others, and the sort is stable
     for i, cell in enumerate([] if tables_only or actions else cells, 1):
-        console.rule(f"[{i}/{len(cells)}] {cell.id}")
+        print_rule(console, f"[{i}/{len(cells)}] {cell.id}")
         began = time.perf_counter()
         actions[cell.id] = run_cell(cell, folders[cell.id], console)
         console.print(f"{cell.id}: {actions[cell.id]} in {time.perf_counter() - began:.0f} s")
@@ -311,5 +190,4 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
 
 
-__all__ = ["cell_status", "evaluate_export", "evaluate_trained_cell", "evaluate_untrained", "per_volume_dice",
-           "read_cell", "read_failure", "run_cell", "run_experiment"]
+__all__ = ["cell_status", "read_cell", "read_failure", "run_cell", "run_experiment"]

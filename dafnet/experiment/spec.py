@@ -64,7 +64,7 @@ class MethodEntry(_Strict):
                                 "(default: the spec's seeds)")
 
     @model_validator(mode="after")
-    def _source(self) -> "MethodEntry":
+    def _source(self) -> MethodEntry:
         if (self.recipe is None) == (self.evaluate_from is None):
             raise ValueError("give either recipe (a method to train) or evaluate_from (another method's label)")
         if self.evaluate_from is not None and self.seeds is not None:
@@ -113,7 +113,7 @@ class ExperimentSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "ExperimentSpec":
+    def _check(self) -> ExperimentSpec:
         if self.reference is not None and self.reference not in self.methods:
             raise ValueError(f"reference {self.reference!r} is not one of the methods {list(self.methods)}")
         if FULL in self.ablations:

@@ -227,7 +227,7 @@ def pairing_table(spec, results: _Results) -> Table:
         fractions = spec.fractions if trainable else [None]
         columns += [(method if f is None else f"{method} {_pct(f)}", method, f) for f in fractions]
     table = Table("III", "Table III: target Dice by pairing of the inputs", [c[0] for c in columns],
-                  note="* Wilcoxon signed-rank p < {} against expert pairing of the same column.".format(spec.alpha))
+                  note=f"* Wilcoxon signed-rank p < {spec.alpha} against expert pairing of the same column.")
     for pairing in spec.pairings:
         entries = []
         for _, method, f in columns:

@@ -1,11 +1,20 @@
-"""Writing predictions: NIfTI masks on the input file's grid and overlay PNGs, each written to a
+"""Writing predictions: NIfTI masks on the input file's grid, overlay PNGs and (nnU-Net's
+``--save_probabilities``) class probabilities with their geometry, each written to a
 temporary file and renamed into place (readers never see half a file). A run writes into a staging
-folder (:func:`staged_output`) that reaches ``--out`` only when every case succeeded."""
+folder (:func:`staged_output`) that reaches ``--out`` only when every case succeeded.
+
+The staging folder is ``--out/.dafnet-predict.tmp-<host>-<pid>-<token>`` (or, while ``--out`` does
+not exist, ``.<out>.tmp-<host>-<pid>-<token>`` beside it). A run that fails removes it; one that was
+killed leaves it, and the next ``dafnet predict`` to the same ``--out`` removes it once the process
+that made it no longer runs (:func:`dafnet.fsutil.stale_staging`), so runs into one ``--out`` at the
+same time keep theirs."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -13,12 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from dafnet.errors import DafnetError
+from dafnet.errors import DafnetError, WriteFailed
+from dafnet.fsutil import STALE_AFTER_S, remove_stale_staging, staging_path, write_failure
+
+STAGING_NAME = "dafnet-predict"
+"""The staging folder inside an existing ``--out`` is a staging entry of this (never written) name."""
+_OLD_STAGING = re.compile(r"^\.dafnet-predict-[0-9a-f]{8}$")
+"""An older dafnet's staging folder name (no process in it): removed once a day old."""
 
 
-def output_names(case: str) -> tuple[str, str]:
-    """The files predict writes for ``case``: its mask and its overlay."""
-    return f"{case}.nii.gz", f"{case}_overlay.png"
+def output_names(case: str, probabilities: bool = False) -> tuple[str, ...]:
+    """The files predict writes for ``case``: its mask and its overlay, and with ``probabilities``
+    the probabilities and their geometry."""
+    names = (f"{case}.nii.gz", f"{case}_overlay.png")
+    return names + ((f"{case}.npz", f"{case}.json") if probabilities else ())
 
 
 def check_output_dir(out_dir: str | Path, root: Path, folders: Iterable[Path]) -> Path:
@@ -59,9 +76,10 @@ def staged_output(out_dir: Path) -> Iterator[Path]:
     """A hidden temporary folder to write every file of a run into: when the block ends without an
     error it becomes ``out_dir`` (renamed into place) or, when ``out_dir`` exists, its files are moved
     into it, replacing those of the same name; on any error it is removed and ``out_dir`` (and its
-    missing parents) are left as they were."""
-    tag = uuid.uuid4().hex[:8]
-    tmp = out_dir / f".dafnet-predict-{tag}" if out_dir.is_dir() else out_dir.parent / f".{out_dir.name}.tmp-{tag}"
+    missing parents) are left as they were. A write that fails (disk full) is a :class:`WriteFailed`
+    naming ``out_dir``. Staging folders that killed runs left there are removed first."""
+    remove_stale_staging_output(out_dir)
+    tmp = staging_path(out_dir / STAGING_NAME) if out_dir.is_dir() else staging_path(out_dir)
     created = [p for p in (tmp.parent, *tmp.parent.parents) if not p.exists()]
     try:
         for folder in reversed(created):
@@ -72,12 +90,40 @@ def staged_output(out_dir: Path) -> Iterator[Path]:
         raise DafnetError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}",
                           hint="choose a writable folder for --out") from exc
     try:
-        yield tmp
+        try:
+            yield tmp
+        except BaseException as exc:
+            reason = _write_failure(exc)
+            if reason is None:
+                raise
+            raise WriteFailed(f"cannot write the predictions to {out_dir}: {reason}", path=out_dir,
+                              hint=f"nothing was written to {out_dir}: free space (or fix the permission) there "
+                                   "and run the same dafnet predict again") from exc
         _publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """Why a write into the staging folder failed (None: ``exc`` is no failed write)."""
+    if isinstance(exc, WriteFailed):
+        return (write_failure(exc.__cause__) if exc.__cause__ is not None else None) or exc.message
+    return None if isinstance(exc, DafnetError) else write_failure(exc)
+
+
+def remove_stale_staging_output(out_dir: Path) -> list[Path]:
+    """Remove the staging folders of ``out_dir`` left by killed ``dafnet predict`` runs."""
+    out_dir = Path(out_dir)
+    removed = remove_stale_staging(out_dir, [STAGING_NAME]) + remove_stale_staging(out_dir.parent, [out_dir.name])
+    if out_dir.is_dir():
+        for entry in out_dir.iterdir():
+            if (_OLD_STAGING.match(entry.name) and entry.is_dir()
+                    and time.time() - entry.stat().st_mtime > STALE_AFTER_S):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:
@@ -89,7 +135,7 @@ def _publish(tmp: Path, out_dir: Path) -> None:
             os.replace(path, out_dir / path.name)
         tmp.rmdir()
     except OSError as exc:
-        raise DafnetError(f"cannot move the predictions into {out_dir}: {exc.strerror or exc}",
+        raise WriteFailed(f"cannot move the predictions into {out_dir}: {exc.strerror or exc}", path=out_dir,
                           hint="check the output folder") from exc
 
 
@@ -108,7 +154,8 @@ def _atomic(path: Path, write) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise DafnetError(f"cannot write {path}: {exc.strerror or exc}", hint="check the output folder") from exc
+        raise WriteFailed(f"cannot write {path}: {exc.strerror or exc}", path=path,
+                          hint="check the output folder") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -131,6 +178,33 @@ def write_mask(path: Path, mask: np.ndarray, reference: str | Path) -> Path:
     return _atomic(path, lambda tmp: nib.save(out, str(tmp)))
 
 
+def write_probabilities(npz_path: Path, json_path: Path, probabilities: np.ndarray, reference: str | Path,
+                        info: dict) -> tuple[Path, Path]:
+    """nnU-Net's probability files: ``npz_path`` holds ``probabilities``, float32 (K, z, y, x): the
+    (K, X, Y, Z) class probabilities on the grid of the image file ``reference`` with its spatial
+    axes reversed, as nnU-Net stores them (a 2D image has z = 1); ``json_path`` their geometry
+    (nnU-Net writes a .pkl of properties instead) and ``info``."""
+    import json
+
+    import nibabel as nib
+
+    array = np.ascontiguousarray(np.asarray(probabilities, dtype=np.float32).transpose(0, 3, 2, 1))
+    image = nib.load(str(reference))
+    geometry = {"file": str(reference), "key": "probabilities", "dtype": "float32", "shape": list(array.shape),
+                "axes": "(class, z, y, x): the image array's (x, y, z) axes reversed, as nnU-Net; "
+                        "probabilities.argmax(0).transpose(2, 1, 0) is the mask as nibabel reads it",
+                "image_shape": [int(n) for n in image.shape[:3]], "affine": np.asarray(image.affine).tolist(),
+                "spacing_mm": [float(z) for z in image.header.get_zooms()[:3]], **info}
+
+    def save_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, probabilities=array)
+
+    text = json.dumps(geometry, indent=2) + "\n"
+    return (_atomic(npz_path, save_npz),
+            _atomic(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8")))
+
+
 def overlay_slices(mask: np.ndarray, count: int = 4) -> list[int]:
     """Up to ``count`` slice indices spread evenly over the slices holding foreground
     (over all slices when none does)."""
@@ -143,11 +217,11 @@ def overlay_slices(mask: np.ndarray, count: int = 4) -> list[int]:
 def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, class_names, title: str,
                   count: int = 4) -> Path:
     """A PNG of a few slices of the (S, H, W) network-grid ``image`` with the coloured ``mask``."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
-    import matplotlib
 
     slices = overlay_slices(mask, count)
     colours = matplotlib.colormaps["tab10"].colors

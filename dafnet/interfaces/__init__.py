@@ -6,11 +6,21 @@ Importing this package imports torch; the CLI imports it lazily.
 from dafnet.interfaces.base import Component, Params
 from dafnet.interfaces.data import DataSource, Subject, Volume
 from dafnet.interfaces.facts import Facts, MissingFactError
-from dafnet.interfaces.method import HealthSignals, LossOutput, Method, Phase, ResultTable, Role, RoleSummary
+from dafnet.interfaces.method import (
+    ComponentChoice,
+    HealthSignals,
+    LossOutput,
+    Method,
+    MethodContext,
+    Phase,
+    ResultTable,
+    Role,
+    RoleSummary,
+)
 from dafnet.interfaces.metric import AlignmentErrors, Metric, MetricInputs, MetricResult
 from dafnet.interfaces.networks import (
-    AlignmentOutput,
     Aligner,
+    AlignmentOutput,
     AnatomyEncoder,
     AnatomyOutput,
     Decoder,
@@ -33,6 +43,7 @@ __all__ = [
     "AnatomyEncoder",
     "AnatomyOutput",
     "Component",
+    "ComponentChoice",
     "DataSource",
     "Decoder",
     "Discriminator",
@@ -42,6 +53,7 @@ __all__ = [
     "LossOutput",
     "LossTerm",
     "Method",
+    "MethodContext",
     "Metric",
     "MetricInputs",
     "MetricResult",

@@ -69,6 +69,6 @@ class Facts:
     def num_modalities(self) -> int:
         return len(self.require("modalities"))
 
-    def with_(self, **changes) -> "Facts":
+    def with_(self, **changes) -> Facts:
         """A copy with some facts declared or replaced."""
         return dataclasses.replace(self, **changes)

@@ -8,12 +8,14 @@ and which phases one training iteration runs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from dafnet.errors import DafnetError
 from dafnet.interfaces.base import Component
 
 
@@ -26,6 +28,48 @@ class Role:
     default: str
     """Component name used when the recipe does not name one."""
     description: str = ""
+
+
+@dataclass(frozen=True)
+class ComponentChoice:
+    """The component a recipe puts in a role (``model.<role>``): its registry name and params."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method reads of its recipe, built once from the resolved recipe
+    (:func:`dafnet.assemble.method_context`); a method never sees the recipe itself.
+
+    The defaults are what a method gets without a recipe (a test building one by hand). Shapes
+    and the modalities are not here: they are :class:`~dafnet.interfaces.facts.Facts`.
+    """
+
+    method: str = "method"
+    """The method's registry name (``method.name``), for messages."""
+    target: str | None = None
+    """The modality segmented and evaluated (``data.target``); None: the last modality."""
+    components: dict[str, ComponentChoice] = field(default_factory=dict)
+    """Role -> the recipe's component (``model:``); a role missing here gets its default."""
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    """Loss term -> weight (``losses:``); a term missing here keeps the method's default."""
+    annotation_fraction: float = 1.0
+    """Fraction of training subjects whose target masks are used (``data.annotation_fraction``)."""
+    annotation_seed: int = 0
+    """Seed of the annotated-subject draw (``data.annotation_seed``)."""
+    rotation_degrees: float = 0.0
+    """Training augmentation: a random rotation in +-degrees, shared within a sample
+    (``data.augment.rotation_degrees``)."""
+    misalignment_degrees: float = 0.0
+    """Training augmentation: each non-target modality's own extra rotation in +-degrees
+    (``data.augment.misalignment_degrees``)."""
+    misalignment_shift: float = 0.0
+    """Training augmentation: each non-target modality's own extra shift, a fraction of the slice
+    size (``data.augment.misalignment_shift``)."""
+    seed: int = 0
+    """``train.seed``: the seed of sampling, augmentation and pairing draws."""
 
 
 @dataclass
@@ -82,7 +126,8 @@ class HealthSignals:
 
 
 class Method(Component, nn.Module, ABC):
-    """Built as ``Cls(params, facts, recipe)`` where ``recipe`` is the validated recipe."""
+    """Built as ``Cls(params, facts, context)``: ``context`` is the :class:`MethodContext` of the
+    resolved recipe (the target, the role components, the loss weights, the sampling settings)."""
 
     roles: ClassVar[dict[str, Role]] = {}
     """The roles a recipe fills under ``model:``; each maps to a registry kind."""
@@ -92,11 +137,26 @@ class Method(Component, nn.Module, ABC):
     """The prediction types its evaluation reports (e.g. ``single``, ``fused``); an experiment
     spec's ``predictions`` are checked against them. Empty: not declared, not checked."""
 
-    def __init__(self, params, facts, recipe) -> None:
+    def __init__(self, params, facts, context: MethodContext | None = None) -> None:
         nn.Module.__init__(self)
         self.params = params
         self.facts = facts
-        self.recipe = recipe
+        self.context = context if context is not None else MethodContext()
+
+    def component(self, role: str) -> ComponentChoice:
+        """The component of ``role``: the recipe's, or the role's default."""
+        return self.context.components.get(role) or ComponentChoice(self.roles[role].default)
+
+    def resolved_weights(self) -> dict[str, float]:
+        """The method's default loss weights (:attr:`loss_weights`), overridden by the recipe's."""
+        return {**self.loss_weights, **self.context.loss_weights}
+
+    def target_modality(self, modalities: tuple[str, ...]) -> str:
+        """The context's target (default: the last of ``modalities``), checked to be one of them."""
+        target = self.context.target or modalities[-1]
+        if target not in modalities:
+            raise DafnetError(f"target {target!r} is not one of the modalities {modalities}")
+        return target
 
     @abstractmethod
     def networks(self) -> dict[str, nn.Module]:
@@ -163,8 +223,5 @@ class Method(Component, nn.Module, ABC):
     def evaluation_inputs(self, batch: Any) -> list:
         """The :class:`~dafnet.interfaces.metric.MetricInputs` of one evaluation batch for
         ``dafnet evaluate`` (predictions per type, factors); optional."""
-        from dafnet.errors import DafnetError
-
-        name = getattr(getattr(self.recipe, "method", None), "name", type(self).__name__)
-        raise DafnetError(f"method {name} does not support dafnet evaluate",
+        raise DafnetError(f"method {self.context.method} does not support dafnet evaluate",
                           hint="the method must implement evaluation_inputs(batch) -> list[MetricInputs]")

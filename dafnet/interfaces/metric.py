@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -73,12 +75,36 @@ class MetricResult:
 
 
 class Metric(Component, ABC):
-    """Built as ``Cls(params, facts)``; ``update`` per batch, then ``compute``."""
+    """Built as ``Cls(params, facts)``; ``update`` per batch, then ``compute``.
+
+    The evaluation driver (``dafnet evaluate``) uses three optional hooks, declared here with
+    their defaults: :attr:`required_inputs` (through :meth:`wants`), :meth:`attach` and
+    :attr:`output_dir`.
+    """
+
+    required_inputs: ClassVar[tuple[str, ...]] = ()
+    """The :class:`MetricInputs` fields this metric needs: the driver feeds it only the inputs
+    that have every one of them (:meth:`wants`). Default: every input."""
+    method: Any = None
+    """The evaluated method, once :meth:`attach` has been called (None before)."""
+    output_dir: str | Path | None = None
+    """The folder for this metric's figures, set by the driver before the first update; None:
+    draw nothing. List what you write in :attr:`MetricResult.files`."""
 
     def __init__(self, params: Params, facts: Facts) -> None:
         self.params = params
         self.facts = facts
         self.reset()
+
+    def wants(self, inputs: MetricInputs) -> bool:
+        """Whether ``update`` gets ``inputs``: every field of :attr:`required_inputs` is set."""
+        return all(getattr(inputs, name) is not None for name in self.required_inputs)
+
+    def attach(self, method: Any) -> None:
+        """Called once by the driver before the first update with the evaluated method (in eval mode),
+        for a metric that needs its networks (e.g. the decoder). The default keeps it as
+        :attr:`method`; override it to check what the metric needs (and call this one)."""
+        self.method = method
 
     @abstractmethod
     def reset(self) -> None: ...

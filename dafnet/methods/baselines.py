@@ -12,7 +12,7 @@ paper's baselines assume source masks at inference time):
 They have no networks and no phases: ``dafnet train`` skips training, writes an export (an index
 without weights) and evaluates them on the test split, so ``dafnet evaluate`` reports them like
 any model; ``dafnet experiment`` evaluates them directly
-(:func:`dafnet.experiment.runner.evaluate_untrained`). A sample whose
+(:func:`dafnet.experiment.cell_evaluation.evaluate_untrained`). A sample whose
 source slice has no mask (or whose subject lacks the source) predicts background only.
 """
 
@@ -28,8 +28,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, Method, Params, Phase, ResultTable, RoleSummary
-from dafnet.methods import target_dice as td
+from dafnet.interfaces import Facts, Method, MethodContext, Params, Phase, ResultTable, RoleSummary
+from dafnet.methods.slice_streams import evaluation_dataset
+from dafnet.methods.target_evaluation import dice_statistics, dice_summary, dice_table, metric_inputs
 
 
 class MaskTransferBaseline(Method):
@@ -47,10 +48,10 @@ class MaskTransferBaseline(Method):
             "expert", description="expert: nearest source slice; shuffled: a random slice within +-radius")
         candidate_radius: int = Field(2, ge=0, le=8, description="window of shuffled pairing (+-slices)")
 
-    def __init__(self, params, facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = td.recipe_target(recipe, self.modalities)
+        self.target = self.target_modality(self.modalities)
         self.target_index = self.modalities.index(self.target)
         others = [m for m in self.modalities if m != self.target]
         source = params.source or (others[0] if others else None)
@@ -77,7 +78,7 @@ class MaskTransferBaseline(Method):
         return {}
 
     def eval_dataset(self, subjects: list):
-        return td.evaluation_dataset(subjects, self.recipe, self.modalities, self.target,
+        return evaluation_dataset(subjects, self.context, self.modalities, self.target,
                                      self.params.pairing, self.params.candidate_radius)
 
     # ------------------------------------------------------------------ prediction
@@ -98,16 +99,16 @@ class MaskTransferBaseline(Method):
         return {"single": F.one_hot(labels, self.num_classes + 1).permute(0, 3, 1, 2).float()}
 
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        return td.dice_statistics(self.predictions(batch), batch, self.target_index)
+        return dice_statistics(self.predictions(batch), batch, self.target_index)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        return td.dice_summary(stats, "single")
+        return dice_summary(stats, "single")
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
-        return td.dice_table(summary, self.target, ("single",), self.kind_note.format(source=self.source))
+        return dice_table(summary, self.target, ("single",), self.kind_note.format(source=self.source))
 
     def evaluation_inputs(self, batch) -> list:
-        return td.metric_inputs(self.predictions(batch), batch, self.target_index, self.target)
+        return metric_inputs(self.predictions(batch), batch, self.target_index, self.target)
 
 
 class CopyBaseline(MaskTransferBaseline):
@@ -139,15 +140,16 @@ class RegisterBaseline(MaskTransferBaseline):
         bspline_iterations: int = Field(100, ge=1, description="L-BFGS-B iterations per level (B-spline)")
         threads: int = Field(1, ge=1, description="SimpleITK threads (1 keeps the result reproducible)")
 
-    def __init__(self, params, facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         if len(params.shrink_factors) != len(params.smoothing_sigmas):
             raise DafnetError("register: shrink_factors and smoothing_sigmas need one entry per level",
                               hint=f"got {list(params.shrink_factors)} and {list(params.smoothing_sigmas)}")
         try:
             import SimpleITK  # noqa: F401
         except ImportError as exc:
-            raise DafnetError("the register baseline needs SimpleITK", hint="pip install 'dafnet[registration]' (or pip install SimpleITK)") from exc
+            raise DafnetError("the register baseline needs SimpleITK",
+                              hint="pip install 'dafnet[registration]' (or pip install SimpleITK)") from exc
 
     def _registration(self):
         import SimpleITK as sitk

@@ -2,7 +2,7 @@
 
 The paper's SDNet-single and SDNet-multi benchmarks (Sec. IV-C): one anatomy encoder, modality
 encoder, segmentor, decoder and mask critic, trained on single slices with DAFNet's own graph
-and steps (:mod:`dafnet.methods.dafnet_graph`, :mod:`dafnet.methods.dafnet_steps`) on
+and steps (:mod:`dafnet.methods.dafnet.graph`, :mod:`dafnet.methods.dafnet.steps`) on
 one-modality batches, so there are no cross pairs: no aligner, no fuser, no image critics. The
 terms are L_sup, L_adv^M, L_rec, KL and L_rec^z with DAFNet's weights.
 
@@ -23,15 +23,29 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.builder import build_and_declare
-from dafnet.components.init import count_trainable
-from dafnet.config.schema import ComponentSpec
-from dafnet.interfaces import Facts, HealthSignals, Method, Params, Phase, ResultTable, Role, RoleSummary
-from dafnet.losses import KLDivergenceLoss, L1ReconstructionLoss, LSGANDiscriminatorLoss, SupervisedLoss, \
-    ZReconstructionLoss
-from dafnet.methods import dafnet_steps as steps
-from dafnet.methods import target_dice as td
-from dafnet.methods.role_outputs import checked, shape_text
+from dafnet.components.keras_layers import count_trainable
+from dafnet.interfaces import (
+    Facts,
+    HealthSignals,
+    Method,
+    MethodContext,
+    Params,
+    Phase,
+    ResultTable,
+    Role,
+    RoleSummary,
+)
+from dafnet.methods.dafnet import steps
+from dafnet.methods.roles import build_role, checked, shape_text
+from dafnet.methods.slice_streams import evaluation_dataset, require_labelled, single_modality_streams
+from dafnet.methods.target_evaluation import (
+    dice_statistics,
+    dice_summary,
+    dice_table,
+    evaluating,
+    metric_inputs,
+    target_health_signals,
+)
 
 
 class SDNet(Method):
@@ -60,39 +74,27 @@ class SDNet(Method):
     pairing_head = None
     image_discriminators = None
 
-    def __init__(self, params: "SDNet.Params", facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params: SDNet.Params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = td.recipe_target(recipe, self.modalities)
+        self.target = self.target_modality(self.modalities)
         self.eval_index = self.modalities.index(self.target)
         self.train_modalities = self.modalities if params.mode == "multi" else (self.target,)
         self.num_classes = facts.require("num_classes")
-        self.weights = dict(self.loss_weights)
-        self.weights.update(getattr(recipe, "losses", None) or {})
+        self.weights = self.resolved_weights()
         self.weights["adv_image"] = 0.0  # SDNet has no image critic
         # one input stream: the anatomy encoder gets one contracting path
         f = facts.with_(modalities=("+".join(self.train_modalities),))
-        self.anatomy_encoder, f = self._component("anatomy_encoder", f)
-        self.modality_encoder, f = self._component("modality_encoder", f)
+        self.anatomy_encoder, f = build_role(self, "anatomy_encoder", f)
+        self.modality_encoder, f = build_role(self, "modality_encoder", f)
         self.z_dim = f.require("z_dim")
-        self.segmentor, f = self._component("segmentor", f)
-        self.decoder, f = self._component("decoder", f)
+        self.segmentor, f = build_role(self, "segmentor", f)
+        self.decoder, f = build_role(self, "decoder", f)
         self.mask_discriminator = None
         if self.weights["adv_mask"] > 0:
-            self.mask_discriminator, _ = self._component("discriminator",
-                                                         f.with_(critic_channels=self.num_classes))
+            self.mask_discriminator, _ = build_role(self, "discriminator", f.with_(critic_channels=self.num_classes))
         self.built_facts = f
-        self.supervised = SupervisedLoss(SupervisedLoss.Params(ce_weight=params.ce_weight,
-                                                               smooth=params.dice_smooth), f)
-        self.kl = KLDivergenceLoss(KLDivergenceLoss.Params(), f)
-        self.l1 = L1ReconstructionLoss(L1ReconstructionLoss.Params(), f)
-        self.z_reconstruction = ZReconstructionLoss(ZReconstructionLoss.Params(), f)
-        self.lsgan_discriminator = LSGANDiscriminatorLoss(LSGANDiscriminatorLoss.Params(), f)
-
-    def _component(self, role: str, facts: Facts):
-        model = getattr(self.recipe, "model", None) or {}
-        spec = model.get(role) or ComponentSpec(name=self.roles[role].default)
-        return build_and_declare(self.roles[role].kind, spec.name, spec.params, facts, f"model.{role}")
+        steps.add_loss_terms(self, params, f)
 
     def critics(self) -> list[nn.Module]:
         return [self.mask_discriminator] if self.mask_discriminator is not None else []
@@ -125,7 +127,7 @@ class SDNet(Method):
         return out
 
     def health_signals(self) -> HealthSignals:
-        return td.health_signals(self.recipe, self.target, self.train_modalities,
+        return target_health_signals(self.context, self.target, self.train_modalities,
                                  ("labelled/generator/sup", "unlabelled/generator/sup"))
 
     def summary(self) -> list[RoleSummary]:
@@ -133,10 +135,12 @@ class SDNet(Method):
         h, w = self.facts.require("image_size")
         p = next(self.parameters())
         x = torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype)
-        model = getattr(self.recipe, "model", None) or {}
-        name = lambda role: (model.get(role) or ComponentSpec(name=self.roles[role].default)).name  # noqa: E731
         f = self.built_facts
-        with td.evaluating(self):
+
+        def name(role: str) -> str:
+            return self.component(role).name
+
+        with evaluating(self):
             s = checked("anatomy encoder", name("anatomy_encoder"), self.anatomy_encoder(x, 0),
                         (1, f.require("anatomy_channels"), h, w), "anatomy")
             z = checked("modality encoder", name("modality_encoder"), self.modality_encoder(x, s),
@@ -155,12 +159,12 @@ class SDNet(Method):
 
     # ------------------------------------------------------------------ data
     def train_streams(self, subjects: list) -> dict:
-        streams = td.single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
-        td.require_labelled("sdnet", streams, self.train_modalities, self.target)
+        streams = single_modality_streams(subjects, self.context, self.train_modalities, self.target)
+        require_labelled("sdnet", streams, self.train_modalities, self.target)
         return streams
 
     def eval_dataset(self, subjects: list):
-        return td.evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
+        return evaluation_dataset(subjects, self.context, self.modalities, self.target)
 
     # ------------------------------------------------------------------ evaluation
     def predict_slices(self, images: Tensor) -> Tensor:
@@ -168,18 +172,18 @@ class SDNet(Method):
         return self.segmentor(self.anatomy_encoder(images, 0).anatomy).probabilities
 
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.eval_index, 0])
-        return td.dice_statistics({"single": prediction}, batch, self.eval_index)
+        return dice_statistics({"single": prediction}, batch, self.eval_index)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        return td.dice_summary(stats, "single")
+        return dice_summary(stats, "single")
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
-        return td.dice_table(summary, self.target, ("single",),
+        return dice_table(summary, self.target, ("single",),
                              f"single: Seg(s_{self.target}), trained on {', '.join(self.train_modalities)}")
 
     def evaluation_inputs(self, batch) -> list:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.eval_index, 0])
-        return td.metric_inputs({"single": prediction}, batch, self.eval_index, self.target)
+        return metric_inputs({"single": prediction}, batch, self.eval_index, self.target)

@@ -2,7 +2,7 @@
 
 The network has the anatomy encoder's layout (conv blocks of base_filters * 2^i, max-pooling,
 bottleneck, nearest-upsampling stages with skips; Keras BatchNorm and initialisers from
-:mod:`dafnet.components.init`) with one contracting path and a softmax head over L + 1 classes.
+:mod:`dafnet.components.keras_layers`) with one contracting path and a softmax head over L + 1 classes.
 It trains with L_sup = (1 - Dice) + 0.01 CE on single slices:
 
 * ``mode: single``: slices of one modality (``train_on``, default the target);
@@ -14,18 +14,37 @@ masks are always used. Evaluation predicts the target slices (``single``) with D
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
-from typing import Literal
 
 from dafnet.components.anatomy import ContractingPath, UpStage
-from dafnet.components.init import ConvBlock, conv2d, count_trainable
+from dafnet.components.keras_layers import ConvBlock, conv2d, count_trainable
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, HealthSignals, LossOutput, Method, Params, Phase, ResultTable, RoleSummary
+from dafnet.interfaces import (
+    Facts,
+    HealthSignals,
+    LossOutput,
+    Method,
+    MethodContext,
+    Params,
+    Phase,
+    ResultTable,
+    RoleSummary,
+)
 from dafnet.losses import SupervisedLoss
-from dafnet.methods import target_dice as td
+from dafnet.methods.slice_streams import evaluation_dataset, require_labelled, single_modality_streams
+from dafnet.methods.target_evaluation import (
+    dice_statistics,
+    dice_summary,
+    dice_table,
+    evaluating,
+    metric_inputs,
+    target_health_signals,
+)
 
 
 class UNet2D(nn.Module):
@@ -76,10 +95,10 @@ class UNet(Method):
         ce_weight: float = Field(0.01, ge=0, description="cross-entropy weight inside L_sup = (1 - Dice) + w CE")
         dice_smooth: float = Field(1e-12, gt=0, description="smoothing of the soft Dice in L_sup")
 
-    def __init__(self, params: "UNet.Params", facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params: UNet.Params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         self.modalities = tuple(facts.require("modalities"))
-        self.target = td.recipe_target(recipe, self.modalities)
+        self.target = self.target_modality(self.modalities)
         self.target_index = self.modalities.index(self.target)
         if params.train_on is not None:
             if params.mode == "multi":
@@ -90,8 +109,7 @@ class UNet(Method):
         self.train_modalities = (self.modalities if params.mode == "multi"
                                  else (params.train_on or self.target,))
         self.num_classes = facts.require("num_classes")
-        self.weights = dict(self.loss_weights)
-        self.weights.update(getattr(recipe, "losses", None) or {})
+        self.weights = self.resolved_weights()
         self.unet = UNet2D(facts.image_channels, self.num_classes + 1, params.base_filters, params.depth)
         self.supervised = SupervisedLoss(SupervisedLoss.Params(ce_weight=params.ce_weight,
                                                                smooth=params.dice_smooth), facts)
@@ -107,12 +125,12 @@ class UNet(Method):
         return [Phase("labelled/unet", "unet", "labelled", self.step)]
 
     def health_signals(self) -> HealthSignals:
-        return td.health_signals(self.recipe, self.target, self.train_modalities, ("labelled/unet/sup",))
+        return target_health_signals(self.context, self.target, self.train_modalities, ("labelled/unet/sup",))
 
     def summary(self) -> list[RoleSummary]:
         h, w = self.facts.require("image_size")
         p = next(self.parameters())
-        with td.evaluating(self):
+        with evaluating(self):
             out = self.unet(torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype))
         return [RoleSummary("unet", f"unet ({self.params.mode})", "x".join(map(str, out.shape)),
                             count_trainable(self.unet))]
@@ -125,12 +143,12 @@ class UNet(Method):
 
     # ------------------------------------------------------------------ data
     def train_streams(self, subjects: list) -> dict:
-        streams = td.single_modality_streams(subjects, self.recipe, self.train_modalities, self.target)
-        td.require_labelled("unet", streams, self.train_modalities, self.target)
+        streams = single_modality_streams(subjects, self.context, self.train_modalities, self.target)
+        require_labelled("unet", streams, self.train_modalities, self.target)
         return {"labelled": streams["labelled"]}
 
     def eval_dataset(self, subjects: list):
-        return td.evaluation_dataset(subjects, self.recipe, self.modalities, self.target)
+        return evaluation_dataset(subjects, self.context, self.modalities, self.target)
 
     # ------------------------------------------------------------------ evaluation
     def predict_slices(self, images: Tensor) -> Tensor:
@@ -138,20 +156,20 @@ class UNet(Method):
         return torch.softmax(self.unet(images), dim=1)
 
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.target_index, 0])
-        return td.dice_statistics({"single": prediction}, batch, self.target_index)
+        return dice_statistics({"single": prediction}, batch, self.target_index)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
-        return td.dice_summary(stats, "single")
+        return dice_summary(stats, "single")
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
         trained = ", ".join(self.train_modalities)
-        return td.dice_table(summary, self.target, ("single",),
+        return dice_table(summary, self.target, ("single",),
                              f"single: U-Net({self.target}), trained on {trained} ({self.params.mode})")
 
     def evaluation_inputs(self, batch) -> list:
-        with td.evaluating(self):
+        with evaluating(self):
             prediction = self.predict_slices(batch["images"][:, self.target_index, 0])
-        return td.metric_inputs({"single": prediction}, batch, self.target_index, self.target)
+        return metric_inputs({"single": prediction}, batch, self.target_index, self.target)
 

@@ -100,7 +100,7 @@ class AlignmentMetric(Metric):
             for source, parts in pooled.items():
                 summary.update(_named(self._statistics([parts]), source))
         files = []
-        if self.params.figure and getattr(self, "output_dir", None) is not None:
+        if self.params.figure and self.output_dir is not None:
             from dafnet.metrics.alignment_figure import draw_alignment_error
 
             aligner, identity = self._pooled(pooled.values())

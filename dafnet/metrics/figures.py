@@ -56,9 +56,6 @@ class FiguresMetric(Metric):
         self._factors: dict = {}      # (case, slice) -> {modality: (image, anatomy, z)}
         self._order: list = []
 
-    def attach(self, method) -> None:
-        self.method = method
-
     def _key(self, inputs: MetricInputs, b: int):
         index = inputs.slice_index[b].item() if inputs.slice_index is not None else b
         return (str(inputs.case_ids[b]), int(index))
@@ -82,10 +79,10 @@ class FiguresMetric(Metric):
                                                           inputs.anatomy[b].detach().cpu(), z)
 
     def compute(self) -> MetricResult:
-        if getattr(self, "output_dir", None) is None:  # nowhere to draw: no figures
+        if self.output_dir is None:  # nowhere to draw: no figures
             return MetricResult(summary={"figures": 0.0})
         out = Path(self.output_dir)
-        method = getattr(self, "method", None)
+        method = self.method
         files, summary = [], {}
         labelled = [k for k in self._order if k in self._predictions][: self.params.samples]
         paired = [k for k in self._order if len(self._factors.get(k, {})) >= 2][: self.params.samples]
@@ -108,8 +105,8 @@ class FiguresMetric(Metric):
 
     # ------------------------------------------------------------------ the figures
     def _segmentation(self, path: Path, keys) -> str:
-        from matplotlib.colors import ListedColormap
         import matplotlib
+        from matplotlib.colors import ListedColormap
 
         kinds = [k for k in ("single", "fused") if any(k in self._predictions[key] for key in keys)]
         kinds = kinds or sorted(self._predictions[keys[0]])[:2]
@@ -163,7 +160,7 @@ class FiguresMetric(Metric):
         fig, axes = _figure(len(rows), 5)
         before, after = [], []
         with torch.no_grad():
-            for r, (key, (x_t, s_t, _), (x_o, s_o, _), source) in enumerate(rows):
+            for r, (key, (_, s_t, _), (_, s_o, _), source) in enumerate(rows):
                 warped = method.aligner(s_o[None].to(device), s_t[None].to(device)).warped[0].cpu()
                 d0, d1 = (s_t - s_o).abs().sum(0), (s_t - warped).abs().sum(0)
                 before.append(float(d0.mean()))

@@ -64,14 +64,14 @@ class LatentTraversalMetric(Metric):
     def attach(self, method) -> None:
         if not callable(getattr(method, "decoder", None)):
             raise DafnetError(f"traversal metric: method {type(method).__name__} has no decoder(anatomy, z)")
-        self.method = method
+        super().attach(method)
 
     def update(self, inputs: MetricInputs) -> None:
         if inputs.anatomy is None or inputs.z is None:
             raise DafnetError("traversal metric: needs MetricInputs.anatomy and .z")
         if self._picked is not None:
             return
-        wanted = self.params.modality or getattr(getattr(self, "method", None), "target", None)
+        wanted = self.params.modality or getattr(self.method, "target", None)
         modalities = inputs.modality or ["?"] * inputs.z.shape[0]
         for b, name in enumerate(modalities):
             if wanted is not None and name != wanted:
@@ -84,7 +84,7 @@ class LatentTraversalMetric(Metric):
     def compute(self) -> MetricResult:
         if self._picked is None:
             return MetricResult(summary={})
-        method = getattr(self, "method", None)
+        method = self.method
         if method is None:
             raise DafnetError("traversal metric: no method attached", hint="call metric.attach(method) first")
         anatomy, z, modality, case = self._picked
@@ -106,7 +106,7 @@ class LatentTraversalMetric(Metric):
             summary[f"traversal_mean_abs_difference_dim{d + 1}"] = float(difference[d].abs().mean())
             summary[f"traversal_mean_abs_correlation_dim{d + 1}"] = float(correlation[d].abs().mean())
         files = []
-        out = getattr(self, "output_dir", None)
+        out = self.output_dir
         if out is not None:
             path = Path(out) / f"traversal_{modality}.png"
             _plot(path, images.numpy(), correlation.numpy(), difference.numpy(), values.cpu().numpy(),

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from dafnet.interfaces import Facts
 from dafnet.testing._contract import DEFAULT_FACTS, ContractReport, default_facts
+from dafnet.testing.losses_metrics_sources import check_data_source, check_loss_term, check_metric
 from dafnet.testing.networks import (
     check_aligner,
     check_anatomy_encoder,
@@ -33,7 +34,6 @@ from dafnet.testing.networks import (
     check_pairing_head,
     check_segmentor,
 )
-from dafnet.testing.losses_metrics_sources import check_data_source, check_loss_term, check_metric
 
 CHECKS = {
     "anatomy_encoder": check_anatomy_encoder,

@@ -173,7 +173,7 @@ def build(contract: Contract, cls: type, params: BaseModel, facts: Facts):
     """``cls(params, facts)``, with the facts in the message when it fails."""
     try:
         component = cls(params, facts)
-    except Exception as exc:  # noqa: BLE001 - reported with context
+    except Exception as exc:  # reported with context
         raise AssertionError(f"{contract.label}: construction Cls(params, facts) failed with "
                              f"{type(exc).__name__}: {exc} (params {params!r}, facts {facts!r})") from exc
     contract.ok("builds as Cls(params, facts)")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -109,7 +110,7 @@ class NetworkCheck:
     def _forward(self, net: nn.Module, call: Call, inputs: dict[str, Any], checker: Checker) -> dict[str, Tensor]:
         try:
             out = net(*inputs.values())
-        except Exception as exc:  # noqa: BLE001 - reported with the input shapes
+        except Exception as exc:  # reported with the input shapes
             shapes = {k: [tuple(t.shape) for t in _tensors(v)] or v for k, v in inputs.items()}
             raise AssertionError(f"{self.contract.label}: forward{' (' + call.note + ')' if call.note else ''} "
                                  f"failed with {type(exc).__name__}: {exc} (inputs {shapes})") from exc
@@ -177,7 +178,7 @@ class NetworkCheck:
             for key in ref:
                 c.expect(torch.equal(ref[key], rep[key]), f"eval-mode {key} deterministic",
                          "identical outputs for identical inputs",
-                         lambda: f"max difference {max_difference(ref[key], rep[key])}")
+                         lambda ref=ref, rep=rep, key=key: f"max difference {max_difference(ref[key], rep[key])}")
         state = net.state_dict()
         if not state:
             c.ok("no state to save (safetensors round trip not needed)")
@@ -187,14 +188,14 @@ class NetworkCheck:
             try:
                 save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(path))
                 loaded = load_file(str(path))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise AssertionError(f"{c.label}: state_dict to safetensors: expected save_file/load_file "
                                      f"to work, got {type(exc).__name__}: {exc}") from exc
         torch.manual_seed(SEED + 1)
         fresh = self.build()
         try:
             fresh.load_state_dict(loaded, strict=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AssertionError(f"{c.label}: load_state_dict of the saved safetensors into a fresh "
                                  f"instance: expected a strict match, got {exc}") from exc
         restored = self._eval_outputs(fresh)
@@ -202,4 +203,4 @@ class NetworkCheck:
             for key in ref:
                 c.expect(torch.equal(ref[key], new[key]), f"safetensors round trip: {key}",
                          "identical eval-mode outputs after save_file/load_file into a fresh instance",
-                         lambda: f"max difference {max_difference(ref[key], new[key])}")
+                         lambda ref=ref, new=new, key=key: f"max difference {max_difference(ref[key], new[key])}")

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from dafnet.components.aligners.localisation import LocalisationNet, check_pair
 from dafnet.components.aligners.thin_plate import ALIGN_CORNERS, sample
-from dafnet.interfaces import AlignmentOutput, Aligner, Facts
+from dafnet.interfaces import Aligner, AlignmentOutput, Facts
 from dafnet.interfaces import Params as BaseParams
 
 IDENTITY_THETA = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)

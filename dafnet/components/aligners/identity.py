@@ -6,7 +6,7 @@ from torch import Tensor
 
 from dafnet.components.aligners.localisation import check_pair
 from dafnet.components.aligners.thin_plate import pixel_grid
-from dafnet.interfaces import AlignmentOutput, Aligner, Facts
+from dafnet.interfaces import Aligner, AlignmentOutput, Facts
 from dafnet.interfaces import Params as BaseParams
 
 

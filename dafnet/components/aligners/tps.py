@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from typing import Literal
 
+import torch
 from pydantic import Field
 from torch import Tensor
 
@@ -15,7 +15,7 @@ from dafnet.components.aligners.thin_plate import (
     sample,
     tps_sampling_grid,
 )
-from dafnet.interfaces import AlignmentOutput, Aligner, Facts
+from dafnet.interfaces import Aligner, AlignmentOutput, Facts
 from dafnet.interfaces import Params as BaseParams
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import KERAS_LEAKY_SLOPE, conv2d, dense
+from dafnet.components.keras_layers import KERAS_LEAKY_SLOPE, conv2d, dense
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Decoder, Facts, Params
 
@@ -41,7 +41,7 @@ class FiLMDecoder(Decoder):
         num_blocks: int = Field(4, ge=1, description="number of FiLM blocks")
         negative_slope: float = Field(KERAS_LEAKY_SLOPE, ge=0, description="LeakyReLU slope (Keras default 0.3)")
 
-    def __init__(self, params: "FiLMDecoder.Params", facts: Facts) -> None:
+    def __init__(self, params: FiLMDecoder.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.anatomy_channels = facts.require("anatomy_channels")
         self.z_dim = facts.require("z_dim")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.components.init import conv2d, dense
+from dafnet.components.keras_layers import conv2d, dense
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Decoder, Facts, Params
 
@@ -106,7 +106,7 @@ class SPADEDecoder(Decoder):
                            "and std per sample over C, H, W, (x - mean) / (std + 1e-3); channel: per-channel "
                            "instance norm (eps 1e-3 on the variance)")
 
-    def __init__(self, params: "SPADEDecoder.Params", facts: Facts) -> None:
+    def __init__(self, params: SPADEDecoder.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         if any(f < 1 for f in params.block_filters):
             raise DafnetError(f"SPADE decoder: block_filters must be >= 1, got {params.block_filters}")

@@ -1,41 +1,40 @@
-"""DAFNet (Chartsias et al., IEEE TMI 2020) as a registered method (registry: dafnet).
+"""The DAFNet method class (registry: dafnet).
 
 Builds its networks from the recipe's roles in dependency order (facts flow from the
 anatomy encoder to everything after it), defines the optimizer groups and the phases of
 one iteration (method.md 3), the training streams and the evaluation. The graph, the
-steps and the predictions live in ``dafnet_graph``, ``dafnet_steps`` and ``dafnet_inference``.
+steps and the predictions live in :mod:`.graph`, :mod:`.steps` and :mod:`.inference`.
 See docs/method.md.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from functools import partial
 from typing import Literal
 
-import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from dafnet.builder import build_and_declare
-from dafnet.components.init import count_trainable
-from dafnet.config.schema import ComponentSpec
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, training_streams
 from dafnet.data.splits import annotated_subjects
 from dafnet.errors import DafnetError
-from dafnet.interfaces import Facts, HealthSignals, Method, Params, Phase, ResultTable, Role, RoleSummary
-from dafnet.losses import (
-    KLDivergenceLoss,
-    L1ReconstructionLoss,
-    LSGANDiscriminatorLoss,
-    SupervisedLoss,
-    ZReconstructionLoss,
+from dafnet.interfaces import (
+    Facts,
+    HealthSignals,
+    Method,
+    MethodContext,
+    Params,
+    Phase,
+    ResultTable,
+    Role,
+    RoleSummary,
 )
-from dafnet.methods import dafnet_steps as steps
-from dafnet.methods.dafnet_alignment import alignment_summary
-from dafnet.methods.dafnet_inference import evaluation_statistics, predict_target
-from dafnet.methods.role_outputs import checked, shape_text
-from dafnet.methods.target_dice import dice_summary, dice_table
+from dafnet.methods.dafnet import steps
+from dafnet.methods.dafnet.alignment import alignment_summary
+from dafnet.methods.dafnet.inference import evaluation_statistics, predict_images
+from dafnet.methods.dafnet.summary import role_summary
+from dafnet.methods.roles import build_role
+from dafnet.methods.target_evaluation import dice_summary, dice_table, evaluating
 
 
 class DAFNet(Method):
@@ -81,59 +80,42 @@ class DAFNet(Method):
             "stays at its initial identity); from epoch N + 1 the aligner trains as usual. Lets the anatomies "
             "form before the aligner learns to match them. Evaluation always uses the aligner (docs/method.md)")
 
-    def __init__(self, params: "DAFNet.Params", facts: Facts, recipe=None) -> None:
-        super().__init__(params, facts, recipe)
+    def __init__(self, params: DAFNet.Params, facts: Facts, context: MethodContext | None = None) -> None:
+        super().__init__(params, facts, context)
         self.modalities = tuple(facts.require("modalities"))
         if len(self.modalities) < 2:
             raise DafnetError(f"DAFNet needs at least two modalities, got {self.modalities}")
-        target = getattr(getattr(recipe, "data", None), "target", None) or self.modalities[-1]
-        if target not in self.modalities:
-            raise DafnetError(f"target {target!r} is not one of the modalities {self.modalities}")
-        self.target, self.target_index = target, self.modalities.index(target)
+        self.target = self.target_modality(self.modalities)
+        self.target_index = self.modalities.index(self.target)
         self.num_candidates = params.num_candidates
         if self.num_candidates > 2 * params.candidate_radius + 1:
             raise DafnetError(f"num_candidates {self.num_candidates} exceeds the {2 * params.candidate_radius + 1} "
                               f"slices within +-{params.candidate_radius}", hint="raise candidate_radius")
         self.num_classes = facts.require("num_classes")
-        self.weights = dict(self.loss_weights)
-        self.weights.update(getattr(recipe, "losses", None) or {})
+        self.weights = self.resolved_weights()
         self.epoch = 1  # the epoch being trained (start_epoch); the warm-ups derive from it
         self._build(facts.with_(num_candidates=self.num_candidates))
-        f = self.facts
-        self.supervised = SupervisedLoss(
-            SupervisedLoss.Params(ce_weight=params.ce_weight, smooth=params.dice_smooth), f)
-        self.kl = KLDivergenceLoss(KLDivergenceLoss.Params(), f)
-        self.l1 = L1ReconstructionLoss(L1ReconstructionLoss.Params(), f)
-        self.z_reconstruction = ZReconstructionLoss(ZReconstructionLoss.Params(), f)
-        self.lsgan_discriminator = LSGANDiscriminatorLoss(LSGANDiscriminatorLoss.Params(), f)
+        steps.add_loss_terms(self, params, self.facts)
 
     # ------------------------------------------------------------------ building
-    def spec(self, role: str) -> ComponentSpec:
-        model = getattr(self.recipe, "model", None) or {}
-        return model.get(role) or ComponentSpec(name=self.roles[role].default)
-
-    def _component(self, role: str, facts: Facts, path: str | None = None):
-        spec = self.spec(role)
-        return build_and_declare(self.roles[role].kind, spec.name, spec.params, facts, path or f"model.{role}")
-
     def _build(self, facts: Facts) -> None:
-        self.anatomy_encoder, facts = self._component("anatomy_encoder", facts)
-        self.modality_encoder, facts = self._component("modality_encoder", facts)
+        self.anatomy_encoder, facts = build_role(self, "anatomy_encoder", facts)
+        self.modality_encoder, facts = build_role(self, "modality_encoder", facts)
         self.z_dim = facts.require("z_dim")
-        self.segmentor, facts = self._component("segmentor", facts)
-        self.aligner, facts = self._component("aligner", facts)
-        self.fuser, facts = self._component("fuser", facts)
-        self.decoder, facts = self._component("decoder", facts)
+        self.segmentor, facts = build_role(self, "segmentor", facts)
+        self.aligner, facts = build_role(self, "aligner", facts)
+        self.fuser, facts = build_role(self, "fuser", facts)
+        self.decoder, facts = build_role(self, "decoder", facts)
         self.mask_discriminator = None
         if self.weights["adv_mask"] > 0:
-            self.mask_discriminator, _ = self._component(
-                "discriminator", facts.with_(critic_channels=self.num_classes), "model.discriminator")
+            mask_facts = facts.with_(critic_channels=self.num_classes)
+            self.mask_discriminator, _ = build_role(self, "discriminator", mask_facts)
         self.image_discriminators = None
         if self.weights["adv_image"] > 0:
             self.image_discriminators = nn.ModuleList(
-                self._component("discriminator", facts.with_(critic_channels=facts.image_channels))[0]
+                build_role(self, "discriminator", facts.with_(critic_channels=facts.image_channels))[0]
                 for _ in self.modalities)
-        self.pairing_head = self._component("pairing_head", facts)[0] if self.num_candidates > 1 else None
+        self.pairing_head = build_role(self, "pairing_head", facts)[0] if self.num_candidates > 1 else None
         self.facts = facts
 
     ADVERSARIAL_TERMS = ("adv_mask", "adv_image")
@@ -202,97 +184,45 @@ class DAFNet(Method):
     def summary(self) -> list[RoleSummary]:
         """One batch-1 forward of every role, each output checked against its kind's contract
         (the engine runs this before training, so a plugin that breaks it is named at once)."""
-        h, w = self.facts.require("image_size")
-        p = next(self.parameters())
-        x = torch.zeros(1, self.facts.image_channels, h, w, device=p.device, dtype=p.dtype)
-        c, name = self.facts.require("anatomy_channels"), lambda role: self.spec(role).name  # noqa: E731
-        anatomy = (1, c, h, w)
-        rows = []
-        with self._evaluating():
-            s = checked("anatomy encoder", name("anatomy_encoder"), self.anatomy_encoder(x, 0), anatomy, "anatomy")
-            z = checked("modality encoder", name("modality_encoder"), self.modality_encoder(x, s), (1, self.z_dim), "z")
-            outputs = {
-                "anatomy_encoder": s, "modality_encoder": z,
-                "segmentor": checked("segmentor", name("segmentor"), self.segmentor(s),
-                                     (1, self.num_classes + 1, h, w), "probabilities"),
-                "aligner": checked("aligner", name("aligner"), self.aligner(s, s), anatomy, "warped"),
-                "fuser": checked("fuser", name("fuser"), self.fuser([s, s]), anatomy),
-                "decoder": checked("decoder", name("decoder"), self.decoder(s, z), (1, self.facts.image_channels, h, w)),
-            }
-            for role, out in outputs.items():
-                rows.append(RoleSummary(role, name(role), shape_text(out), count_trainable(getattr(self, role))))
-            critic = name("discriminator")
-            if self.mask_discriminator is not None:
-                masks = torch.zeros(1, self.num_classes, h, w, device=x.device, dtype=x.dtype)
-                score = self.mask_discriminator(masks)
-                checked("mask discriminator", critic, score, None)
-                rows.append(RoleSummary("mask_discriminator", critic, shape_text(score),
-                                        count_trainable(self.mask_discriminator)))
-            for m, net in zip(self.modalities, self.image_discriminators or []):
-                score = net(x)
-                checked("image discriminator", critic, score, None)
-                rows.append(RoleSummary(f"image_discriminator_{m}", critic, shape_text(score), count_trainable(net)))
-            if self.pairing_head is not None:
-                out = checked("pairing head", name("pairing_head"),
-                              self.pairing_head(s, s.unsqueeze(1).expand(-1, self.num_candidates, -1, -1, -1)),
-                              (1, self.num_candidates), "weights")
-                rows.append(RoleSummary("pairing_head", name("pairing_head"), shape_text(out),
-                                        count_trainable(self.pairing_head)))
-        return rows
+        with evaluating(self):
+            return role_summary(self)
 
     # ------------------------------------------------------------------ data
     def sample_config(self) -> SampleConfig:
-        data = getattr(self.recipe, "data", None)
-        rotation = data.augment.rotation_degrees if data is not None else 0.0
-        seed = getattr(getattr(self.recipe, "train", None), "seed", 0)
-        augment = data.augment if data is not None else None
+        c = self.context
         return SampleConfig(self.modalities, self.target, self.num_candidates, self.params.candidate_radius,
-                            self.params.pairing, rotation, seed,
-                            misalignment_degrees=augment.misalignment_degrees if augment else 0.0,
-                            misalignment_shift=augment.misalignment_shift if augment else 0.0)
+                            self.params.pairing, c.rotation_degrees, c.seed,
+                            misalignment_degrees=c.misalignment_degrees, misalignment_shift=c.misalignment_shift)
 
     def train_streams(self, subjects: list) -> dict[str, PairedSliceDataset]:
-        data = getattr(self.recipe, "data", None)
-        fraction = data.annotation_fraction if data is not None else 1.0
-        seed = data.annotation_seed if data is not None else 0
-        annotated = annotated_subjects([s.id for s in subjects], fraction, seed)
+        c = self.context
+        annotated = annotated_subjects([s.id for s in subjects], c.annotation_fraction, c.annotation_seed)
         return training_streams(subjects, self.sample_config(), annotated)
 
     def eval_dataset(self, subjects: list) -> PairedSliceDataset:
         return PairedSliceDataset(subjects, self.sample_config(), training=False)
 
     # ------------------------------------------------------------------ evaluation
-    @contextmanager
-    def _evaluating(self):
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.train(was_training)
-
     def evaluation_step(self, batch) -> dict[str, Tensor]:
-        with self._evaluating():
+        with evaluating(self):
             return evaluation_statistics(self, batch)
 
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
         """Paper Dice per volume (mean, std) and 3D Dice per prediction type; monitor = 1 - fused Dice;
-        with coordinates in the data, the alignment error in mm (dafnet_alignment)."""
+        with coordinates in the data, the alignment error in mm (:mod:`.alignment`)."""
         return {**dice_summary(stats, "fused"), **alignment_summary(stats)}
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
-        target = self.recipe.data.target if self.recipe is not None else "target"
-        fuser = self.spec("fuser").name
-        return dice_table(summary, target, ("single", "deformed", "fused", "weighted"),
+        fuser = self.component("fuser").name
+        return dice_table(summary, self.target, ("single", "deformed", "fused", "weighted"),
                           note="single: Seg(s_target); deformed: Seg(Align(s_other -> s_target)); "
                                f"fused: Seg({fuser}(s_target, aligned others))")
 
     def evaluation_inputs(self, batch) -> list:
-        """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; dafnet_evaluation)."""
-        from dafnet.methods.dafnet_evaluation import evaluation_inputs
+        """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; :mod:`.evaluation`)."""
+        from dafnet.methods.dafnet.evaluation import evaluation_inputs
 
-        with self._evaluating():
+        with evaluating(self):
             return evaluation_inputs(self, batch)
 
     # ------------------------------------------------------------------ inference
@@ -303,22 +233,5 @@ class DAFNet(Method):
         (B, k, 1, H, W) candidates (nearest first) for the ``weighted`` type. Missing
         modalities are left out; with none besides the target every type equals ``single``.
         """
-        target = target or self.target
-        unknown = [m for m in list(images) + [target] if m not in self.modalities]
-        if unknown:
-            raise DafnetError(f"unknown modalities {unknown}", hint=f"this model knows {self.modalities}")
-        if target not in images:
-            raise DafnetError(f"predict: the target {target!r} image is missing")
-        anchors, candidates = {}, {}
-        for name, x in images.items():
-            m = self.modalities.index(name)
-            x = x.unsqueeze(1) if x.ndim == 3 else x
-            if x.ndim == 5:
-                if x.shape[1] != self.num_candidates:
-                    raise DafnetError(f"predict: {name!r} has {x.shape[1]} candidates, the model uses "
-                                      f"{self.num_candidates}")
-                candidates[m], x = x, x[:, 0]
-            anchors[m] = x
-        t = self.modalities.index(target)
-        with self._evaluating():
-            return predict_target(self, t, anchors, None, candidates if len(candidates) else None)
+        with evaluating(self):
+            return predict_images(self, images, target or self.target)

@@ -17,9 +17,27 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from dafnet.interfaces import LossOutput
-from dafnet.losses import one_hot_target
-from dafnet.methods.dafnet_graph import Cross, Graph, first_candidate, rows, training_graph
+from dafnet.interfaces import Facts, LossOutput
+from dafnet.losses import (
+    KLDivergenceLoss,
+    L1ReconstructionLoss,
+    LSGANDiscriminatorLoss,
+    SupervisedLoss,
+    ZReconstructionLoss,
+    one_hot_target,
+)
+from dafnet.methods.dafnet.graph import Cross, Graph, first_candidate, rows, training_graph
+
+
+def add_loss_terms(method, params, facts: Facts) -> None:
+    """The loss terms the steps call, as attributes of ``method`` (DAFNet's and SDNet's): L_sup with
+    ``params.ce_weight`` and ``params.dice_smooth``, KL, L1, L_rec^z and the critics' LS-GAN loss."""
+    method.supervised = SupervisedLoss(SupervisedLoss.Params(ce_weight=params.ce_weight, smooth=params.dice_smooth),
+                                       facts)
+    method.kl = KLDivergenceLoss(KLDivergenceLoss.Params(), facts)
+    method.l1 = L1ReconstructionLoss(L1ReconstructionLoss.Params(), facts)
+    method.z_reconstruction = ZReconstructionLoss(ZReconstructionLoss.Params(), facts)
+    method.lsgan_discriminator = LSGANDiscriminatorLoss(LSGANDiscriminatorLoss.Params(), facts)
 
 
 @contextmanager

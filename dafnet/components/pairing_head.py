@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from dafnet.components.init import dense
+from dafnet.components.keras_layers import dense
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, PairingHead, PairingOutput, Params
 
@@ -27,7 +27,7 @@ class DiceMLPPairingHead(PairingHead):
         hidden_units: int = Field(5, ge=1, description="width of the hidden Dense layer (ReLU)")
         smooth: float = Field(1e-12, gt=0, description="added to numerator and denominator of the soft Dice")
 
-    def __init__(self, params: "DiceMLPPairingHead.Params", facts: Facts) -> None:
+    def __init__(self, params: DiceMLPPairingHead.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.num_candidates = facts.require("num_candidates")
         self.hidden = dense(self.num_candidates, params.hidden_units)

@@ -13,13 +13,36 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dafnet.methods.dafnet_alignment import alignment_statistics
-from dafnet.methods.dafnet_graph import flat, rows
-from dafnet.metrics.dice import class_overlaps_per_slice, paper_dice_per_slice
+from dafnet.errors import DafnetError
+from dafnet.methods.dafnet.alignment import alignment_statistics
+from dafnet.methods.dafnet.graph import flat, rows
+from dafnet.methods.target_evaluation import dice_statistics
 
 
 def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.where(mask.view(-1, *([1] * (a.ndim - 1))), a, b)
+
+
+def predict_images(method, images: dict[str, Tensor], target: str) -> dict[str, Tensor]:
+    """``DAFNet.predict``: images by modality name (a target and any others; (B, 1, H, W), (B, H, W),
+    or (B, k, 1, H, W) candidates of another modality) -> class probabilities per prediction type."""
+    unknown = [m for m in list(images) + [target] if m not in method.modalities]
+    if unknown:
+        raise DafnetError(f"unknown modalities {unknown}", hint=f"this model knows {method.modalities}")
+    if target not in images:
+        raise DafnetError(f"predict: the target {target!r} image is missing")
+    anchors, candidates = {}, {}
+    for name, x in images.items():
+        m = method.modalities.index(name)
+        x = x.unsqueeze(1) if x.ndim == 3 else x
+        if x.ndim == 5:
+            if x.shape[1] != method.num_candidates:
+                raise DafnetError(f"predict: {name!r} has {x.shape[1]} candidates, the model uses "
+                                  f"{method.num_candidates}")
+            candidates[m], x = x, x[:, 0]
+        anchors[m] = x
+    t = method.modalities.index(target)
+    return predict_target(method, t, anchors, None, candidates if len(candidates) else None)
 
 
 def predict_target(method, target: int, anchors: dict[int, Tensor], present: dict[int, Tensor] | None = None,
@@ -78,15 +101,15 @@ def _weighted(method, target, s_t, candidates, present, ones) -> Tensor:
     # Samples without any other modality: every candidate fuses to s_t, any weights summing to 1 do.
     weights = torch.where(counts > 0, weights / counts.clamp_min(1), torch.full_like(weights, 1.0 / k))
     result = 0
-    for l in range(k):
-        fused = method.fuser([s_t] + [w[:, l] for w in warped_rows])
-        result = result + weights[:, l, None, None, None] * method.segmentor(fused).probabilities
+    for c in range(k):
+        fused = method.fuser([s_t] + [w[:, c] for w in warped_rows])
+        result = result + weights[:, c, None, None, None] * method.segmentor(fused).probabilities
     return result
 
 
 def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
     """Per-sample statistics of the target predictions: paper Dice per slice and class overlaps;
-    with coordinates in the batch, the alignment error maps (:mod:`dafnet.methods.dafnet_alignment`)."""
+    with coordinates in the batch, the alignment error maps (:mod:`dafnet.methods.dafnet.alignment`)."""
     images, t = batch["images"], method.target_index
     n = images.shape[1]
     anchors = {m: images[:, m, 0] for m in range(n)}
@@ -94,10 +117,6 @@ def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
     candidates = {m: images[:, m] for m in range(n) if m != t} if method.num_candidates > 1 else None
     encoded = {}
     predictions = predict_target(method, t, anchors, present, candidates, encoded)
-    truth = batch["masks"][:, t, 0]
-    stats = {"subject": batch["subject"], "labelled": batch["labelled"][:, t, 0]}
-    for kind, probabilities in predictions.items():
-        stats[f"paper_{kind}"] = paper_dice_per_slice(probabilities, truth)
-        stats[f"overlap_{kind}"] = torch.stack(class_overlaps_per_slice(probabilities, truth), dim=1)
+    stats = dice_statistics(predictions, batch, t)
     stats.update(alignment_statistics(method, batch, encoded))
     return stats

@@ -14,7 +14,7 @@ import numpy as np
 
 from dafnet.data.datalist import StagedCase, StagedNnUNet
 from dafnet.data.nifti import read_header
-from dafnet.data.pairing import nearest_slices
+from dafnet.data.slice_pairing import nearest_slices
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Volume
 

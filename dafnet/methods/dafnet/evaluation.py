@@ -14,7 +14,7 @@ For a batch of :class:`~dafnet.data.slices.PairedSliceDataset` samples it return
 * per other modality m, when the batch carries the truth's ``coordinates`` (the phantom's),
   ``alignment_<m>``: ``alignment`` (:class:`~dafnet.interfaces.AlignmentErrors`: the aligner's and
   the identity's error in mm per target pixel, from the same grid as ``aligned_copy_<m>``;
-  :mod:`dafnet.methods.dafnet_alignment`), ``target``, ``image``, for the samples with counted
+  :mod:`dafnet.methods.dafnet.alignment`), ``target``, ``image``, for the samples with counted
   pixels (labelled target foreground, both slices with coordinates); no ``prediction``;
 * one ``MetricInputs`` per modality with ``prediction_type = "factors"``: ``image``, its
   ``anatomy`` s, ``z`` (the mean of q(z | x, s)) and ``logvar``, for the samples that have the
@@ -32,8 +32,9 @@ import torch.nn.functional as F
 
 from dafnet.components.aligners.thin_plate import sample
 from dafnet.interfaces import AlignmentErrors, MetricInputs
-from dafnet.methods.dafnet_alignment import alignment_error_maps
-from dafnet.methods.dafnet_inference import predict_target
+from dafnet.methods.dafnet.alignment import alignment_error_maps
+from dafnet.methods.dafnet.inference import predict_target
+from dafnet.methods.target_evaluation import metric_inputs
 
 
 def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
@@ -50,17 +51,7 @@ def evaluation_inputs(method, batch: dict) -> list[MetricInputs]:
     case_ids = [str(c) for c in batch.get("case_ids", batch["subject"].tolist())]
     common = {"spacing": batch.get("spacing"), "slice_spacing": batch.get("slice_spacing")}
     slices = batch["slice"]
-    out = []
-    labelled = batch["labelled"][:, t, 0].bool()
-    rows = labelled.nonzero().flatten().tolist()
-    if rows:
-        index = torch.tensor(rows, device=images.device)
-        truth = batch["masks"][:, t, 0]
-        for kind, probabilities in predictions.items():
-            out.append(MetricInputs(
-                case_ids=[case_ids[i] for i in rows], prediction_type=kind,
-                prediction=probabilities[index], target=truth[index], image=anchors[t][index],
-                modality=[names[t]] * len(rows), slice_index=slices[index.to(slices.device)], **common))
+    out = metric_inputs(predictions, batch, t, names[t])
     out += _copies(method, batch, anchors, present, encoded, case_ids, slices, common)
     out += _alignment(method, batch, anchors, encoded, case_ids, slices, common)
     for m in range(n):

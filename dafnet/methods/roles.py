@@ -1,6 +1,7 @@
-"""Checking what a method's components return, so a component that breaks its contract is
-named at once (``Method.summary``, which the engine runs before training) instead of failing
-later inside a loss, or not at all."""
+"""A method's roles: each built from the component its context names (:func:`build_role`), and
+what they return checked (:func:`checked`), so a component that breaks its contract is named at
+once (``Method.summary``, which the engine runs before training) instead of failing later inside
+a loss, or not at all."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dafnet.builder import build_and_declare
 from dafnet.errors import DafnetError
+from dafnet.interfaces import Facts, Method
 
 _HINT = ("docs/plugins.md gives each kind's contract; dafnet.testing.check_component(kind, name) "
          "checks one component alone")
+
+
+def build_role(method: Method, role: str, facts: Facts, path: str | None = None) -> tuple[Any, Facts]:
+    """(the component of ``role``, ``facts`` extended by what it declares); errors name ``path``
+    (default ``model.<role>``)."""
+    choice = method.component(role)
+    return build_and_declare(method.roles[role].kind, choice.name, choice.params, facts, path or f"model.{role}")
 
 
 def _fmt(shape) -> str:

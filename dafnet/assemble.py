@@ -10,7 +10,7 @@ from dafnet.interfaces.method import ComponentChoice, MethodContext
 
 def build_data_source(recipe: Recipe):
     """The recipe's data source and the facts it declares (restricted to the recipe's modalities)."""
-    source, facts = build_and_declare("data_source", recipe.data.source.name, recipe.data.source.params,
+    source, facts = build_and_declare("data_source", recipe.data.source.name, recipe.data.source.build_params,
                                       Facts(), "data.source")
     if recipe.data.modalities is not None:
         facts = facts.with_(modalities=tuple(recipe.data.modalities))
@@ -22,7 +22,7 @@ def facts_without_data(recipe: Recipe, num_classes: int | None = None) -> Facts:
     from dafnet.builder import component_class, validate_params
 
     cls = component_class("data_source", recipe.data.source.name, "data.source.name")
-    params = validate_params(cls, recipe.data.source.params, "data.source.params")
+    params = validate_params(cls, recipe.data.source.build_params, "data.source.params")
     facts = Facts(**cls.facts_without_data(params))
     if recipe.data.modalities is not None:
         facts = facts.with_(modalities=tuple(recipe.data.modalities))
@@ -31,13 +31,19 @@ def facts_without_data(recipe: Recipe, num_classes: int | None = None) -> Facts:
     return facts
 
 
+def _choice(spec) -> ComponentChoice:
+    """A role's component for the method, with the params phase two validated (built as they are)."""
+    validated = spec.build_params
+    return ComponentChoice(spec.name, dict(spec.params), validated if validated is not spec.params else None)
+
+
 def method_context(recipe: Recipe) -> MethodContext:
     """What the recipe's method reads of it (a method never sees the recipe itself)."""
     data = recipe.data
     return MethodContext(
         method=recipe.method.name,
         target=data.target,
-        components={role: ComponentChoice(spec.name, dict(spec.params)) for role, spec in recipe.model.items()},
+        components={role: _choice(spec) for role, spec in recipe.model.items()},
         loss_weights=dict(recipe.losses),
         annotation_fraction=data.annotation_fraction,
         annotation_seed=data.annotation_seed,
@@ -51,7 +57,7 @@ def method_context(recipe: Recipe) -> MethodContext:
 def build_method(recipe: Recipe, facts: Facts):
     """The recipe's method, built with its :func:`method_context`; it builds its own components from
     the context's ``components``."""
-    return build("method", recipe.method.name, recipe.method.params, facts, "method",
+    return build("method", recipe.method.name, recipe.method.build_params, facts, "method",
                  context=method_context(recipe))
 
 

@@ -75,7 +75,8 @@ class ToyMethod(I.Method):
         from dafnet.builder import build
 
         choice = self.component("decoder")
-        self.decoder = build("decoder", choice.name, choice.params, facts.with_(anatomy_channels=3), "model.decoder")
+        self.decoder = build("decoder", choice.name, choice.build_params, facts.with_(anatomy_channels=3),
+                             "model.decoder")
 
     def networks(self):
         return {"decoder": self.decoder}

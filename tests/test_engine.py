@@ -109,7 +109,7 @@ class ToyMethod(I.Method):
         layers += [nn.Tanh(), nn.Linear(params.hidden, n)]
         self.generator = nn.Sequential(*layers)
         choice = self.component("critic")
-        self.critic = build("discriminator", choice.name, choice.params, facts, "model.critic")
+        self.critic = build("discriminator", choice.name, choice.build_params, facts, "model.critic")
         self.w_adv = self.resolved_weights().get("adversarial", 0.1)
 
     def networks(self):

@@ -31,7 +31,7 @@ def _resolve_component(kind: str, spec: ComponentSpec, path: str,
     except RecipeError as exc:
         issues.extend(exc.issues)
         return cls, spec
-    return cls, ComponentSpec(name=spec.name, params=params.model_dump(mode="json"))
+    return cls, ComponentSpec.validated(spec.name, params)
 
 
 def _available_modalities(source_cls, spec: ComponentSpec, issues: list[RecipeIssue],
@@ -43,7 +43,7 @@ def _available_modalities(source_cls, spec: ComponentSpec, issues: list[RecipeIs
     from dafnet.interfaces.facts import Facts
 
     try:
-        source = source_cls(source_cls.Params.model_validate(spec.params), Facts())
+        source = source_cls(spec.build_params, Facts())
         return list(source.modalities)
     except DafnetError as exc:
         if required:
@@ -53,7 +53,10 @@ def _available_modalities(source_cls, spec: ComponentSpec, issues: list[RecipeIs
 
 
 def resolve(recipe: Recipe) -> Recipe:
-    """A copy of ``recipe`` with every component checked and every default filled in."""
+    """A copy of ``recipe`` with every component checked and every default filled in.
+
+    This is where a component's params are validated, once: each resolved spec keeps its
+    ``Params`` object (:attr:`ComponentSpec.build_params`), which the builder takes as it is."""
     issues: list[RecipeIssue] = []
     data = recipe.data
 

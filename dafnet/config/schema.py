@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 FIXED_ON_RESUME: dict[str, Any] = {"fixed_on_resume": True}
 """``json_schema_extra`` of a field a resume may not change against the recipe the run's state was
@@ -49,6 +49,37 @@ class ComponentSpec(Strict):
         if isinstance(value, str):
             return {"name": value}
         return value
+
+    _validated: BaseModel | None = PrivateAttr(default=None)
+    """The ``Params`` that phase two validated ``params`` into (None before it)."""
+
+    @classmethod
+    def validated(cls, name: str, params: BaseModel) -> ComponentSpec:
+        """The spec of a component whose params phase two has validated: ``params`` as their
+        defaults-filled mapping, and the ``Params`` object itself for :attr:`build_params`."""
+        spec = cls(name=name, params=params.model_dump(mode="json"))
+        spec._validated = params
+        return spec
+
+    @property
+    def build_params(self) -> BaseModel | dict[str, Any]:
+        """What the builder takes: the ``Params`` phase two validated (so they are not validated a
+        second time), or the plain mapping when the spec was not resolved or was changed since."""
+        validated = self._validated
+        if validated is not None and validated.model_dump(mode="json") == self.params:
+            return validated
+        return self.params
+
+    @property
+    def is_validated(self) -> bool:
+        return self._validated is not None
+
+    def __eq__(self, other: object) -> bool:  # the validated Params are a cache, not part of the value
+        if not isinstance(other, ComponentSpec):
+            return NotImplemented
+        return (self.name, self.params) == (other.name, other.params)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class SplitConfig(Strict):
@@ -245,3 +276,10 @@ class Recipe(Strict):
         if bad:
             raise ValueError(f"loss weights must be >= 0, got {bad}")
         return value
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether phase two (:func:`dafnet.config.resolve.resolve`) made this recipe: its data source,
+        method and every role hold their validated params."""
+        specs = [self.data.source, self.method, *self.model.values()]
+        return all(spec.is_validated for spec in specs)

@@ -65,7 +65,11 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
           resume: str | Path | None = None, console: Console | None = None) -> TrainResult:
     """Train ``recipe``'s method, export it and evaluate it. ``resume=RUN_DIR`` continues a run
     exactly (``recipe`` may then be None: the run's own recipe, or one that only raises
-    ``train.epochs``/``patience``)."""
+    ``train.epochs``/``patience``).
+
+    ``recipe`` is a resolved :class:`Recipe` (``load_recipe``'s, as the CLI and the experiment
+    runner pass it), used as it is; a recipe path, or a Recipe that was not resolved, is resolved
+    here, once."""
     from dafnet.config.resolve import load_recipe, resolve
 
     if recipe is None and resume is None:
@@ -73,8 +77,9 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
     if resume is not None and recipe is None:
         recipe = resume_recipe(resume)
     if isinstance(recipe, (str, Path)):
-        recipe = load_recipe(recipe)
-    recipe = resolve(recipe)
+        recipe = load_recipe(recipe)  # resolved, once
+    elif not recipe.is_resolved:  # a Recipe a library user built without resolving it
+        recipe = resolve(recipe)
     console = console or make_console()
     root = _run_dir_for_all_processes(recipe, run_dir, resume)
     if resume is not None:

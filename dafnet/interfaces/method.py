@@ -36,6 +36,14 @@ class ComponentChoice:
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    validated: Any = field(default=None, compare=False, repr=False)
+    """The component's ``Params`` object when the recipe's resolution already validated ``params``
+    (the builder then takes it as it is, so params are validated once); None otherwise."""
+
+    @property
+    def build_params(self) -> Any:
+        """What the builder takes: :attr:`validated`, else the plain :attr:`params`."""
+        return self.validated if self.validated is not None else self.params
 
 
 @dataclass(frozen=True)

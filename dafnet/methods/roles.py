@@ -22,7 +22,7 @@ def build_role(method: Method, role: str, facts: Facts, path: str | None = None)
     """(the component of ``role``, ``facts`` extended by what it declares); errors name ``path``
     (default ``model.<role>``)."""
     choice = method.component(role)
-    return build_and_declare(method.roles[role].kind, choice.name, choice.params, facts, path or f"model.{role}")
+    return build_and_declare(method.roles[role].kind, choice.name, choice.build_params, facts, path or f"model.{role}")
 
 
 def _fmt(shape) -> str:

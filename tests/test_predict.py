@@ -189,7 +189,7 @@ def write_case(root: Path, sizes: dict[str, int], square: slice, slices: int = 2
 
 def load_whole(predictor: Predictor, root: Path):
     """The case's volumes over their whole field of view, and where the training crop lies in each."""
-    from dafnet.data.datalist import StagedCase, StagedNnUNet
+    from dafnet.data.staging import StagedCase, StagedNnUNet
 
     files = {m: root / "imagesTs" / f"case_{i:04d}.nii.gz" for i, m in enumerate(("cine", "lge"))}
     with StagedNnUNet({"case": StagedCase(files, {})}, ["cine", "lge"], predictor.class_names,

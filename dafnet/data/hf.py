@@ -20,10 +20,10 @@ import nibabel as nib
 import numpy as np
 from pydantic import Field, create_model
 
-from dafnet.data.datalist import StagedCase, StagedNnUNet, preprocessing_fields, preprocessing_values
-from dafnet.data.nnunet import Millimetres, PreprocessedSource
 from dafnet.data.nnunet_writer import volume_to_nifti
 from dafnet.data.preprocess import PreprocessRecord
+from dafnet.data.preprocessed import Millimetres, PreprocessedSource
+from dafnet.data.staging import StagedCase, StagedNnUNet, preprocessing_fields, preprocessing_values
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Facts, Params, Subject
 

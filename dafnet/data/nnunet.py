@@ -9,19 +9,17 @@ undo this are kept (:meth:`NnUNetDataSource.record`). See docs/data.md.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from dafnet.data import nifti
 from dafnet.data.nnunet_layout import ROOT_KEY, CaseFiles, discover_cases, read_dataset_json
-from dafnet.data.plans import AUTO, Survey, header_spacing, median_spacing, stack_orientation
+from dafnet.data.plans import Survey, header_spacing, stack_orientation
 from dafnet.data.preprocess import (
     PreprocessRecord,
-    constant_slices,
     field_of_view_plan,
     foreground_centroid,
     label_centroid,
@@ -29,89 +27,10 @@ from dafnet.data.preprocess import (
     plan_in_plane,
     slice_positions,
 )
+from dafnet.data.preprocessed import IntensityParams, Millimetres, Pixels, PreprocessedSource, preparing
+from dafnet.data.volume_checks import present_values, usable_slices, warn_if_normals_differ
 from dafnet.errors import DafnetError
-from dafnet.interfaces import DataSource, Facts, Params, Subject, Volume
-
-Pixels = Annotated[int, Field(ge=8, le=2048)]
-Millimetres = Annotated[float, Field(gt=0.0, le=100.0)]
-NORMAL_ANGLE_WARNING_DEGREES = 10.0
-
-
-class IntensityParams(Params):
-    clip_percentiles: tuple[float, float] | None = Field(
-        (0.5, 99.5), description="[low, high] percentiles clipped before the min-max rescale to "
-                                 "[-1, 1]; null rescales the full range")
-    scope: Literal["slice", "volume"] = Field(
-        "slice", description="percentiles and min/max per slice (the paper's) or per volume")
-
-    @field_validator("clip_percentiles")
-    @classmethod
-    def _ordered(cls, value):
-        if value is not None and not 0.0 <= value[0] < value[1] <= 100.0:
-            raise ValueError(f"need 0 <= low < high <= 100, got {list(value)}")
-        return value
-
-
-def _preparing(items, total: int, description: str):
-    """A transient rich progress bar on stderr while volumes are decoded (terminals only)."""
-    import sys
-
-    from rich.console import Console
-    from rich.progress import track
-
-    console = Console(stderr=True)
-    if not sys.stderr.isatty() or total < 2:
-        return items
-    return track(items, total=total, description=description, console=console, transient=True)
-
-
-class PreprocessedSource(DataSource):
-    """A data source whose volumes are preprocessed NIfTI stacks with invertible records:
-    ``image_size`` from ``params.image_size``, and ``record`` of each loaded volume.
-
-    ``spacing_mm: auto`` (sources that can :meth:`survey` their headers): the spacing is fixed
-    before loading by :func:`dafnet.data.plans.plan_data` (:meth:`use_spacing`); a source loaded
-    without a plan uses the median over all its cases' images."""
-
-    _records: dict[tuple[str, str], PreprocessRecord]
-    _planned_spacing: tuple[float, float] | None = None
-    _subjects: list[Subject] | None = None
-
-    def survey(self) -> Survey:
-        """Per case, the in-plane spacing of each image and which ones are labelled (headers only)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot plan spacing_mm: auto")
-
-    def use_spacing(self, spacing: tuple[float, float]) -> None:
-        """Fix the spacing of ``spacing_mm: auto`` (before the first :meth:`load`)."""
-        spacing = (float(spacing[0]), float(spacing[1]))
-        if self._subjects is not None and self._planned_spacing != spacing:
-            raise DafnetError(f"the data were loaded at {self._planned_spacing} mm; cannot plan {spacing} mm")
-        self._planned_spacing = spacing
-
-    def target_spacing(self) -> tuple[float, float] | None:
-        """The in-plane (row, col) spacing volumes are resampled to; None keeps each file's."""
-        s = self.params.spacing_mm
-        if s == AUTO:
-            if self._planned_spacing is None:
-                survey = self.survey()
-                self._planned_spacing = median_spacing([v for case in survey.spacings.values()
-                                                        for v in case.values()])
-            return self._planned_spacing
-        return None if s is None else ((float(s), float(s)) if isinstance(s, (int, float)) else tuple(s))
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        size = self.params.image_size
-        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-    def record(self, subject_id: str, modality: str) -> PreprocessRecord:
-        """How a loaded volume was made; ``record(...).restore(pred)`` maps a prediction back
-        to the file's original grid."""
-        self.load()
-        try:
-            return self._records[(subject_id, modality)]
-        except KeyError:
-            raise DafnetError(f"no volume {modality!r} of subject {subject_id!r} was loaded") from None
+from dafnet.interfaces import Facts, Params, Subject, Volume
 
 
 class NnUNetDataSource(PreprocessedSource):
@@ -207,7 +126,7 @@ class NnUNetDataSource(PreprocessedSource):
             cases = discover_cases(self.root, self.info)
             self._check_channels_present(cases)
             subjects = []
-            for case, files in _preparing(cases.items(), len(cases), f"preparing {self.root.name}"):
+            for case, files in preparing(cases.items(), len(cases), f"preparing {self.root.name}"):
                 self._shared_labels = {}
                 volumes = {name: self._load_volume(case, name, channel, files)
                            for name, channel in self._channels.items() if channel in files.images}
@@ -233,7 +152,7 @@ class NnUNetDataSource(PreprocessedSource):
         orientation, in_spacing = stack_orientation(image.data.shape, image.affine, p.slice_axis, p.reorient)
         stack = orientation.apply(image.data)
         label = orientation.apply(label) if label is not None else None
-        start, stop = _usable_slices(stack, image_path)
+        start, stop = usable_slices(stack, image_path)
         stack = stack[start:stop]
         label = label[start:stop] if label is not None else None
         normalised = normalise_intensity(stack, p.intensity.clip_percentiles, p.intensity.scope)
@@ -277,7 +196,7 @@ class NnUNetDataSource(PreprocessedSource):
     def _map_labels(self, values: np.ndarray, name: str, path: Path) -> np.ndarray:
         num_classes = len(self.class_names)
         mapping = self._label_maps.get(name, self._label_maps.get("*"))
-        found = _present_values(values)
+        found = present_values(values)
         if mapping is None:
             outside = [int(v) for v in found if not 0 <= v <= num_classes]
             if outside:
@@ -352,42 +271,3 @@ class NnUNetDataSource(PreprocessedSource):
             if centre is not None:
                 return centre
         return foreground_centroid(stack)
-
-
-def _present_values(values: np.ndarray) -> np.ndarray:
-    """The distinct values of an integer array (bincount when they are small and non-negative)."""
-    low, high = int(values.min()), int(values.max())
-    if low >= 0 and high < 1 << 16:
-        return np.flatnonzero(np.bincount(values.ravel(), minlength=high + 1))
-    return np.unique(values)
-
-
-def _usable_slices(stack: np.ndarray, path: Path) -> tuple[int, int]:
-    """[start, stop) without the constant slices at the ends (warns); error when none is left."""
-    constant = constant_slices(stack)
-    if constant.all():
-        raise DafnetError(f"{path}: no usable slice, every slice is constant (value {stack.flat[0]:g})",
-                          hint="check the file; remove it (the channel becomes missing for this case)")
-    kept = np.flatnonzero(~constant)
-    start, stop = int(kept[0]), int(kept[-1]) + 1
-    inner = int(constant[start:stop].sum())
-    if start or stop < len(stack) or inner:
-        warnings.warn(f"{path}: dropped {start + len(stack) - stop} constant slice(s) at the ends of "
-                      f"the stack; {inner} constant slice(s) inside it are kept as background",
-                      stacklevel=3)
-    return start, stop
-
-
-def warn_if_normals_differ(case: str, volumes: dict[str, Volume]) -> None:
-    """Warn when the slice normals of a case's sequences differ by more than
-    NORMAL_ANGLE_WARNING_DEGREES (pairing by slice position then means little); used when
-    loading a dataset and by ``dafnet data check``."""
-    normals = {n: v.affine[:3, 0] / np.linalg.norm(v.affine[:3, 0]) for n, v in volumes.items()}
-    names = list(normals)
-    for other in names[1:]:
-        cos = float(np.clip(normals[names[0]] @ normals[other], -1.0, 1.0))
-        angle = np.degrees(np.arccos(cos))
-        if angle > NORMAL_ANGLE_WARNING_DEGREES:
-            warnings.warn(f"case {case!r}: the slice normals of {names[0]!r} and {other!r} differ by "
-                          f"{angle:.0f} degrees; slice positions do not pair these stacks well",
-                          stacklevel=3)

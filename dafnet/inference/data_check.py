@@ -1,7 +1,7 @@
 """``dafnet data check``: read every volume of a dataset as training would, one at a time, and
 report per case what is there (sequences, shapes, spacings, labels, slice pairing) and what
 cannot be used. Each volume goes through the nnunet source's own reading and preprocessing
-(:class:`dafnet.data.datalist.StagedNnUNet`), so the errors are the ones training would raise.
+(:class:`dafnet.data.staging.StagedNnUNet`), so the errors are the ones training would raise.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dafnet.data.datalist import StagedCase, StagedNnUNet
 from dafnet.data.nifti import read_header
 from dafnet.data.slice_pairing import nearest_slices
+from dafnet.data.staging import StagedCase, StagedNnUNet
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Volume
 
@@ -66,7 +66,7 @@ def check_cases(cases: dict[str, StagedCase], modalities, class_names, params: d
                 else:
                     loaded[modality] = volume
             if len(loaded) > 1:
-                from dafnet.data.nnunet import warn_if_normals_differ
+                from dafnet.data.volume_checks import warn_if_normals_differ
 
                 warn_if_normals_differ(case, loaded)
         report.warnings += list(dict.fromkeys(str(w.message) for w in caught))
@@ -139,7 +139,8 @@ def load_check_input(path: Path | None, recipe: str | None):
     """(cases, modalities, class names, preprocessing params, default target, layout warnings) for
     ``dafnet data check PATH [--recipe R]``: PATH replaces the recipe's data folder (nnunet
     ``root``, datalist ``path``); without a recipe, PATH is read with the default params."""
-    from dafnet.data.datalist import DatalistDataSource, preprocessing_values
+    from dafnet.data.datalist import DatalistDataSource
+    from dafnet.data.staging import preprocessing_values
 
     name, params, modalities, target = "nnunet", {}, None, None
     if recipe is not None:

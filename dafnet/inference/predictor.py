@@ -1,7 +1,7 @@
 """Segment NIfTI cases with an exported model (``dafnet predict``).
 
 Each case is read through the nnunet source's preprocessing with the export's recipe params
-(:class:`dafnet.data.datalist.StagedNnUNet`; labels are never read), keeping each slice's whole
+(:class:`dafnet.data.staging.StagedNnUNet`; labels are never read), keeping each slice's whole
 field of view. The target's slices are paired with the nearest slice of every other sequence
 given; the method runs in eval mode on sliding windows at the training crop size
 (:mod:`dafnet.inference.sliding_window`), the same window cut from every sequence, with the
@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dafnet.data.datalist import PREPROCESS_KEYS, StagedCase, StagedNnUNet, preprocessing_values
 from dafnet.data.plans import exported_spacing
 from dafnet.data.slice_pairing import nearest_slices
+from dafnet.data.staging import PREPROCESS_KEYS, StagedCase, StagedNnUNet, preprocessing_values
 from dafnet.errors import DafnetError
 from dafnet.inference.combine import CaseProbabilities, CaseResult, combine
 from dafnet.inference.inputs import InputCases, resolve_channels

@@ -10,7 +10,8 @@ import torch
 from dafnet.builder import build
 from dafnet.components.aligners.thin_plate import pixel_grid
 from dafnet.data.phantom import PhantomDataSource
-from dafnet.data.phantom_shapes import LABEL_OF_TISSUE, sample_anatomy, tissue_map
+from dafnet.data.phantom_shapes import LABEL_OF_TISSUE, sample_anatomy
+from dafnet.data.phantom_tissues import tissue_map
 from dafnet.data.slices import PairedSliceDataset, SampleConfig
 from dafnet.interfaces import AlignmentErrors, Facts, MetricInputs, Volume
 from dafnet.methods.dafnet.alignment import alignment_summary

@@ -17,7 +17,8 @@ from pydantic import Field, field_validator
 
 from dafnet.data.phantom_contrast import MODALITY_NAMES, render
 from dafnet.data.phantom_motion import sample_acquisition
-from dafnet.data.phantom_shapes import LABEL_OF_TISSUE, sample_anatomy, tissue_map
+from dafnet.data.phantom_shapes import LABEL_OF_TISSUE, sample_anatomy
+from dafnet.data.phantom_tissues import tissue_map
 from dafnet.interfaces import DataSource, Facts, Params, Subject, Volume
 
 CLASS_NAMES = ("lv", "myocardium", "rv")

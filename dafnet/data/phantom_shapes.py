@@ -1,4 +1,5 @@
-"""The phantom's continuous anatomy: one subject's heart and thorax as a tissue map.
+"""The phantom's continuous anatomy: one subject's heart and thorax, sampled as shape parameters
+(drawn as a tissue map by :mod:`dafnet.data.phantom_tissues`).
 
 Coordinates are millimetres in the subject's anatomy frame: ``u`` to the image right
 (patient left), ``v`` to the image bottom (posterior), ``z`` along the left-ventricular
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
+
+from dafnet.data.phantom_harmonics import Angles, harmonic_sum
 
 
 class Tissue(IntEnum):
@@ -195,114 +198,11 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     )
 
 
-def _lerp(pair, t):
-    return pair[0] + (pair[1] - pair[0]) * t
+def __getattr__(name: str):
+    """``tissue_map`` moved to :mod:`dafnet.data.phantom_tissues` (which imports this module); still
+    importable from here."""
+    if name == "tissue_map":
+        from dafnet.data import phantom_tissues
 
-
-class Angles:
-    """cos and sin of k times the polar angle of (x, y), by recurrence (no trigonometry)."""
-
-    def __init__(self, cos: np.ndarray, sin: np.ndarray) -> None:
-        self.cos, self.sin = cos, sin
-        self._powers = [(np.ones_like(cos), np.zeros_like(sin)), (cos, sin)]
-
-    @staticmethod
-    def of(x: np.ndarray, y: np.ndarray) -> Angles:
-        r = np.hypot(x, y)
-        safe = np.where(r > 0, r, 1.0)
-        return Angles(np.where(r > 0, x / safe, 1.0), y / safe)
-
-    def k(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(cos k theta, sin k theta)."""
-        while len(self._powers) <= k:
-            c, s = self._powers[-1]
-            self._powers.append((c * self.cos - s * self.sin, s * self.cos + c * self.sin))
-        return self._powers[k]
-
-
-def harmonic_sum(angles: Angles, coeffs: np.ndarray, first: int) -> np.ndarray:
-    """sum_k amp_k cos(k theta - phase_k), coeffs (..., K, 2) of amplitude and phase."""
-    total = 0.0
-    for k in range(coeffs.shape[-2]):
-        ck, sk = angles.k(first + k)
-        amp, ph = coeffs[..., k, 0], coeffs[..., k, 1]
-        total = total + amp * (np.cos(ph) * ck + np.sin(ph) * sk)
-    return total
-
-
-def tissue_map(anat: Anatomy, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Tissue index (int8) at anatomy coordinates ``u``, ``v`` (S, H, W) and ``z`` (S, 1, 1)."""
-    t = z / anat.length
-    tc = np.clip(t, 0.0, 1.0)
-    out = np.full(np.broadcast_shapes(u.shape, v.shape, z.shape), Tissue.AIR, dtype=np.int8)
-
-    fat_level = 1.0 - anat.subcutaneous_fat / anat.body.radii[1]
-    wall_level = 1.0 - (anat.subcutaneous_fat + anat.chest_wall) / anat.body.radii[1]
-    body = anat.body.level(u, v, t, band=(wall_level, 1.0))
-    out[body < 1.0] = Tissue.FAT
-    out[body < fat_level] = Tissue.SOFT_TISSUE
-    thorax = body < wall_level
-    for lung in anat.lungs:
-        out[(lung.level(u, v, t) < 1.0) & thorax] = Tissue.LUNG
-    out[anat.liver.level(u, v, t) < 1.0] = Tissue.LIVER
-    out[anat.stomach.level(u, v, t) < 1.0] = Tissue.STOMACH
-    out[anat.spine.level(u, v, t) < 1.0] = Tissue.BONE
-    out[anat.aorta.level(u, v, t) < 1.0] = Tissue.AORTA
-
-    # Left ventricle in polar coordinates about its (drifting) centre.
-    du = u - (anat.lv_centre[0] + anat.lv_drift[0] * tc)
-    dv = v - (anat.lv_centre[1] + anat.lv_drift[1] * tc)
-    r, ang = np.hypot(du, dv), Angles.of(du, dv)
-    profile = np.sqrt(np.clip(1.0 - tc**2, 0.0, None))
-    ell = _lerp(anat.ellipticity, tc)
-    ell_angle = 2.0 * _lerp(anat.ellipse_angle, tc)
-    c2, s2 = ang.k(2)
-    shape = (1.0 + ell * (np.cos(ell_angle) * c2 + np.sin(ell_angle) * s2)
-             + harmonic_sum(ang, _lerp(anat.endo_harmonics, tc[..., None, None]), first=3))
-    r_endo = np.where(t < 1.0, anat.cavity_radius * profile * shape, 0.0)
-    thick = anat.wall_thickness * (
-        1.0 + harmonic_sum(ang, _lerp(anat.wall_harmonics, tc[..., None, None]), first=1))
-    cap = np.sqrt(np.clip(1.0 - ((t - 1.0) / anat.apex_cap * anat.length) ** 2, 0.0, None))
-    r_epi = r_endo + thick * np.where(t < 1.0, 1.0, cap)
-
-    # Right ventricle: an ellipse beside the LV, outside its epicardium.
-    r_epi_mean = anat.cavity_radius * profile + anat.wall_thickness
-    rv_scale = np.sqrt(np.clip(1.0 - (t / anat.rv_end) ** 2, 0.0, None))
-    cu, cv = np.cos(anat.rv_direction), np.sin(anat.rv_direction)
-    off = anat.rv_offset * r_epi_mean
-    a_ = du - off * cu
-    b_ = dv - off * cv
-    along, across = a_ * cu + b_ * cv, -a_ * cv + b_ * cu
-    ra = np.maximum(anat.rv_radii[0] * r_epi_mean * rv_scale, 1e-3)
-    rb = np.maximum(anat.rv_radii[1] * r_epi_mean * rv_scale, 1e-3)
-    rv_level = np.hypot(along / ra, across / rb)
-    rv_mean_radius = np.sqrt(ra * rb)
-    outside_lv = r >= r_epi
-    rv_blood = (rv_level < 1.0) & outside_lv & (rv_scale > 0)
-    rv_wall = (rv_level < 1.0 + anat.rv_wall / rv_mean_radius) & outside_lv & ~rv_blood & (rv_scale > 0)
-
-    fat_w = anat.epicardial_fat * np.clip(0.4 + harmonic_sum(ang, anat.fat_harmonics, 1), 0.0, None)
-    heart_fat = ((r < r_epi + fat_w) & outside_lv) | (
-        (rv_level < 1.0 + (anat.rv_wall + 0.6 * fat_w) / rv_mean_radius) & outside_lv & (rv_scale > 0))
-    out[heart_fat] = Tissue.EPICARDIAL_FAT
-    out[rv_wall] = Tissue.RV_WALL
-    out[rv_blood] = Tissue.RV_BLOOD
-    myo = (r < r_epi) & (r >= r_endo)
-    out[myo] = Tissue.MYOCARDIUM
-    out[r < r_endo] = Tissue.LV_BLOOD
-    for pap_angle in anat.papillary_angles:
-        pu, pv = 0.62 * r_endo * np.cos(pap_angle), 0.62 * r_endo * np.sin(pap_angle)
-        papillary = np.hypot(du - pu, dv - pv) < anat.papillary_size * anat.cavity_radius * profile
-        out[papillary & (r < r_endo) & (tc > 0.15) & (tc < 0.8)] = Tissue.PAPILLARY
-
-    depth = (r - r_endo) / np.maximum(r_epi - r_endo, 1e-6)
-    for scar in anat.scars:
-        m = anat.oedema_margin
-        for tissue, grow in ((Tissue.OEDEMA, m), (Tissue.SCAR, 0.0)):
-            half = min(scar.width / 2 + grow, np.pi)
-            cos_diff = ang.cos * np.cos(scar.angle) + ang.sin * np.sin(scar.angle)
-            inside = (myo & (cos_diff > np.cos(half))
-                      & (t >= scar.t_range[0] - grow / 3) & (t <= scar.t_range[1] + grow / 3)
-                      & (depth <= scar.transmurality + grow))
-            out[inside & (out != Tissue.SCAR)] = tissue
-    return out
+        return getattr(phantom_tissues, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

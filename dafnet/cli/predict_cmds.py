@@ -41,13 +41,11 @@ def predict(
     Several exports form an ensemble (mean probabilities, then the argmax).
     Nothing reaches --out unless every case succeeds.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from dafnet.engine.export import read_index
     from dafnet.errors import DafnetError
     from dafnet.inference.ensemble import Ensemble
     from dafnet.inference.inputs import find_input
-    from dafnet.inference.outputs import check_output_dir, existing_outputs, output_names, staged_output
+    from dafnet.inference.outputs import check_output_dir, existing_outputs, output_names
     from dafnet.inference.predictor import check_headers, resolve_device
 
     if mode not in _MODES:
@@ -65,6 +63,20 @@ def predict(
                                 overwrite)
     for note in predictor.notes:
         console.print(f"[yellow]note:[/] {note}")
+    results = _predict_all(predictor, cases, out_dir, save_probabilities)
+    how = ", ".join(([f"ensemble of {len(exports)} exports"] if len(exports) > 1 else [])
+                    + (["mirrored"] if mirror else []))
+    _print_table(results, predictor.class_names, f"{len(results)} case(s) -> {out_dir}" + (f" ({how})" if how else ""))
+    _print_notes(out_dir, replaced, skipped, predictor.target)
+
+
+def _predict_all(predictor, cases: dict, out_dir: Path, save_probabilities: bool) -> list:
+    """Every case predicted into a staging folder (with a progress bar) that becomes ``out_dir``'s
+    files only when all succeed; the per-case results."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dafnet.inference.outputs import staged_output
+
     results = []
     with staged_output(out_dir) as staging, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -74,14 +86,15 @@ def predict(
             progress.update(task, description=f"predicting {case}")
             results.append(predictor.predict_case(case, files, staging, save_probabilities))
             progress.advance(task)
-    how = ", ".join(([f"ensemble of {len(exports)} exports"] if len(exports) > 1 else [])
-                    + (["mirrored"] if mirror else []))
-    _print_table(results, predictor.class_names, f"{len(results)} case(s) -> {out_dir}" + (f" ({how})" if how else ""))
+    return results
+
+
+def _print_notes(out_dir: Path, replaced: list, skipped: list, target: str) -> None:
+    """What --overwrite replaced and which cases had no target image."""
     if replaced:
         console.print(f"[yellow]replaced {len(replaced)} existing file(s) in {out_dir} (--overwrite)[/]")
     if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} case(s) without a {predictor.target!r} image:[/] "
-                      + ", ".join(skipped))
+        console.print(f"[yellow]skipped {len(skipped)} case(s) without a {target!r} image:[/] " + ", ".join(skipped))
 
 
 def _print_table(results, class_names, title: str) -> None:

@@ -85,3 +85,30 @@ def test_a_changed_spec_is_validated_again_when_built(tmp_path):
     spec.params["subjects"] = 3
     assert spec.build_params is spec.params
     assert spec == type(spec)(name=spec.name, params=dict(spec.params))
+
+
+def test_the_experiment_runner_trains_each_cell_on_its_resolved_recipe(tmp_path, counts, monkeypatch):
+    """The grid resolves each cell's recipe (dafnet.experiment.grid.expand); the runner's train
+    takes it as it is."""
+    from rich.console import Console
+    from test_experiment import write_spec
+
+    from dafnet.engine import trainer
+    from dafnet.experiment import run_experiment
+
+    trained = []
+    real_train = trainer.train
+
+    def spy(recipe=None, *args, **kwargs):
+        before = counts["resolve"]
+        trained.append(recipe.is_resolved)
+        result = real_train(recipe, *args, **kwargs)
+        assert counts["resolve"] == before, "engine.train resolved the cell's recipe again"
+        return result
+
+    monkeypatch.setattr(trainer, "train", spy)
+    monkeypatch.setattr("dafnet.engine.train", spy)
+    spec = write_spec(tmp_path, methods={"UNet-multi": {"recipe": "unet.yaml"}}, reference="UNet-multi",
+                      fractions=[1.0], folds=[0])
+    run_experiment(spec, out=tmp_path / "out", console=Console(quiet=True))
+    assert trained == [True]

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 STALE_AFTER_S = 24 * 3600
 """A staging entry whose creator cannot be checked (written on another host, or by a dafnet that
@@ -129,24 +130,30 @@ def write_failure(exc: BaseException) -> str | None:
 def write_atomically(path: Path, write) -> Path:
     """``write(tmp)`` to a staging file beside ``path``, then rename it into place; a failed write
     (disk full, permission) removes the staging file and is a :class:`WriteFailed` naming ``path``."""
-    from dafnet.errors import WriteFailed
-
     path = Path(path)
     tmp = staging_path(path)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 (raise_write_failed re-raises it)
         try:
             tmp.unlink()
         except OSError:
             pass
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise WriteFailed(f"cannot write {path}: {reason}", path=path,
-                          hint=f"free space (or fix the permission) in {path.parent}") from exc
+        raise_write_failed(exc, f"write {path}", path)
     return path
+
+
+def raise_write_failed(exc: BaseException, action: str, path: Path) -> NoReturn:
+    """Re-raise ``exc`` (from inside its ``except``) as :class:`WriteFailed` ("cannot ACTION: why",
+    naming ``path`` and a hint) when it is a failed write (:func:`write_failure`), else unchanged."""
+    from dafnet.errors import WriteFailed
+
+    reason = write_failure(exc)
+    if reason is None:
+        raise exc
+    raise WriteFailed(f"cannot {action}: {reason}", path=path,
+                      hint=f"free space (or fix the permission) in {path.parent}") from exc
 
 
 def replace_directory(tmp: Path, target: Path) -> None:

@@ -15,8 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dafnet.errors import WriteFailed
-from dafnet.fsutil import replace_directory, staging_path, write_failure
+from dafnet.fsutil import raise_write_failed, replace_directory, staging_path
 
 
 @dataclass
@@ -60,14 +59,10 @@ def save_checkpoint(accelerator, state_dir: Path, recipe_text: str | None = None
                 (tmp / RECIPE_FILE).write_text(recipe_text, encoding="utf-8")
             replace_directory(tmp, state_dir)
         accelerator.wait_for_everyone()
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 (raise_write_failed re-raises it)
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise WriteFailed(f"cannot save the training state to {state_dir}: {reason}", path=state_dir,
-                          hint=f"free space (or fix the permission) in {state_dir.parent}") from exc
+        raise_write_failed(exc, f"save the training state to {state_dir}", state_dir)
 
 
 def load_checkpoint(accelerator, state_dir: Path) -> None:

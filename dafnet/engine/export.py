@@ -24,8 +24,8 @@ from torch import nn
 
 from dafnet.config.errors import RecipeError
 from dafnet.config.schema import Recipe
-from dafnet.errors import DafnetError, WriteFailed
-from dafnet.fsutil import replace_directory, staging_path, write_failure
+from dafnet.errors import DafnetError
+from dafnet.fsutil import raise_write_failed, replace_directory, staging_path
 from dafnet.interfaces.facts import Facts
 
 INDEX_FILE = "dafnet_index.json"
@@ -91,13 +91,9 @@ def write_export(export_dir: str | Path, *, networks: dict[str, nn.Module], reci
         tmp.mkdir()
         _write_export_files(tmp, networks, recipe, facts, weights, plans)
         replace_directory(tmp, export_dir)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 (raise_write_failed re-raises it)
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise WriteFailed(f"cannot write the export to {export_dir}: {reason}", path=export_dir,
-                          hint=f"free space (or fix the permission) in {export_dir.parent}") from exc
+        raise_write_failed(exc, f"write the export to {export_dir}", export_dir)
     return export_dir
 
 

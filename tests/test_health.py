@@ -10,7 +10,7 @@ import yaml
 from dafnet.config.schema import HealthConfig
 from dafnet.engine.health import check_finite_losses, diagnose
 from dafnet.errors import TrainingFailed
-from dafnet.interfaces import HealthSignals
+from dafnet.interfaces import HealthBound, HealthSignals
 
 SIGNALS = HealthSignals(supervised_losses=("gen/sup",), validation_dice="dice")
 
@@ -69,6 +69,32 @@ def test_dice_under_the_floor_after_the_grace_period_fails_after_patience():
     assert (epoch, failure.check) == (3, "dice_floor")
     # a method that declares no Dice is not judged by it
     assert history_until_failure(rows(sup, dice), signals=HealthSignals(("gen/sup",))) == (None, None)
+
+
+def test_a_label_free_signal_outside_its_bounds_fails_after_patience():
+    """The DAFNet collapse no label shows: validation Dice ~11%, the aligner's displacement 0.3 of the slice."""
+    sup = [1.8 - 0.02 * i for i in range(34)]
+    history = rows(sup, [11.0] * 34)
+    for i, row in enumerate(history):
+        row["validation/shift"] = 0.03 if i < 4 else 0.3  # diverged at epoch 5
+        row["validation/coverage"] = 0.5
+    bounds = (HealthBound("shift", upper=0.15, meaning="the aligner's mean displacement"),
+              HealthBound("coverage", lower=0.05))
+    signals = HealthSignals(("gen/sup",), "dice", bounds=bounds)
+    epoch, failure = history_until_failure(history, signals=signals)
+    assert (epoch, failure.check) == (20, "bound")  # grace 10, then 10 validated epochs out of bounds
+    assert failure.details["key"] == "validation/shift" and failure.details["epochs"] == list(range(11, 21))
+    assert "the aligner's mean displacement" in failure.message and "at most 0.15" in failure.message
+    assert history_until_failure(history) == (None, None)  # without the bounds the Dice check lets it pass
+    for row in history:
+        row["validation/shift"], row["validation/coverage"] = 0.03, 0.01
+    epoch, failure = history_until_failure(history, signals=signals)
+    assert failure.details["key"] == "validation/coverage" and "at least 0.05" in failure.message
+    # back inside the bounds: the count starts anew
+    for i, row in enumerate(history):
+        row["validation/coverage"] = 0.01 if i % 9 == 8 else 0.4
+    assert history_until_failure(history, signals=signals) == (None, None)
+    assert HealthBound("x", lower=0, upper=1).violated(1.5) and not HealthBound("x").violated(1e9)
 
 
 def test_a_supervised_loss_that_does_not_fall_fails():

@@ -22,13 +22,13 @@ GENERATOR_TERMS = {"sup", "adv_mask", "rec", "adv_image", "kl", "z_rec"}
 
 
 def tiny_recipe(modalities=("cine", "lge"), k=1, subjects=3, slices=3, fraction=0.5, losses=None,
-                rotation=20.0, size=32, base_filters=4) -> dict:
+                rotation=20.0, size=32, base_filters=4, params=None) -> dict:
     return {
         "name": "tiny",
         "data": {"source": {"name": "phantom", "params": {"subjects": subjects, "slices": slices,
                                                           "image_size": size, "modalities": list(modalities)}},
                  "annotation_fraction": fraction, "augment": {"rotation_degrees": rotation}},
-        "method": {"name": "dafnet", "params": {"num_candidates": k}},
+        "method": {"name": "dafnet", "params": {"num_candidates": k, **(params or {})}},
         "model": {
             "anatomy_encoder": {"name": "unet_shared_decoder", "params": {"base_filters": base_filters, "depth": 2}},
             "modality_encoder": {"name": "vae", "params": {"filters": [4, 8]}},
@@ -574,3 +574,70 @@ def test_anatomy_alignment_is_the_l1_between_warped_and_fixed_anatomies():
     graph = training_graph(method, batch, with_images=False)  # its gradient reaches the aligner
     _anatomy_alignment(graph).backward()
     assert method.aligner.localisation.head.weight.grad.abs().sum() > 0
+
+
+def test_anatomy_alignment_dice_measure_makes_empty_anatomies_the_worst_match():
+    from types import SimpleNamespace
+
+    from dafnet.methods.dafnet.steps import _anatomy_alignment
+
+    fixed = torch.zeros(2, 4, 8, 8)
+    fixed[:, 0, :4], fixed[:, 1, 4:] = 1, 1
+
+    def cross(warped, fixed):
+        return SimpleNamespace(warped=warped, fixed=fixed, weights=None, candidates=1)
+
+    def graph(*crosses):
+        return SimpleNamespace(anatomy=[fixed], crosses=list(crosses))
+
+    empty = torch.zeros_like(fixed)
+    assert _anatomy_alignment(graph(cross(fixed, fixed)), "dice").item() == pytest.approx(0.0)
+    for warped, target in ((empty, fixed), (fixed, empty), (empty, empty)):  # nothing to gain by emptying
+        assert _anatomy_alignment(graph(cross(warped, target)), "dice").item() == pytest.approx(1.0)
+    # Under L1 the target emptied and the source warped out of the frame is a perfect match: the collapse.
+    assert _anatomy_alignment(graph(cross(empty, empty)), "l1").item() == 0.0
+    shifted = torch.roll(fixed, 2, dims=2)
+    assert 0 < _anatomy_alignment(graph(cross(shifted, fixed)), "dice").item() < 1
+
+
+def test_anatomy_align_measure_is_a_method_parameter():
+    method, subjects = build(losses={"anatomy_align": 1.0}, params={"anatomy_align_measure": "dice"})
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
+    assert 0 <= out.terms["anatomy_align"].item() <= 2  # two crosses, each in [0, 1]
+
+
+def test_collapse_signals_measure_anatomy_coverage_and_aligner_displacement():
+    from types import SimpleNamespace
+
+    from dafnet.components.aligners.thin_plate import pixel_grid
+    from dafnet.methods.dafnet.collapse import collapse_bounds, collapse_statistics, collapse_summary
+
+    anatomy = torch.zeros(2, 4, 8, 10)
+    anatomy[:, 0, :4] = 1  # half the pixels covered
+    base = pixel_grid(8, 10, dtype=torch.float32).expand(2, -1, -1, -1)
+    shifted = base + torch.tensor([0.4, 0.0])  # 0.2 of the slice's width everywhere
+    method = SimpleNamespace(modalities=("cine", "t2"))
+    encoded = {"anatomy": {0: anatomy, 1: torch.zeros_like(anatomy)},
+               "alignment": {0: SimpleNamespace(grid=shifted)}}
+    stats = collapse_statistics(method, {"present": torch.tensor([[True, True], [False, True]])}, encoded)
+    assert stats["anatomy_coverage_cine"][0].item() == pytest.approx(0.5)
+    assert torch.isnan(stats["anatomy_coverage_cine"][1])  # cine absent in sample 1
+    assert torch.equal(stats["anatomy_coverage_t2"], torch.zeros(2))
+    assert stats["align_displacement_cine"][0].item() == pytest.approx(0.2)
+    summary = collapse_summary(stats)
+    assert summary["anatomy_coverage_min"] == 0.0 and summary["align_displacement"] == pytest.approx(0.2)
+    params = DAFNet.Params()
+    bounds = {b.key: b for b in collapse_bounds(params)}
+    assert bounds["anatomy_coverage_min"].violated(summary["anatomy_coverage_min"])
+    assert bounds["align_displacement"].violated(summary["align_displacement"])
+    assert collapse_bounds(DAFNet.Params(health_min_anatomy_coverage=0, health_max_displacement=0)) == ()
+
+
+def test_validation_summary_carries_the_collapse_signals():
+    method, subjects = build()
+    stats = method.evaluation_step(first_batch(method.eval_dataset(subjects), method, size=4))
+    summary = method.evaluation_summary(stats)
+    assert 0 <= summary["anatomy_coverage_min"] <= 1 and summary["align_displacement"] == pytest.approx(0, abs=1e-5)
+    assert {"anatomy_coverage_cine", "anatomy_coverage_lge", "align_displacement_cine"} <= set(summary)
+    assert [b.key for b in method.health_signals().bounds] == ["anatomy_coverage_min", "align_displacement"]

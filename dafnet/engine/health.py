@@ -1,5 +1,6 @@
 """Training health checks: a run whose losses go non-finite, whose validation Dice stays under a
-floor, or whose supervised loss does not fall (or climbs back after falling) fails with
+floor, whose label-free signals (the method's :class:`~dafnet.interfaces.method.HealthBound`) leave
+their limits, or whose supervised loss does not fall (or climbs back after falling) fails with
 :class:`~dafnet.errors.TrainingFailed` instead of exporting a model that does not work.
 
 The checks read only the engine's per-epoch log rows (``<phase>/<term>`` training means,
@@ -58,19 +59,26 @@ def diagnose(history: list[dict], config: HealthConfig, signals: HealthSignals) 
                               details={"values": {"validation/monitor": str(row["validation/monitor"])}})
     if epoch <= config.grace_epochs:
         return None
-    return _dice_floor(history, config, signals) or _loss_progress(history, config, signals)
+    return (_dice_floor(history, config, signals) or _bounds(history, config, signals)
+            or _loss_progress(history, config, signals))
+
+
+def _latest_failing(history: list[dict], config: HealthConfig, key: str, fails) -> list[tuple[int, float]]:
+    """(epoch, value) of the latest validated epochs after the grace period, while ``fails(value)``."""
+    validated = [(r["epoch"], r[key]) for r in history if r["epoch"] > config.grace_epochs and _finite(r.get(key))]
+    out: list[tuple[int, float]] = []
+    for epoch, value in reversed(validated):
+        if not fails(value):
+            break
+        out.insert(0, (epoch, value))
+    return out
 
 
 def _dice_floor(history: list[dict], config: HealthConfig, signals: HealthSignals) -> TrainingFailed | None:
     if signals.validation_dice is None:
         return None
     key = f"validation/{signals.validation_dice}"
-    validated = [(r["epoch"], r[key]) for r in history if r["epoch"] > config.grace_epochs and _finite(r.get(key))]
-    low: list[tuple[int, float]] = []
-    for epoch, dice in reversed(validated):  # the latest validated epochs, while they stay under the floor
-        if dice / 100.0 >= config.dice_floor:
-            break
-        low.insert(0, (epoch, dice))
+    low = _latest_failing(history, config, key, lambda dice: dice / 100.0 < config.dice_floor)
     if len(low) < config.patience_epochs:
         return None
     epochs, values = [e for e, _ in low], [round(v, 3) for _, v in low]
@@ -79,6 +87,24 @@ def _dice_floor(history: list[dict], config: HealthConfig, signals: HealthSignal
         f"{100 * config.dice_floor:g}% for {len(low)} validated epochs ({epochs[0]}-{epochs[-1]}, after the "
         f"{config.grace_epochs} grace epochs): {values}", hint=_HINT, check="dice_floor", epoch=epochs[-1],
         details={"key": key, "floor_percent": 100 * config.dice_floor, "epochs": epochs, "values": values})
+
+
+def _bounds(history: list[dict], config: HealthConfig, signals: HealthSignals) -> TrainingFailed | None:
+    for bound in signals.bounds:
+        key = f"validation/{bound.key}"
+        out = _latest_failing(history, config, key, bound.violated)
+        if len(out) < config.patience_epochs:
+            continue
+        epochs, values = [e for e, _ in out], [round(v, 4) for _, v in out]
+        pairs = (("at least", bound.lower), ("at most", bound.upper))
+        limits = " and ".join(f"{word} {limit:g}" for word, limit in pairs if limit is not None)
+        return TrainingFailed(
+            f"training health check 'bound' at epoch {epochs[-1]}: {bound.meaning or key} ({key}) was outside its "
+            f"limits ({limits}) for {len(out)} validated epochs ({epochs[0]}-{epochs[-1]}, after the "
+            f"{config.grace_epochs} grace epochs): {values}. No labels are needed to see this: the representation "
+            "collapsed", hint=_HINT, check="bound", epoch=epochs[-1],
+            details={"key": key, "lower": bound.lower, "upper": bound.upper, "epochs": epochs, "values": values})
+    return None
 
 
 def _loss_progress(history: list[dict], config: HealthConfig, signals: HealthSignals) -> TrainingFailed | None:

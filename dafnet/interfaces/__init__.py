@@ -8,6 +8,7 @@ from dafnet.interfaces.data import DataSource, Subject, Volume
 from dafnet.interfaces.facts import Facts, MissingFactError
 from dafnet.interfaces.method import (
     ComponentChoice,
+    HealthBound,
     HealthSignals,
     LossOutput,
     Method,
@@ -49,6 +50,7 @@ __all__ = [
     "Discriminator",
     "Facts",
     "Fuser",
+    "HealthBound",
     "HealthSignals",
     "LossOutput",
     "LossTerm",

@@ -121,6 +121,20 @@ class ResultTable:
 
 
 @dataclass(frozen=True)
+class HealthBound:
+    """A label-free ``evaluation_summary()`` key that a learning run keeps within limits the method sets."""
+
+    key: str
+    lower: float | None = None
+    upper: float | None = None
+    meaning: str = ""
+    """What the key measures, for the failure message (e.g. "the aligner's mean displacement")."""
+
+    def violated(self, value: float) -> bool:
+        return (self.lower is not None and value < self.lower) or (self.upper is not None and value > self.upper)
+
+
+@dataclass(frozen=True)
 class HealthSignals:
     """What the engine's training health checks (docs/engine.md) read of a method's log rows."""
 
@@ -131,6 +145,11 @@ class HealthSignals:
     """The ``evaluation_summary()`` key of a Dice in percent (0-100) that a learning run keeps
     above ``train.health.dice_floor``. None: the Dice check is off (e.g. a model evaluated on a
     modality it never saw labels of, whose chance-level Dice is the expected result)."""
+    bounds: tuple[HealthBound, ...] = ()
+    """Label-free validation keys with their limits (e.g. how much of the image a representation
+    covers): each outside its limits for ``train.health.patience_epochs`` validated epochs in a row,
+    after the grace epochs, fails the run. They catch a collapse that labels would show only where
+    there are none (a target without labels)."""
 
 
 class Method(Component, nn.Module, ABC):

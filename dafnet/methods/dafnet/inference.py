@@ -15,6 +15,7 @@ from torch import Tensor
 
 from dafnet.errors import DafnetError
 from dafnet.methods.dafnet.alignment import alignment_statistics
+from dafnet.methods.dafnet.collapse import collapse_statistics
 from dafnet.methods.dafnet.graph import flat, rows
 from dafnet.methods.target_evaluation import dice_statistics
 
@@ -109,7 +110,8 @@ def _weighted(method, target, s_t, candidates, present, ones) -> Tensor:
 
 def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
     """Per-sample statistics of the target predictions: paper Dice per slice and class overlaps;
-    with coordinates in the batch, the alignment error maps (:mod:`dafnet.methods.dafnet.alignment`)."""
+    with coordinates in the batch, the alignment error maps (:mod:`dafnet.methods.dafnet.alignment`);
+    the label-free collapse signals (:mod:`dafnet.methods.dafnet.collapse`)."""
     images, t = batch["images"], method.target_index
     n = images.shape[1]
     anchors = {m: images[:, m, 0] for m in range(n)}
@@ -119,4 +121,5 @@ def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
     predictions = predict_target(method, t, anchors, present, candidates, encoded)
     stats = dice_statistics(predictions, batch, t)
     stats.update(alignment_statistics(method, batch, encoded))
+    stats.update(collapse_statistics(method, batch, encoded))
     return stats

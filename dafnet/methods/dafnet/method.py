@@ -31,6 +31,7 @@ from dafnet.interfaces import (
 )
 from dafnet.methods.dafnet import steps
 from dafnet.methods.dafnet.alignment import alignment_summary
+from dafnet.methods.dafnet.collapse import collapse_bounds, collapse_summary
 from dafnet.methods.dafnet.inference import evaluation_statistics, predict_images
 from dafnet.methods.dafnet.summary import role_summary
 from dafnet.methods.roles import build_role
@@ -79,6 +80,20 @@ class DAFNet(Method):
             "use the unaligned anatomy (the aligner's output is multiplied by 0, so it gets zero gradients and "
             "stays at its initial identity); from epoch N + 1 the aligner trains as usual. Lets the anatomies "
             "form before the aligner learns to match them. Evaluation always uses the aligner (docs/method.md)")
+
+        anatomy_align_measure: Literal["l1", "dice"] = Field(
+            "l1", description="how losses.anatomy_align compares Align(s_i -> s_j) with s_j: l1, the mean absolute "
+            "difference; dice, 1 - their soft Dice over channels and pixels, under which an empty anatomy is the "
+            "worst match instead of one reached by warping the other out of the frame (docs/method.md)")
+
+        health_min_anatomy_coverage: float = Field(
+            0.05, ge=0, le=1, description="health check (train.health): fail the run when the emptiest modality's "
+            "anatomy covers less than this share of the validation slices' pixels for train.health.patience_epochs "
+            "validated epochs after the grace epochs (a collapse no label shows); 0 switches it off")
+        health_max_displacement: float = Field(
+            0.15, ge=0, le=2, description="health check: fail the run when the aligner's mean displacement over the "
+            "validation slices exceeds this fraction of the slice's side for as long (an aligner that diverged, "
+            "warping the anatomy out of the frame); 0 switches it off")
 
     def __init__(self, params: DAFNet.Params, facts: Facts, context: MethodContext | None = None) -> None:
         super().__init__(params, facts, context)
@@ -177,9 +192,10 @@ class DAFNet(Method):
         return out
 
     def health_signals(self) -> HealthSignals:
-        """L_sup of each stream's generator phase and the fused target Dice (the monitor's)."""
+        """L_sup of each stream's generator phase, the fused target Dice (the monitor's) and the label-free
+        collapse bounds (:mod:`.collapse`)."""
         return HealthSignals(supervised_losses=("labelled/generator/sup", "unlabelled/generator/sup"),
-                             validation_dice="dice_fused")
+                             validation_dice="dice_fused", bounds=collapse_bounds(self.params))
 
     def summary(self) -> list[RoleSummary]:
         """One batch-1 forward of every role, each output checked against its kind's contract
@@ -210,7 +226,7 @@ class DAFNet(Method):
     def evaluation_summary(self, stats: dict[str, Tensor]) -> dict[str, float]:
         """Paper Dice per volume (mean, std) and 3D Dice per prediction type; monitor = 1 - fused Dice;
         with coordinates in the data, the alignment error in mm (:mod:`.alignment`)."""
-        return {**dice_summary(stats, "fused"), **alignment_summary(stats)}
+        return {**dice_summary(stats, "fused"), **alignment_summary(stats), **collapse_summary(stats)}
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
         fuser = self.component("fuser").name

@@ -90,15 +90,25 @@ def _fused_supervised(method, graph: Graph) -> Tensor:
     return total
 
 
-def _anatomy_alignment(graph: Graph) -> Tensor:
-    """Named deviation (``losses.anatomy_align``): mean |Align(s_i -> s_j) - s_j| over every ordered
-    pair (pairing-weighted over candidates). Each anatomy is held in its own image's frame by its
-    reconstruction (and the source's by its masks), so this is lowest when the aligner undoes the
-    true misalignment; it also pulls an unlabelled modality's anatomy towards the same channel
-    semantics as the labelled one's. Needs no labels."""
+def _anatomy_alignment(graph: Graph, measure: str = "l1") -> Tensor:
+    """Named deviation (``losses.anatomy_align``): how far Align(s_i -> s_j) is from s_j over every
+    ordered pair (pairing-weighted over candidates). Each anatomy is held in its own image's frame by
+    its reconstruction (and the source's by its masks), so this is lowest when the aligner undoes
+    the true misalignment; it also pulls an unlabelled modality's anatomy towards the same channel
+    semantics as the labelled one's. Needs no labels.
+
+    ``measure`` (``method.params.anatomy_align_measure``): ``l1``, mean |Align(s_i -> s_j) - s_j|;
+    ``dice``, 1 - soft Dice of the two over every channel and pixel of a sample. Under L1 an empty
+    s_j (no channel above 0.5 anywhere) is matched by warping s_i out of the frame; under Dice an
+    empty anatomy on either side is the worst value (1), so that way out is closed."""
     total = graph.anatomy[0].new_zeros(())
     for c in graph.crosses:
-        per_sample = (c.warped - c.fixed).abs().flatten(1).mean(1)
+        if measure == "dice":
+            warped, fixed = c.warped.flatten(1), c.fixed.flatten(1)
+            overlap = 2 * (warped * fixed).sum(1)
+            per_sample = 1 - overlap / (warped.sum(1) + fixed.sum(1)).clamp_min(1e-6)  # both empty: 1
+        else:
+            per_sample = (c.warped - c.fixed).abs().flatten(1).mean(1)
         total = total + _weighted(per_sample, c, False)
     return total
 
@@ -149,7 +159,7 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         if w["sup"] > 0:
             terms["sup"] = _supervised(method, graph, batch)
         if w.get("anatomy_align", 0) > 0:
-            terms["anatomy_align"] = _anatomy_alignment(graph)
+            terms["anatomy_align"] = _anatomy_alignment(graph, method.params.anatomy_align_measure)
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
         if w["adv_mask"] > 0:

@@ -641,3 +641,18 @@ def test_validation_summary_carries_the_collapse_signals():
     assert 0 <= summary["anatomy_coverage_min"] <= 1 and summary["align_displacement"] == pytest.approx(0, abs=1e-5)
     assert {"anatomy_coverage_cine", "anatomy_coverage_lge", "align_displacement_cine"} <= set(summary)
     assert [b.key for b in method.health_signals().bounds] == ["anatomy_coverage_min", "align_displacement"]
+
+
+def test_the_mask_critic_reads_bilinearly_rotated_real_masks_by_default():
+    from dafnet.methods.dafnet.steps import real_masks
+
+    method, subjects = build()
+    assert method.sample_config().soft_mask_classes == method.num_classes + 1  # the original's soft edges
+    batch = first_batch(method.train_streams(subjects)["labelled"], method, size=4)
+    reals = real_masks(batch, method.num_classes + 1)
+    labelled = batch["labelled"][:, :, 0]
+    assert torch.equal(reals, batch["soft_masks"][:, :, 0][labelled]) and reals.shape[1] == method.num_classes
+    assert "dis_mask" in method.phases()[1].step(batch, {}).terms
+    nearest, _ = build(params={"real_mask_rotation": "nearest"})
+    assert nearest.sample_config().soft_mask_classes == 0
+    assert build(losses={"adv_mask": 0})[0].sample_config().soft_mask_classes == 0  # no critic, no soft masks

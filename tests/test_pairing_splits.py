@@ -245,6 +245,37 @@ def test_rotate_sample_by_zero_is_the_identity():
     assert torch.equal(rotated_masks, masks)
 
 
+def test_soft_masks_move_with_the_images_and_have_soft_edges():
+    # SampleConfig.soft_mask_classes: the mask critic's reals, one-hot foreground channels resampled
+    # bilinearly with the same motion as the images and the (nearest) label maps.
+    size = 24
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    mask = ((xx > 6) & (xx < 17) & (yy > 6) & (yy < 17)).long() + ((xx > 9) & (xx < 14) & (yy > 9) & (yy < 14)).long()
+    image = mask.float() - 1
+    vols = {m: Volume(image[None].numpy().repeat(2, 0), mask[None].numpy().repeat(2, 0), np.array([0.0, 8.0]))
+            for m in ("cine", "t2")}
+    onehot = torch.stack([(mask == 1).float(), (mask == 2).float()])
+    still = SampleConfig(("cine", "t2"), "t2", soft_mask_classes=3)
+    sample = PairedSliceDataset([Subject("m", vols)], still, training=True)[0]
+    assert sample["soft_masks"].shape == (2, 1, 2, size, size) and torch.equal(sample["soft_masks"][0, 0], onehot)
+    torch.manual_seed(0)
+    moving = SampleConfig(("cine", "t2"), "t2", rotation_degrees=30.0, misalignment_degrees=10.0, soft_mask_classes=3)
+    ds = PairedSliceDataset([Subject("m", vols)], moving, training=True)
+    soft_edges = False
+    for _ in range(4):
+        sample = ds[0]
+        soft, masks = sample["soft_masks"][:, 0], sample["masks"][:, 0]
+        assert 0 <= soft.min() and soft.sum(1).max() <= 1 + 1e-5
+        soft_edges |= bool(((soft > 0.05) & (soft < 0.95)).any())
+        for m in range(2):  # the same motion as the label maps (nearest): they agree away from the edges
+            hard = torch.stack([(masks[m] == 1).float(), (masks[m] == 2).float()])
+            assert (soft[m].round() != hard).float().mean() < 0.02
+    assert soft_edges
+    assert "soft_masks" not in PairedSliceDataset([Subject("m", vols)], moving, training=False)[0]
+    assert "soft_masks" not in PairedSliceDataset([Subject("m", vols)], SampleConfig(("cine", "t2"), "t2",
+                                                  rotation_degrees=30.0), training=True)[0]
+
+
 @pytest.mark.parametrize("n, folds", [(6, 50), (6, 7)])
 def test_more_folds_than_subjects_is_an_error(n, folds):
     with pytest.raises(DafnetError, match=f"data.split.folds is {folds}, more than the {n} subjects"):

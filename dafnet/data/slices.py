@@ -59,6 +59,10 @@ class SampleConfig:
     """Extra random rotation (+-degrees) of each non-target modality of a training sample."""
     misalignment_shift: float = 0.0
     """Extra random shift (+- fraction of the slice size, per axis) of each non-target modality."""
+    soft_mask_classes: int = 0
+    """L + 1 (> 1): training samples also carry ``soft_masks`` (n, k, L, H, W), the masks' one-hot
+    foreground channels resampled bilinearly with the images (soft edges, as the original rotated
+    its masks); 0: they do not."""
 
     def __post_init__(self) -> None:
         if self.target not in self.modalities:
@@ -88,6 +92,14 @@ def warp_sample(images: Tensor, masks: Tensor, theta: Tensor) -> tuple[Tensor, T
     warped_masks = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest",
                                  padding_mode="zeros", align_corners=False)
     return warped, warped_masks.squeeze(1).round().long()
+
+
+def warp_soft_masks(masks: Tensor, theta: Tensor, classes: int) -> Tensor:
+    """(N, H, W) label maps -> (N, classes - 1, H, W) foreground one-hot channels resampled
+    bilinearly (zero fill) with the rows of ``theta`` (N, 3, 3); values in [0, 1]."""
+    onehot = F.one_hot(masks.clamp(0, classes - 1), classes).permute(0, 3, 1, 2)[:, 1:].float()
+    grid = F.affine_grid(theta[:, :2].float(), list(onehot.shape), align_corners=False)
+    return F.grid_sample(onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def rotate_sample(images: Tensor, masks: Tensor, degrees: float) -> tuple[Tensor, Tensor]:
@@ -187,9 +199,9 @@ class PairedSliceDataset(Dataset):
                 masks[m] = volume.label[chosen[m]]
                 labelled[m] = True
         images_t, masks_t = torch.from_numpy(images), torch.from_numpy(masks)
-        if self.training and (cfg.rotation_degrees > 0 or cfg.misalignment_degrees > 0
-                              or cfg.misalignment_shift > 0):
-            images_t, masks_t = self._augment(images_t, masks_t)
+        soft = None
+        if self.training:
+            images_t, masks_t, soft = self._augment(images_t, masks_t)
         sample = {
             "images": images_t,
             "masks": masks_t,
@@ -198,6 +210,8 @@ class PairedSliceDataset(Dataset):
             "subject": torch.tensor(key[0], dtype=torch.int64),
             "slice": torch.tensor(key[1], dtype=torch.int64),
         }
+        if soft is not None:
+            sample["soft_masks"] = soft
         if self._with_coordinates:
             sample.update(self._coordinates(subject, chosen))
         return sample
@@ -216,12 +230,19 @@ class PairedSliceDataset(Dataset):
         return {"coordinates": torch.from_numpy(coordinates), "has_coordinates": torch.from_numpy(has)}
 
 
-    def _augment(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    def _augment(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """One random rotation for the whole sample; with misalignment on, each non-target
         modality also gets its own random rigid motion (its k candidates share it). One
-        resampling per image: the motions are composed."""
+        resampling per image: the motions are composed. The third item: the soft masks
+        (``soft_mask_classes``) or None."""
         cfg = self.config
         n, k, _, height, width = images.shape
+        moves = cfg.rotation_degrees > 0 or cfg.misalignment_degrees > 0 or cfg.misalignment_shift > 0
+        if not moves and cfg.soft_mask_classes < 2:
+            return images, masks, None
+        if not moves:  # soft masks only: no draw, so the random stream is that of a run without them
+            soft = F.one_hot(masks.clamp(0, cfg.soft_mask_classes - 1), cfg.soft_mask_classes)
+            return images, masks, soft.permute(0, 1, 4, 2, 3)[:, :, 1:].float()
         common = rigid_theta(_uniform(cfg.rotation_degrees), height, width)
         thetas = []
         for m in range(n):
@@ -230,9 +251,13 @@ class PairedSliceDataset(Dataset):
                 shift = (_uniform(cfg.misalignment_shift), _uniform(cfg.misalignment_shift))
                 theta = common @ rigid_theta(_uniform(cfg.misalignment_degrees), height, width, shift)
             thetas.append(theta.expand(k, 3, 3))
-        flat_images, flat_masks = warp_sample(images.view(n * k, 1, height, width),
-                                              masks.view(n * k, height, width), torch.cat(thetas))
-        return flat_images.view_as(images), flat_masks.view_as(masks)
+        theta, flat_masks = torch.cat(thetas), masks.view(n * k, height, width)
+        soft = None
+        if cfg.soft_mask_classes >= 2:
+            soft = warp_soft_masks(flat_masks, theta, cfg.soft_mask_classes)
+            soft = soft.view(n, k, cfg.soft_mask_classes - 1, height, width)
+        flat_images, flat_masks = warp_sample(images.view(n * k, 1, height, width), flat_masks, theta)
+        return flat_images.view_as(images), flat_masks.view_as(masks), soft
 
 
 def training_streams(subjects: list[Subject], config: SampleConfig,
@@ -253,4 +278,5 @@ def training_streams(subjects: list[Subject], config: SampleConfig,
     }
 
 
-__all__ = ["PairedSliceDataset", "SampleConfig", "rigid_theta", "rotate_sample", "training_streams", "warp_sample"]
+__all__ = ["PairedSliceDataset", "SampleConfig", "rigid_theta", "rotate_sample", "training_streams", "warp_sample",
+           "warp_soft_masks"]

@@ -86,6 +86,10 @@ class DAFNet(Method):
             "difference; dice, 1 - their soft Dice over channels and pixels, under which an empty anatomy is the "
             "worst match instead of one reached by warping the other out of the frame (docs/method.md)")
 
+        real_mask_rotation: Literal["bilinear", "nearest"] = Field(
+            "bilinear", description="how the mask critic's real masks are rotated by the augmentation: bilinear, "
+            "their one-hot channels with soft edges (the original's); nearest, the label maps (exactly binary, a "
+            "cue against the soft predicted masks). L_sup always reads the nearest-rotated label maps")
         health_min_anatomy_coverage: float = Field(
             0.05, ge=0, le=1, description="health check (train.health): fail the run when the emptiest modality's "
             "anatomy covers less than this share of the validation slices' pixels for train.health.patience_epochs "
@@ -208,7 +212,13 @@ class DAFNet(Method):
         c = self.context
         return SampleConfig(self.modalities, self.target, self.num_candidates, self.params.candidate_radius,
                             self.params.pairing, c.rotation_degrees, c.seed,
-                            misalignment_degrees=c.misalignment_degrees, misalignment_shift=c.misalignment_shift)
+                            misalignment_degrees=c.misalignment_degrees, misalignment_shift=c.misalignment_shift,
+                            soft_mask_classes=self._soft_mask_classes())
+
+    def _soft_mask_classes(self) -> int:
+        """L + 1 when the mask critic reads bilinearly rotated real masks, else 0."""
+        soft = self.weights["adv_mask"] > 0 and self.params.real_mask_rotation == "bilinear"
+        return self.num_classes + 1 if soft else 0
 
     def train_streams(self, subjects: list) -> dict[str, PairedSliceDataset]:
         c = self.context

@@ -142,10 +142,12 @@ def image_fakes(graph: Graph, modality: int) -> list[Tensor]:
 
 
 def real_masks(batch: dict, num_channels: int) -> Tensor:
-    """Foreground channels of every labelled (candidate-0) mask of every modality: (R, L, H, W)."""
-    labelled, masks = batch["labelled"][:, :, 0], batch["masks"][:, :, 0]
-    chosen = masks[labelled]
-    return one_hot_target(chosen, num_channels)[:, 1:]
+    """Foreground channels of every labelled (candidate-0) mask of every modality: (R, L, H, W);
+    the bilinearly resampled ``soft_masks`` where the batch carries them (``real_mask_rotation``)."""
+    labelled = batch["labelled"][:, :, 0]
+    if "soft_masks" in batch:
+        return batch["soft_masks"][:, :, 0][labelled]
+    return one_hot_target(batch["masks"][:, :, 0][labelled], num_channels)[:, 1:]
 
 
 def generator_step(method, batch: dict, scratch: dict) -> LossOutput:

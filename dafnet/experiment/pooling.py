@@ -31,10 +31,12 @@ def wilcoxon_p(a: dict[str, float], b: dict[str, float]) -> float:
 
 class PooledResults:
     """The finished cells' per_volume.json numbers: ``results`` (cell id -> prediction type ->
-    subject -> Dice, None when unfinished)."""
+    subject -> Dice, None when unfinished) and ``alignment`` (cell id -> column, e.g.
+    ``align_median_mm``, -> subject -> number; None or missing when the cell has none)."""
 
-    def __init__(self, cells: list[Cell], results: dict[str, dict | None]) -> None:
-        self.cells, self.results = cells, results
+    def __init__(self, cells: list[Cell], results: dict[str, dict | None],
+                 alignment: dict[str, dict | None] | None = None) -> None:
+        self.cells, self.results, self.alignment = cells, results, alignment or {}
 
     def kinds(self, method: str) -> set[str]:
         return {k for c in self.cells if c.method == method and self.results.get(c.id) for k in self.results[c.id]}
@@ -72,6 +74,11 @@ class PooledResults:
               ablation: str = FULL) -> int:
         """How many seeds the finished cells with Dice of ``kind`` trained with."""
         return self._pooled(self.results, method, kind, fraction, pairing, ablation)[1]
+
+    def alignment_values(self, method: str, column: str, fraction: float | None, pairing: str = "expert",
+                         ablation: str = FULL) -> tuple[dict[str, float], int]:
+        """(volume -> the alignment ``column``, seeds averaged; how many seeds had it)."""
+        return self._pooled(self.alignment, method, column, fraction, pairing, ablation)
 
     def copy_method(self) -> str | None:
         """The spec's label of the ``copy`` baseline, if it has one."""

@@ -16,9 +16,13 @@ shared volumes score above it (``12/15 > copy``). Every table says how many seed
 entries average (``Seeds``: one number, or a range when the entries differ).
 
 Table I: fractions 100% and 0%; Table II: the other fractions; Table III: pairing modes (only when
-the spec has more than expert); Table IV: ablations (only when the spec has any). n/a: no
-finished cell (e.g. a single-modality model cannot train without target labels, or a run that a
-training health check failed); tables.md lists the failed cells with their reasons.
+the spec has more than expert); Table IV: ablations (only when the spec has any); the alignment
+table (only when a method tabulates ``aligned_copy``; :mod:`dafnet.experiment.alignment_table`).
+A method whose ``predictions`` list ``aligned_copy`` gets the row ``<method> (aligned copy)`` in
+Tables I and II (the first other modality's truth moved by its learned aligner), tested like any
+prediction. n/a: no finished cell (e.g. a single-modality model cannot train without target labels,
+or a run that a training health check failed); tables.md lists the failed cells with their
+reasons, and the finished cells whose per_volume.json predates the aligned copy.
 """
 
 from __future__ import annotations
@@ -26,10 +30,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from dafnet.experiment.alignment_table import alignment_table, tabulates_aligned_copy
 from dafnet.experiment.grid import Cell
 from dafnet.experiment.pooling import PooledResults, wilcoxon_p
+from dafnet.experiment.references import REFERENCE
 from dafnet.experiment.spec import FULL, ExperimentSpec
 from dafnet.experiment.table_format import Entry, Table
+
+KIND_LABELS = {REFERENCE: "aligned copy"}
+"""Row labels of prediction types that are not one word."""
 
 
 def pooled_entry(results: PooledResults, method: str, kind: str, fraction: float | None, pairing: str = "expert",
@@ -37,6 +46,11 @@ def pooled_entry(results: PooledResults, method: str, kind: str, fraction: float
     """The pooled values, and how many seeds the finished cells behind them trained with."""
     return Entry(results.values(method, kind, fraction, pairing, ablation),
                  seeds=results.seeds(method, kind, fraction, pairing, ablation))
+
+
+def row_label(method: str, kind: str, kinds: list[str]) -> str:
+    """A table row's label: the method, with the prediction type when it tabulates several."""
+    return method if len(kinds) == 1 else f"{method} ({KIND_LABELS.get(kind, kind)})"
 
 
 def row_kinds(spec: ExperimentSpec, results: PooledResults, method: str, pairing: str = "expert") -> list[str]:
@@ -52,6 +66,13 @@ def _seeds_note(spec: ExperimentSpec) -> str:
     parts = [f"trainable methods {spec.seeds}"] if spec.seeds else []
     parts += [f"{label} {m.seeds}" for label, m in spec.methods.items() if m.seeds]
     return " (each volume's Dice averaged over its seeds: " + "; ".join(parts) + ")" if parts else ""
+
+
+def _aligned_copy_note(spec: ExperimentSpec) -> str:
+    if not any(tabulates_aligned_copy(spec, m) for m in spec.methods):
+        return ""
+    return ("; aligned copy: the first other modality's ground truth moved onto the target by the method's "
+            "learned aligner (the alignment alone, whatever the segmentor does)")
 
 
 def _pct(f: float) -> str:
@@ -80,13 +101,13 @@ def fraction_table(spec, results: PooledResults, reference: str, fractions: list
     table = Table(key, title, [_pct(f) for f in fractions],
                   note=f"paper Dice (%) of the target, mean ± std over the test volumes of folds {spec.folds}"
                        f"{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} against {reference}"
-                       f"{against_copy}.")
+                       f"{against_copy}{_aligned_copy_note(spec)}.")
     ref_kind = row_kinds(spec, results, reference)[0]
     copy_kind = row_kinds(spec, results, copy)[0] if copy is not None else None
     for method in spec.methods:
         kinds = row_kinds(spec, results, method)
         for kind in kinds:
-            label = method if len(kinds) == 1 else f"{method} ({kind})"
+            label = row_label(method, kind, kinds)
             entries = []
             for f in fractions:
                 entry = pooled_entry(results, method, kind, f)
@@ -138,9 +159,11 @@ def ablation_table(spec, results: PooledResults, reference: str) -> Table:
     return table
 
 
-def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str,
-                 results: dict[str, dict | None]) -> list[Table]:
-    res = PooledResults(cells, results)
+def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
+                 alignment: dict[str, dict | None] | None = None) -> list[Table]:
+    """The tables of the module docstring. ``results``: cell id -> prediction type -> subject -> Dice
+    (None: unfinished); ``alignment``: cell id -> alignment column -> subject -> number."""
+    res = PooledResults(cells, results, alignment)
     full = [f for f in sorted(spec.fractions, reverse=True) if f in (0.0, 1.0)]
     partial = [f for f in sorted(spec.fractions, reverse=True) if f not in (0.0, 1.0)]
     tables = []
@@ -154,14 +177,26 @@ def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str,
         tables.append(pairing_table(spec, res))
     if spec.ablations:
         tables.append(ablation_table(spec, res, reference))
+    aligned = [m for m in spec.methods if tabulates_aligned_copy(spec, m)]
+    if aligned:
+        columns = [(_pct(f), f) for f in full + partial]
+        tables.append(alignment_table(spec, res, aligned, columns))
     return tables
 
 
+def without_references(spec: ExperimentSpec, cells: list[Cell], results: dict[str, dict | None]) -> list[str]:
+    """Finished cells of methods that tabulate ``aligned_copy`` whose per_volume.json lacks it."""
+    return [c.id for c in cells if results.get(c.id) and tabulates_aligned_copy(spec, c.method)
+            and REFERENCE not in results[c.id]]
+
+
 def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
-                 out: Path, failures: dict[str, str] | None = None) -> list[Table]:
-    """tables.md (every table) and table_<I..IV>.csv in ``out``; ``failures``: cell id -> why it failed."""
+                 out: Path, failures: dict[str, str] | None = None,
+                 alignment: dict[str, dict | None] | None = None) -> list[Table]:
+    """tables.md (every table) and table_<key>.csv in ``out``; ``failures``: cell id -> why it failed;
+    ``results`` and ``alignment``: as :func:`build_tables`."""
     failures = failures or {}
-    tables = build_tables(spec, cells, reference, results)
+    tables = build_tables(spec, cells, reference, results, alignment)
     missing = [c.id for c in cells if not results.get(c.id) and c.id not in failures]
     failed = [c.id for c in cells if not results.get(c.id) and c.id in failures]
     text = [f"# {spec.name}", ""] + ([spec.description, ""] if spec.description else [])
@@ -172,8 +207,13 @@ def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, result
         text += ["Failed cells (n/a, left out of every mean):", ""] + [f"- {c}: {failures[c]}" for c in failed] + [""]
     if missing:
         text += [f"Unfinished cells (n/a): {', '.join(missing)}", ""]
+    old = without_references(spec, cells, results)
+    if old:
+        text += [f"Cells evaluated before the aligned copy was recorded (n/a in its rows; `dafnet experiment` adds it "
+                 f"without training): {', '.join(old)}", ""]
     (out / "tables.md").write_text("\n".join(text), encoding="utf-8")
     return tables
 
 
-__all__ = ["Entry", "Table", "build_tables", "wilcoxon_p", "write_tables"]
+__all__ = ["Entry", "Table", "build_tables", "row_kinds", "row_label", "wilcoxon_p", "without_references",
+           "write_tables"]

@@ -1,11 +1,21 @@
 """Evaluating an experiment's cells: per_volume.json (the paper Dice of every test volume per
 prediction type) of a trained cell's export, of a training-free method (with its run files), and of
 an ``evaluate_from`` cell (a trained cell's export rebuilt with overrides). The test subjects are
-loaded once per data source and process."""
+loaded once per data source and process.
+
+per_volume.json: ``evaluated_on`` (test, or validation when the split has no test subjects),
+``dice`` (prediction type -> subject -> percent: the ``evaluation_step`` predictions and, for a
+method with references, ``copy_<m>``, ``aligned_copy_<m>`` and ``aligned_copy``;
+:mod:`dafnet.experiment.references`), ``alignment`` (column of ``dafnet evaluate --metric
+alignment`` -> subject -> number, e.g. ``align_median_mm``; empty without the truth's
+coordinates or references) and ``version`` (2). A file without ``version`` was written before the
+references were recorded; :func:`cell_status` sends such a cell of a method with references back
+to ``evaluate``, which re-evaluates its export (no training)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,12 +23,28 @@ from torch.utils.data import DataLoader
 
 from dafnet.errors import DafnetError
 from dafnet.experiment.grid import Cell
+from dafnet.experiment.references import reference_volumes
 
 _SUBJECTS: dict[str, list] = {}
+PER_VOLUME_VERSION = 2
+"""per_volume.json's format: 2 records the references (``alignment`` and the aligned copies)."""
 
 
-def cell_status(folder: Path) -> str:
+def per_volume_version(folder: Path) -> int:
+    """The format of ``folder``'s per_volume.json: 1 without ``version``, 0 when it cannot be read."""
+    try:
+        record = json.loads((folder / "per_volume.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return 0
+    return int(record.get("version", 1)) if isinstance(record, dict) and "dice" in record else 0
+
+
+def cell_status(folder: Path, references: bool = False) -> str:
+    """done / evaluate / failed / resume / new (:mod:`dafnet.experiment.runner`). ``references``:
+    the cell's method reports references, so a per_volume.json without them needs evaluating again."""
     if (folder / "summary.json").is_file() and (folder / "per_volume.json").is_file():
+        if references and per_volume_version(folder) < PER_VOLUME_VERSION:
+            return "evaluate"
         return "done"
     if (folder / "summary.json").is_file():
         return "evaluate"
@@ -52,19 +78,39 @@ def write_json(path: Path, data) -> None:
     tmp.replace(path)
 
 
+def evaluation_batches(method, subjects: list, batch_size: int) -> tuple[list[str], Iterator[dict]]:
+    """(the dataset's subject ids, what the batches' ``subject`` indices name; the evaluation batches
+    of ``subjects`` on the method's device, the method in eval mode)."""
+    dataset = method.eval_dataset(subjects)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=method.collate)
+    device = next((p.device for p in method.parameters()), torch.device("cpu"))
+
+    def batches() -> Iterator[dict]:
+        method.eval()
+        for batch in loader:
+            yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    return list(dataset.subject_ids), batches()
+
+
 @torch.no_grad()
 def evaluation_statistics(method, subjects: list, batch_size: int) -> tuple[dict, list[str]]:
     """The method's concatenated evaluation_step statistics over ``subjects`` and the dataset's subject ids."""
-    dataset = method.eval_dataset(subjects)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=method.collate)
-    method.eval()
     stats: dict[str, list] = {}
-    device = next((p.device for p in method.parameters()), torch.device("cpu"))
-    for batch in loader:
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    subject_ids, batches = evaluation_batches(method, subjects, batch_size)
+    for batch in batches:
         for key, value in method.evaluation_step(batch).items():
             stats.setdefault(key, []).append(value.detach().cpu())
-    return {k: torch.cat(v) for k, v in stats.items()}, list(dataset.subject_ids)
+    return {k: torch.cat(v) for k, v in stats.items()}, subject_ids
+
+
+def evaluate_subjects(method, subjects: list, batch_size: int, part: str) -> tuple[dict, dict]:
+    """(the evaluation_step statistics, the per_volume.json record) of ``subjects`` (module docstring)."""
+    stats, ids = evaluation_statistics(method, subjects, batch_size)
+    references, alignment = reference_volumes(method, *evaluation_batches(method, subjects, batch_size))
+    record = {"version": PER_VOLUME_VERSION, "evaluated_on": part,
+              "dice": {**per_volume_dice(stats, ids), **references}, "alignment": alignment}
+    return stats, record
 
 
 def per_volume_dice(stats: dict, subject_ids: list[str]) -> dict[str, dict[str, float]]:
@@ -93,10 +139,9 @@ def evaluate_export(folder: Path) -> dict:
     method, recipe = load_export(folder), exported_recipe(folder)
     splits = json.loads((folder / "splits.json").read_text())
     subjects, part = _test_subjects(recipe, splits, folder)
-    stats, ids = evaluation_statistics(method, subjects, recipe.train.batch_size)
-    data = {"evaluated_on": part, "dice": per_volume_dice(stats, ids)}
-    write_json(folder / "per_volume.json", data)
-    return data
+    _, record = evaluate_subjects(method, subjects, recipe.train.batch_size, part)
+    write_json(folder / "per_volume.json", record)
+    return record
 
 
 def evaluate_untrained(recipe, folder: Path) -> dict:
@@ -119,9 +164,9 @@ def evaluate_untrained(recipe, folder: Path) -> dict:
         write_json(folder / "plans.json", plans)
     method = build_method(recipe, facts)
     test, part = _test_subjects(recipe, splits)
-    stats, subject_ids = evaluation_statistics(method, test, recipe.train.batch_size)
+    stats, record = evaluate_subjects(method, test, recipe.train.batch_size, part)
     summary = {k: float(v) for k, v in method.evaluation_summary(stats).items()}
-    write_json(folder / "per_volume.json", {"evaluated_on": part, "dice": per_volume_dice(stats, subject_ids)})
+    write_json(folder / "per_volume.json", record)
     write_json(folder / "summary.json", {"evaluated_on": part, "weights": {"source": "none"}, "summary": summary,
                                           "best_epoch": None, "epochs_run": 0, "stopped_early": False})
     return summary
@@ -141,12 +186,12 @@ def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
     recipe = exported_recipe(source, cell.evaluation_overrides)
     splits = json.loads((source / "splits.json").read_text())
     subjects, part = _test_subjects(recipe, splits, source)
-    stats, ids = evaluation_statistics(method, subjects, recipe.train.batch_size)
+    stats, record = evaluate_subjects(method, subjects, recipe.train.batch_size, part)
     trained = json.loads((source / "summary.json").read_text())
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
     write_json(folder / "splits.json", splits)
-    write_json(folder / "per_volume.json", {"evaluated_on": part, "dice": per_volume_dice(stats, ids)})
+    write_json(folder / "per_volume.json", record)
     summary = {k: float(v) for k, v in method.evaluation_summary(stats).items()}
     write_json(folder / "summary.json", {
         "evaluated_on": part, "summary": summary, "best_epoch": trained.get("best_epoch"), "epochs_run": 0,
@@ -155,5 +200,6 @@ def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
     return summary
 
 
-__all__ = ["cell_status", "evaluate_export", "evaluate_trained_cell", "evaluate_untrained", "evaluation_statistics",
-           "per_volume_dice", "write_json"]
+__all__ = ["PER_VOLUME_VERSION", "cell_status", "evaluate_export", "evaluate_subjects", "evaluate_trained_cell",
+           "evaluate_untrained", "evaluation_batches", "evaluation_statistics", "per_volume_dice",
+           "per_volume_version", "write_json"]

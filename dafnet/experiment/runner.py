@@ -7,7 +7,10 @@ prediction type (the exported weights evaluated over the test split, as the engi
 evaluation does), which the tables pool over folds.
 
 * a cell with summary.json and per_volume.json is done and skipped;
-* a cell with summary.json only gets its per_volume.json computed from its export;
+* a cell with summary.json only gets its per_volume.json computed from its export; so does a cell
+  of a method with references (DAFNet's aligned copies and alignment error,
+  :mod:`dafnet.experiment.references`) whose per_volume.json was written before they were
+  recorded: its export is evaluated again (seconds), nothing is trained;
 * a cell with a ``state/`` folder is resumed (``train(resume=...)``); a run that trained every
   epoch but died before writing its summary, or a folder without state, starts again;
 * a cell of a method with ``evaluate_from`` trains nothing: it evaluates the export of the
@@ -45,15 +48,21 @@ from dafnet.experiment.cell_evaluation import (
     evaluate_untrained,
     write_json,
 )
-from dafnet.experiment.grid import Cell
+from dafnet.experiment.grid import Cell, method_class
+from dafnet.experiment.references import reports_references
 from dafnet.fsutil import check_output_folder
+
+
+def status_of(cell: Cell, folder: Path) -> str:
+    """:func:`cell_status` of ``cell`` in ``folder``, knowing whether its method reports references."""
+    return cell_status(folder, cell.recipe is not None and reports_references(method_class(cell.recipe)))
 
 
 def run_cell(cell: Cell, folder: Path, console: Console) -> str:
     """Bring one cell to ``done``; returns what was done (skipped/trained/resumed/evaluated/failed)."""
     from dafnet.engine import train
 
-    status = cell_status(folder)
+    status = status_of(cell, folder)
     if status == "done":
         return "skipped"
     if status == "evaluate" and cell.evaluates is None:
@@ -137,12 +146,18 @@ def read_failure(folder: Path) -> str | None:
     return check + str(record.get("error", "failed"))
 
 
-def read_cell(folder: Path) -> dict | None:
-    """per_volume.json's dice (type -> subject -> percent) of a done cell, else None."""
+def read_record(folder: Path) -> dict | None:
+    """per_volume.json of a done cell (:mod:`dafnet.experiment.cell_evaluation`; any version), else None."""
     path = folder / "per_volume.json"
     if not path.is_file() or not (folder / "summary.json").is_file():
         return None
-    return json.loads(path.read_text())["dice"]
+    return json.loads(path.read_text())
+
+
+def read_cell(folder: Path) -> dict | None:
+    """per_volume.json's dice (type -> subject -> percent) of a done cell, else None."""
+    record = read_record(folder)
+    return None if record is None else record["dice"]
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run: bool = False,
@@ -162,7 +177,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     check_output_folder(out, "--out")
     folders = {c.id: out / "cells" / c.id for c in cells}
     if dry_run:
-        return {"cells": cells, "reference": reference, "status": {c.id: cell_status(folders[c.id]) for c in cells},
+        return {"cells": cells, "reference": reference, "status": {c.id: status_of(c, folders[c.id]) for c in cells},
                 "out": out}
     out.mkdir(parents=True, exist_ok=True)
     if Path(spec_path).resolve() != (out / "spec.yaml").resolve():
@@ -170,7 +185,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     if jobs < 1:
         raise DafnetError(f"--jobs must be >= 1, got {jobs}")
     actions = {}
-    todo = [] if tables_only else [c for c in cells if cell_status(folders[c.id]) != "done"]
+    todo = [] if tables_only else [c for c in cells if status_of(c, folders[c.id]) != "done"]
     to_train = [c for c in todo if c.evaluates is None]  # evaluate_from cells wait for theirs
     if jobs > 1 and len(to_train) > 1:
         running = {c.id for c in to_train}
@@ -184,10 +199,12 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
         began = time.perf_counter()
         actions[cell.id] = run_cell(cell, folders[cell.id], console)
         console.print(f"{cell.id}: {actions[cell.id]} in {time.perf_counter() - began:.0f} s")
-    results = {c.id: read_cell(folders[c.id]) for c in cells}
+    records = {c.id: read_record(folders[c.id]) for c in cells}
+    results = {i: None if r is None else r["dice"] for i, r in records.items()}
+    alignment = {i: None if r is None else r.get("alignment") for i, r in records.items()}
     failures = {c.id: reason for c in cells if (reason := read_failure(folders[c.id])) is not None}
-    tables = write_tables(spec, cells, reference, results, out, failures)
+    tables = write_tables(spec, cells, reference, results, out, failures, alignment)
     return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
 
 
-__all__ = ["cell_status", "read_cell", "read_failure", "run_cell", "run_experiment"]
+__all__ = ["cell_status", "read_cell", "read_failure", "read_record", "run_cell", "run_experiment", "status_of"]

@@ -3,7 +3,7 @@
 ```yaml
 name: phantom_quick
 methods:                       # row label -> a base recipe (path relative to this file, or a built-in name)
-  DAFNet: {recipe: ../quickstart.yaml, predictions: [fused, single]}
+  DAFNet: {recipe: ../quickstart.yaml, predictions: [fused, single, aligned_copy]}
   DAFNet-mean: {evaluate_from: DAFNet, overrides: [model.fuser.name=mean]}   # DAFNet's weights, another fuser
   UNet-multi: {recipe: ../baselines/unet_multi.yaml}
   copy: {recipe: ../baselines/copy.yaml}
@@ -58,8 +58,10 @@ class MethodEntry(_Strict):
     overrides: list[str] = Field(default_factory=list, description="dotted overrides of this method's recipe "
                                  "(with evaluate_from: applied to the trained model's recipe when evaluating)")
     predictions: list[str] | None = Field(
-        None, description="prediction types to tabulate (e.g. [fused, single]); default: weighted with "
-        "automated pairing, else fused if the method has it, else single")
+        None, description="prediction types to tabulate (e.g. [fused, single]), each a row; aligned_copy "
+        "(a method that reports it, DAFNet) adds the row of the source's truth moved by the learned aligner "
+        "and the alignment table (the aligner's error against the truth, when the data carry it); default: "
+        "weighted with automated pairing, else fused if the method has it, else single")
     seeds: Seeds | None = Field(None, description="train.seed values of this method's cells "
                                 "(default: the spec's seeds)")
 

@@ -16,149 +16,44 @@ shared volumes score above it (``12/15 > copy``). Every table says how many seed
 entries average (``Seeds``: one number, or a range when the entries differ).
 
 Table I: fractions 100% and 0%; Table II: the other fractions; Table III: pairing modes (only when
-the spec has more than expert); Table IV: ablations (only when the spec has any). n/a: no
-finished cell (e.g. a single-modality model cannot train without target labels, or a run that a
-training health check failed); tables.md lists the failed cells with their reasons.
+the spec has more than expert); Table IV: ablations (only when the spec has any); the alignment
+table (only when a method tabulates ``aligned_copy``; :mod:`dafnet.experiment.alignment_table`).
+A method whose ``predictions`` list ``aligned_copy`` gets the row ``<method> (aligned copy)`` in
+Tables I and II (the first other modality's truth moved by its learned aligner), tested like any
+prediction. n/a: no finished cell (e.g. a single-modality model cannot train without target labels,
+or a run that a training health check failed); tables.md lists the failed cells with their
+reasons, and the finished cells whose per_volume.json predates the aligned copy.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from dafnet.experiment.alignment_table import alignment_table, tabulates_aligned_copy
 from dafnet.experiment.grid import Cell
+from dafnet.experiment.pooling import PooledResults, wilcoxon_p
+from dafnet.experiment.references import REFERENCE
 from dafnet.experiment.spec import FULL, ExperimentSpec
+from dafnet.experiment.table_format import Entry, Table
+
+KIND_LABELS = {REFERENCE: "aligned copy"}
+"""Row labels of prediction types that are not one word."""
 
 
-@dataclass
-class Entry:
-    values: dict[str, float]
-    """``fold:subject`` -> Dice (percent)."""
-    p_value: float = float("nan")
-    significant: bool = False
-    seeds: int = 0
-    """How many seeds the finished cells behind it trained with (0: none finished)."""
-    copy_p_value: float = float("nan")
-    """Wilcoxon p against ``copy`` over the shared volumes (NaN: no copy, or not compared)."""
-    above_copy: int | None = None
-    """Shared volumes whose Dice is above copy's (None: not compared)."""
-    copy_volumes: int = 0
-    """Volumes shared with copy."""
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(list(self.values.values()))) if self.values else float("nan")
-
-    @property
-    def std(self) -> float:
-        return float(np.std(list(self.values.values()))) if self.values else float("nan")
-
-    def text(self) -> str:
-        if not self.values:
-            return "n/a"
-        text = f"{self.mean:.1f} ± {self.std:.1f}{'*' if self.significant else ''}"
-        if self.above_copy is not None and self.copy_volumes:
-            p = f", p {self.copy_p_value:.2g}" if math.isfinite(self.copy_p_value) else ""
-            text += f" ({self.above_copy}/{self.copy_volumes} > copy{p})"
-        return text
+def pooled_entry(results: PooledResults, method: str, kind: str, fraction: float | None, pairing: str = "expert",
+                 ablation: str = FULL) -> Entry:
+    """The pooled values, and how many seeds the finished cells behind them trained with."""
+    return Entry(results.values(method, kind, fraction, pairing, ablation),
+                 seeds=results.seeds(method, kind, fraction, pairing, ablation))
 
 
-@dataclass
-class Table:
-    key: str
-    title: str
-    columns: list[str]
-    rows: list[tuple[str, list[Entry]]] = field(default_factory=list)
-    note: str = ""
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(["Method", "Seeds", *self.columns]) + " |",
-                 "|" + "---|" * (len(self.columns) + 2)]
-        lines += ["| " + " | ".join([label, _seeds_text(entries), *(e.text() for e in entries)]) + " |"
-                  for label, entries in self.rows]
-        return "\n".join(lines + ([""] + [self.note] if self.note else []))
-
-    def write_csv(self, path: Path) -> None:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["row", "column", "mean", "std", "volumes", "p_value", "significant", "seeds",
-                             "p_value_vs_copy", "volumes_above_copy", "volumes_vs_copy"])
-            for label, entries in self.rows:
-                for column, e in zip(self.columns, entries):
-                    writer.writerow([label, column, _num(e.mean), _num(e.std), len(e.values), _num(e.p_value),
-                                     int(e.significant), e.seeds, _num(e.copy_p_value),
-                                     "" if e.above_copy is None else e.above_copy,
-                                     e.copy_volumes if e.above_copy is not None else ""])
+def row_label(method: str, kind: str, kinds: list[str]) -> str:
+    """A table row's label: the method, with the prediction type when it tabulates several."""
+    return method if len(kinds) == 1 else f"{method} ({KIND_LABELS.get(kind, kind)})"
 
 
-def _seeds_text(entries: list[Entry]) -> str:
-    counts = sorted({e.seeds for e in entries if e.values})
-    if not counts:
-        return "-"
-    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-
-
-def _num(x: float) -> str:
-    return "" if not math.isfinite(x) else f"{x:.4f}"
-
-
-def wilcoxon_p(a: dict[str, float], b: dict[str, float]) -> float:
-    """Two-sided Wilcoxon signed-rank p over the keys both share; NaN when it is undefined."""
-    from scipy.stats import wilcoxon
-
-    keys = sorted(set(a) & set(b))
-    x, y = np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
-    if len(keys) < 2 or np.allclose(x, y):
-        return float("nan")
-    try:
-        return float(wilcoxon(x, y).pvalue)
-    except ValueError:
-        return float("nan")
-
-
-class _Results:
-    def __init__(self, cells: list[Cell], results: dict[str, dict | None]) -> None:
-        self.cells, self.results = cells, results
-
-    def kinds(self, method: str) -> set[str]:
-        return {k for c in self.cells if c.method == method and self.results.get(c.id) for k in self.results[c.id]}
-
-    def _matching(self, method: str, fraction: float | None, pairing: str, ablation: str) -> list[Cell]:
-        out = []
-        for c in self.cells:
-            if (c.method, c.pairing, c.ablation) != (method, pairing, ablation):
-                continue
-            if c.fraction is not None and (fraction is None or not math.isclose(c.fraction, fraction)):
-                continue
-            out.append(c)
-        return out
-
-    def values(self, method: str, kind: str, fraction: float | None, pairing: str = "expert",
-               ablation: str = FULL) -> dict[str, float]:
-        seen: dict[str, list[float]] = {}
-        for c in self._matching(method, fraction, pairing, ablation):
-            per_kind = (self.results.get(c.id) or {}).get(kind, {})
-            for subject, v in per_kind.items():  # one list per volume: its Dice under each seed
-                seen.setdefault(f"{c.fold}:{subject}", []).append(v)
-        return {volume: float(np.mean(v)) for volume, v in seen.items()}
-
-    def entry(self, method: str, kind: str, fraction: float | None, pairing: str = "expert",
-              ablation: str = FULL) -> Entry:
-        """The pooled values, and how many seeds the finished cells behind them trained with."""
-        seeds = {c.seed for c in self._matching(method, fraction, pairing, ablation)
-                 if (self.results.get(c.id) or {}).get(kind)}
-        return Entry(self.values(method, kind, fraction, pairing, ablation), seeds=len(seeds))
-
-    def copy_method(self) -> str | None:
-        """The spec's label of the ``copy`` baseline, if it has one."""
-        return next((c.method for c in self.cells if c.recipe is not None and c.recipe.method.name == "copy"), None)
-
-
-def row_kinds(spec: ExperimentSpec, results: _Results, method: str, pairing: str = "expert") -> list[str]:
+def row_kinds(spec: ExperimentSpec, results: PooledResults, method: str, pairing: str = "expert") -> list[str]:
     given = spec.methods[method].predictions
     if given:
         return list(given)
@@ -171,6 +66,13 @@ def _seeds_note(spec: ExperimentSpec) -> str:
     parts = [f"trainable methods {spec.seeds}"] if spec.seeds else []
     parts += [f"{label} {m.seeds}" for label, m in spec.methods.items() if m.seeds]
     return " (each volume's Dice averaged over its seeds: " + "; ".join(parts) + ")" if parts else ""
+
+
+def _aligned_copy_note(spec: ExperimentSpec) -> str:
+    if not any(tabulates_aligned_copy(spec, m) for m in spec.methods):
+        return ""
+    return ("; aligned copy: the first other modality's ground truth moved onto the target by the method's "
+            "learned aligner (the alignment alone, whatever the segmentor does)")
 
 
 def _pct(f: float) -> str:
@@ -192,23 +94,23 @@ def _against_copy(entry: Entry, copy: dict[str, float]) -> Entry:
     return entry
 
 
-def fraction_table(spec, results: _Results, reference: str, fractions: list[float], key: str, title: str) -> Table:
+def fraction_table(spec, results: PooledResults, reference: str, fractions: list[float], key: str, title: str) -> Table:
     copy = results.copy_method()
     against_copy = (f"; (k/n > copy, p): volumes above {copy} of those both have, and the Wilcoxon p against it"
                     if copy is not None else "")
     table = Table(key, title, [_pct(f) for f in fractions],
                   note=f"paper Dice (%) of the target, mean ± std over the test volumes of folds {spec.folds}"
                        f"{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} against {reference}"
-                       f"{against_copy}.")
+                       f"{against_copy}{_aligned_copy_note(spec)}.")
     ref_kind = row_kinds(spec, results, reference)[0]
     copy_kind = row_kinds(spec, results, copy)[0] if copy is not None else None
     for method in spec.methods:
         kinds = row_kinds(spec, results, method)
         for kind in kinds:
-            label = method if len(kinds) == 1 else f"{method} ({kind})"
+            label = row_label(method, kind, kinds)
             entries = []
             for f in fractions:
-                entry = results.entry(method, kind, f)
+                entry = pooled_entry(results, method, kind, f)
                 if not (method == reference and kind == ref_kind):
                     _mark(entry, results.values(reference, ref_kind, f), spec.alpha)
                 if copy is not None and method != copy:
@@ -218,7 +120,7 @@ def fraction_table(spec, results: _Results, reference: str, fractions: list[floa
     return table
 
 
-def pairing_table(spec, results: _Results) -> Table:
+def pairing_table(spec, results: PooledResults) -> Table:
     columns: list[tuple[str, str, float | None]] = []
     for method in spec.methods:
         if not any(c.method == method and c.pairing != "expert" for c in results.cells):
@@ -232,7 +134,7 @@ def pairing_table(spec, results: _Results) -> Table:
         entries = []
         for _, method, f in columns:
             kind = row_kinds(spec, results, method, pairing)[0]
-            entry = results.entry(method, kind, f, pairing)
+            entry = pooled_entry(results, method, kind, f, pairing)
             if pairing != "expert":
                 expert_kind = row_kinds(spec, results, method)[0]
                 _mark(entry, results.values(method, expert_kind, f, "expert"), spec.alpha)
@@ -241,7 +143,7 @@ def pairing_table(spec, results: _Results) -> Table:
     return table
 
 
-def ablation_table(spec, results: _Results, reference: str) -> Table:
+def ablation_table(spec, results: PooledResults, reference: str) -> Table:
     kind = row_kinds(spec, results, reference)[0]
     table = Table("IV", f"Table IV: ablations of {reference} (loss terms, aligner)",
                   [f"{reference} {_pct(f)}" for f in spec.fractions],
@@ -249,7 +151,7 @@ def ablation_table(spec, results: _Results, reference: str) -> Table:
     for ablation in [*spec.ablations, FULL]:
         entries = []
         for f in spec.fractions:
-            entry = results.entry(reference, kind, f, ablation=ablation)
+            entry = pooled_entry(results, reference, kind, f, ablation=ablation)
             if ablation != FULL:
                 _mark(entry, results.values(reference, kind, f), spec.alpha)
             entries.append(entry)
@@ -257,9 +159,11 @@ def ablation_table(spec, results: _Results, reference: str) -> Table:
     return table
 
 
-def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str,
-                 results: dict[str, dict | None]) -> list[Table]:
-    res = _Results(cells, results)
+def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
+                 alignment: dict[str, dict | None] | None = None) -> list[Table]:
+    """The tables of the module docstring. ``results``: cell id -> prediction type -> subject -> Dice
+    (None: unfinished); ``alignment``: cell id -> alignment column -> subject -> number."""
+    res = PooledResults(cells, results, alignment)
     full = [f for f in sorted(spec.fractions, reverse=True) if f in (0.0, 1.0)]
     partial = [f for f in sorted(spec.fractions, reverse=True) if f not in (0.0, 1.0)]
     tables = []
@@ -273,14 +177,26 @@ def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str,
         tables.append(pairing_table(spec, res))
     if spec.ablations:
         tables.append(ablation_table(spec, res, reference))
+    aligned = [m for m in spec.methods if tabulates_aligned_copy(spec, m)]
+    if aligned:
+        columns = [(_pct(f), f) for f in full + partial]
+        tables.append(alignment_table(spec, res, aligned, columns))
     return tables
 
 
+def without_references(spec: ExperimentSpec, cells: list[Cell], results: dict[str, dict | None]) -> list[str]:
+    """Finished cells of methods that tabulate ``aligned_copy`` whose per_volume.json lacks it."""
+    return [c.id for c in cells if results.get(c.id) and tabulates_aligned_copy(spec, c.method)
+            and REFERENCE not in results[c.id]]
+
+
 def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
-                 out: Path, failures: dict[str, str] | None = None) -> list[Table]:
-    """tables.md (every table) and table_<I..IV>.csv in ``out``; ``failures``: cell id -> why it failed."""
+                 out: Path, failures: dict[str, str] | None = None,
+                 alignment: dict[str, dict | None] | None = None) -> list[Table]:
+    """tables.md (every table) and table_<key>.csv in ``out``; ``failures``: cell id -> why it failed;
+    ``results`` and ``alignment``: as :func:`build_tables`."""
     failures = failures or {}
-    tables = build_tables(spec, cells, reference, results)
+    tables = build_tables(spec, cells, reference, results, alignment)
     missing = [c.id for c in cells if not results.get(c.id) and c.id not in failures]
     failed = [c.id for c in cells if not results.get(c.id) and c.id in failures]
     text = [f"# {spec.name}", ""] + ([spec.description, ""] if spec.description else [])
@@ -291,8 +207,13 @@ def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, result
         text += ["Failed cells (n/a, left out of every mean):", ""] + [f"- {c}: {failures[c]}" for c in failed] + [""]
     if missing:
         text += [f"Unfinished cells (n/a): {', '.join(missing)}", ""]
+    old = without_references(spec, cells, results)
+    if old:
+        text += [f"Cells evaluated before the aligned copy was recorded (n/a in its rows; `dafnet experiment` adds it "
+                 f"without training): {', '.join(old)}", ""]
     (out / "tables.md").write_text("\n".join(text), encoding="utf-8")
     return tables
 
 
-__all__ = ["Entry", "Table", "build_tables", "wilcoxon_p", "write_tables"]
+__all__ = ["Entry", "Table", "build_tables", "row_kinds", "row_label", "wilcoxon_p", "without_references",
+           "write_tables"]

@@ -162,7 +162,10 @@ class Method(Component, nn.Module, ABC):
     """Named loss terms and their default weights (recipe ``losses:`` overrides them)."""
     prediction_types: ClassVar[tuple[str, ...]] = ()
     """The prediction types its evaluation reports (e.g. ``single``, ``fused``); an experiment
-    spec's ``predictions`` are checked against them. Empty: not declared, not checked."""
+    spec's ``predictions`` are checked against them. Empty: not declared, not checked.
+    ``aligned_copy`` declares that :meth:`evaluation_inputs` also gives the references
+    ``copy_<m>`` and ``aligned_copy_<m>`` (and, with coordinates, ``alignment_<m>``), which
+    ``dafnet experiment`` records per volume (DAFNet's)."""
 
     def __init__(self, params, facts, context: MethodContext | None = None) -> None:
         nn.Module.__init__(self)

@@ -41,7 +41,9 @@ from dafnet.methods.target_evaluation import dice_summary, dice_table, evaluatin
 class DAFNet(Method):
     """Disentangle, align and fuse: multimodal, semi-supervised segmentation of a target modality."""
 
-    prediction_types = ("single", "deformed", "fused", "weighted")
+    prediction_types = ("single", "deformed", "fused", "weighted", "aligned_copy")
+    """``aligned_copy`` (the first other modality's truth moved by the aligner) is not one of its own
+    predictions: ``evaluation_inputs`` reports it per modality (``aligned_copy_<m>``, :mod:`.evaluation`)."""
     roles = {
         "anatomy_encoder": Role("anatomy_encoder", "unet_shared_decoder", "x_i -> binary anatomy s_i"),
         "modality_encoder": Role("modality_encoder", "vae", "(x, s) -> q(z | x, s)"),

@@ -225,3 +225,22 @@ def test_identity_aligner_has_no_parameters_and_returns_the_moving_anatomy():
     assert out.parameters.shape == (2, 0)
     assert out.grid.shape == (2, 8, 8, 2)
     torch.testing.assert_close(F.grid_sample(moving, out.grid, align_corners=True), moving)
+
+
+@pytest.mark.parametrize("grid_range", ["unit", "symmetric"])
+def test_max_offset_bounds_each_control_point_to_a_fraction_of_the_slice(grid_range):
+    # Named deviation: offsets pass through max_offset * tanh(raw / max_offset), in slice-side units
+    # (a control point moves at most max_offset of the side, 2 * max_offset in grid_sample's frame).
+    aligner = build("aligner", "tps", {"grid_range": grid_range, "max_offset": 0.1}, facts(33, 33, 2))
+    moving = soft_anatomy(1, 2, 33, 33)
+    set_offsets(aligner, torch.full((25, 2), 5.0))
+    at_controls = aligner(moving, moving).grid[0, ::8, ::8].reshape(-1, 2) - control_grid(5).float()
+    assert at_controls.abs().max() <= 0.2 + 1e-5 and at_controls.abs().min() > 0.199
+    small = 0.002 * torch.randn(25, 2, generator=torch.Generator().manual_seed(0))
+    set_offsets(aligner, small)
+    unbounded = build("aligner", "tps", {"grid_range": grid_range}, facts(33, 33, 2))
+    set_offsets(unbounded, small)
+    torch.testing.assert_close(aligner(moving, moving).grid, unbounded(moving, moving).grid, atol=1e-4, rtol=0)
+    set_offsets(aligner, torch.zeros(25, 2))  # the identity at initialisation, and it trains from there
+    aligner(moving, soft_anatomy(1, 2, 33, 33, 5)).warped.square().sum().backward()
+    assert aligner.localisation.head.weight.grad.abs().sum() > 0

@@ -43,6 +43,10 @@ class TPSAligner(Aligner):
         grid_range: Literal["unit", "symmetric"] = Field(
             "unit", description="frame of the control grid and its offsets: 'unit' [0, 1]^2 (the "
                                 "original code's), 'symmetric' [-1, 1]^2 (moves pixels half as far)")
+        max_offset: float | None = Field(
+            None, gt=0, le=1, description="named deviation, not in the paper (None: unbounded): each control point's "
+            "offset per axis is max_offset * tanh(raw / max_offset), at most this fraction of the slice's side, so "
+            "the aligner cannot diverge or warp an anatomy out of the frame (docs/method.md)")
 
     def __init__(self, params: Params, facts: Facts) -> None:
         super().__init__(params, facts)
@@ -62,6 +66,9 @@ class TPSAligner(Aligner):
     def forward(self, moving: Tensor, fixed: Tensor) -> AlignmentOutput:
         check_pair(moving, fixed, self.channels, self.image_size, "TPS aligner")
         offsets = self.localisation(moving, fixed).view(-1, self.num_points, 2)
+        if self.params.max_offset is not None:  # in slice-side units: 'symmetric' offsets span 2 per side
+            bound = self.params.max_offset * (1.0 if self.params.grid_range == "unit" else 2.0)
+            offsets = bound * torch.tanh(offsets / bound)
         # Sampling coordinates in at least float32, also under autocast.
         dtype = torch.promote_types(moving.dtype, torch.float32)
         with torch.autocast(device_type=moving.device.type, enabled=False):

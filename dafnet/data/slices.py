@@ -94,10 +94,16 @@ def warp_sample(images: Tensor, masks: Tensor, theta: Tensor) -> tuple[Tensor, T
     return warped, warped_masks.squeeze(1).round().long()
 
 
+def foreground_onehot(masks: Tensor, classes: int) -> Tensor:
+    """(..., H, W) label maps -> (..., classes - 1, H, W) float one-hot foreground channels."""
+    onehot = F.one_hot(masks.clamp(0, classes - 1), classes).movedim(-1, -3)
+    return onehot[..., 1:, :, :].float()
+
+
 def warp_soft_masks(masks: Tensor, theta: Tensor, classes: int) -> Tensor:
     """(N, H, W) label maps -> (N, classes - 1, H, W) foreground one-hot channels resampled
     bilinearly (zero fill) with the rows of ``theta`` (N, 3, 3); values in [0, 1]."""
-    onehot = F.one_hot(masks.clamp(0, classes - 1), classes).permute(0, 3, 1, 2)[:, 1:].float()
+    onehot = foreground_onehot(masks, classes)
     grid = F.affine_grid(theta[:, :2].float(), list(onehot.shape), align_corners=False)
     return F.grid_sample(onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -241,8 +247,7 @@ class PairedSliceDataset(Dataset):
         if not moves and cfg.soft_mask_classes < 2:
             return images, masks, None
         if not moves:  # soft masks only: no draw, so the random stream is that of a run without them
-            soft = F.one_hot(masks.clamp(0, cfg.soft_mask_classes - 1), cfg.soft_mask_classes)
-            return images, masks, soft.permute(0, 1, 4, 2, 3)[:, :, 1:].float()
+            return images, masks, foreground_onehot(masks, cfg.soft_mask_classes)
         common = rigid_theta(_uniform(cfg.rotation_degrees), height, width)
         thetas = []
         for m in range(n):

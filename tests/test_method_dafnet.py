@@ -560,6 +560,27 @@ def test_fused_supervision_is_the_supervised_loss_of_the_fused_pairs():
         first_batch(build()[0].train_streams(subjects)["labelled"], build()[0]), {}).terms
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_fused_supervision_reaches_the_aligner_unless_the_warped_anatomy_is_detached(detach):
+    # method.params.fused_sup_detach_warped: the term then teaches the segmentor only to read fused anatomies;
+    # the aligner (and the unlabelled anatomy it warps) get no gradient from it.
+    method, subjects = build(losses={"fused_sup": 10.0}, params={"fused_sup_detach_warped": detach},
+                             rotation=0.0)
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    from dafnet.methods.dafnet.steps import _fused_supervised
+    with torch.no_grad():
+        for p in method.aligner.parameters():  # off the identity, so its gradient is not zero by symmetry
+            p.add_(0.01 * torch.randn_like(p))
+    method.zero_grad(set_to_none=True)
+    _fused_supervised(method, training_graph(method, batch, with_images=False)).backward()
+    aligner = [p.grad for p in method.aligner.parameters()]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.segmentor.parameters())
+    if detach:
+        assert all(g is None or g.abs().sum() == 0 for g in aligner)
+    else:
+        assert any(g is not None and g.abs().sum() > 0 for g in aligner)
+
+
 def test_anatomy_alignment_is_the_l1_between_warped_and_fixed_anatomies():
     method, subjects = build(losses={"anatomy_align": 1.0})
     batch = first_batch(method.train_streams(subjects)["unlabelled"], method)

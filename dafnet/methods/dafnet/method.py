@@ -87,6 +87,10 @@ class DAFNet(Method):
             "l1", description="how losses.anatomy_align compares Align(s_i -> s_j) with s_j: l1, the mean absolute "
             "difference; dice, 1 - their soft Dice over channels and pixels, under which an empty anatomy is the "
             "worst match instead of one reached by warping the other out of the frame (docs/method.md)")
+        fused_sup_detach_warped: bool = Field(
+            False, description="with losses.fused_sup: the warped other anatomy enters the fused input detached, so "
+            "the term teaches the segmentor to read fused anatomies without pushing the other modality's encoder or "
+            "the aligner (which it can satisfy by emptying the unlabelled anatomy; docs/method.md)")
         real_mask_rotation: Literal["bilinear", "nearest"] = Field(
             "bilinear", description="how the mask critic's real masks are rotated by the augmentation: bilinear, "
             "their one-hot channels with soft edges (the original's); nearest, the label maps (exactly binary, a "

@@ -81,11 +81,14 @@ def _supervised(method, graph: Graph, batch: dict) -> Tensor:
 def _fused_supervised(method, graph: Graph) -> Tensor:
     """Named deviation (``losses.fused_sup``): L_sup of Seg(Fuse(s_j, Align(s_i -> s_j))) against
     j's mask, for every ordered pair whose destination has ground truth, so the segmentor also
-    learns to read fused anatomies (the paper gives fusion no loss, footnote 6)."""
+    learns to read fused anatomies (the paper gives fusion no loss, footnote 6). With
+    ``method.params.fused_sup_detach_warped`` the warped anatomy is a constant of the term."""
     total = graph.anatomy[0].new_zeros(())
+    detach = method.params.fused_sup_detach_warped
     for c in graph.crosses:
         if bool(c.truth_labelled.any()):
-            seg = method.segmentor(method.fuser([c.fixed, c.warped]))
+            warped = c.warped.detach() if detach else c.warped
+            seg = method.segmentor(method.fuser([c.fixed, warped]))
             total = total + _weighted(method.supervised.per_sample(seg.logits, c.truth_mask), c, True)
     return total
 

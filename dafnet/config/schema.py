@@ -218,6 +218,10 @@ class TrainConfig(Strict):
     memory_format: Literal["contiguous", "channels_last"] = Field(
         "contiguous", description="layout of the networks' 4-D weights (and so of their activations); "
         "channels_last is the same arithmetic, faster for narrow convolutions on CPU (benchmarks/README.md)")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off", description="torch.compile mode of every network, compiled in place (weights, checkpoints and "
+        "exports unchanged): off (eager), default, reduce-overhead (CUDA graphs on a GPU), max-autotune; off "
+        "until measured on a GPU (docs/engine.md, 'The fast path')")
     swa_start: int | None = Field(
         40, ge=0, description="epoch from which weights are averaged (SWA); null disables",
         json_schema_extra=FIXED_ON_RESUME,
@@ -233,6 +237,13 @@ class TrainConfig(Strict):
     seed: int = Field(0, description="seed of weights, sampling and augmentation", json_schema_extra=FIXED_ON_RESUME)
     log_every: int = Field(10, ge=1, description="iterations between log lines")
     health: HealthConfig = Field(default_factory=HealthConfig)
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_off(cls, value: Any) -> Any:
+        if value is True:  # YAML reads a bare on / yes / true as true, which names no mode
+            raise ValueError("true names no mode: give off, default, reduce-overhead or max-autotune")
+        return "off" if value is False else value  # YAML reads a bare off (or no) as false
 
 
 class OutputConfig(Strict):

@@ -12,6 +12,7 @@ from rich.console import Console
 from dafnet.config.schema import Recipe
 from dafnet.engine import checkpoint, distributed, loop, rundir
 from dafnet.engine import logging as runlog
+from dafnet.engine.compiling import compile_networks
 from dafnet.engine.early_stopping import BestWeights, EarlyStopping
 from dafnet.engine.optim import Freezer, build_optimizers, check_contract
 from dafnet.engine.streams import TrainStreams, eval_loader
@@ -80,13 +81,17 @@ class TrainingSession:
                               f"({', '.join(datasets)})", hint="check the data source and data.annotation_fraction")
 
     def _prepare(self) -> None:
-        """The method on the device (checked by its summary), the prepared networks and optimizers,
-        the evaluation loaders."""
+        """The method on the device (checked by its summary), its networks compiled (``train.compile``),
+        the prepared networks and optimizers, the evaluation loaders."""
         acc, t, method = self.accelerator, self.recipe.train, self.method
         method.to(acc.device)
         if t.memory_format == "channels_last":
             method.to(memory_format=torch.channels_last)
         method.summary()  # a batch-1 forward of every role: a component breaking its contract fails here, named
+        eager = compile_networks(self.networks, t.compile, acc.device)  # in place, after the summary's forward
+        if eager:
+            self.console.print(f"train.compile: {', '.join(eager)} run eagerly (a forward of torch.nn's own, "
+                               "which torch.compile skips)")
         self.prepared = {role: acc.prepare_model(net) for role, net in self.networks.items()}
         self.freezer = Freezer(self.networks, self.groups)
         self.optimizers = {g: acc.prepare_optimizer(o)

@@ -1,4 +1,4 @@
-"""The fast path (docs/engine.md): ``train.compile`` compiles the networks in place.
+"""The fast path (docs/engine.md): ``train.compile`` compiles the networks in place, and Adam is fused on CUDA.
 
 torch.compile on the CPU generates and builds C++ for every graph, several seconds each. The toy engine
 method (tests/test_engine.py) is compiled for real (inductor, mode ``default``); DAFNet's networks are
@@ -91,6 +91,40 @@ def test_compile_is_off_by_default_and_a_bad_value_is_refused():
         with pytest.raises(RecipeError) as caught:
             resolve(parse_recipe({**TINY_DAFNET, "train": {"compile": bad}}))
         assert "train.compile" in str(caught.value) and says in str(caught.value)
+
+
+def test_fused_adam_is_chosen_for_cuda_parameters_only():
+    from types import SimpleNamespace
+
+    from dafnet.engine.optim import build_optimizers, fused_adam
+
+    def on(device: str, floating: bool = True):
+        return SimpleNamespace(device=torch.device(device), is_floating_point=lambda: floating)
+
+    assert fused_adam([on("cuda"), on("cuda:0")])
+    assert not fused_adam([on("cuda"), on("cpu")]) and not fused_adam([on("cpu")]) and not fused_adam([])
+    assert not fused_adam([on("cuda", floating=False)])
+    assert not fused_adam([on("cuda")], torch_version="2.3.1") and fused_adam([on("cuda")], torch_version="2.4.0")
+    net = torch.nn.Linear(2, 2)
+    optimizer = build_optimizers({"net": net}, {"g": ["net"]}, SimpleNamespace(lr=1e-3, betas=(0.9, 0.99),
+                                                                               weight_decay=0.0))["g"]
+    assert not optimizer.defaults["fused"]  # the CPU: torch's default implementation
+
+
+@pytest.mark.gpu
+def test_adam_is_fused_on_cuda_and_steps():
+    from types import SimpleNamespace
+
+    from dafnet.engine.optim import build_optimizers
+
+    net = torch.nn.Linear(3, 2).cuda()
+    optimizer = build_optimizers({"net": net}, {"g": ["net"]}, SimpleNamespace(lr=1e-2, betas=(0.9, 0.99),
+                                                                               weight_decay=0.0))["g"]
+    assert optimizer.defaults["fused"] is True
+    before = net.weight.detach().clone()
+    net(torch.ones(4, 3, device="cuda")).square().sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, net.weight.detach())
 
 
 # --------------------------------------------------------------------------- a compiled run

@@ -17,7 +17,10 @@ the fourth channel simply never occurs; batch 6).
 
 Prints markdown tables, writes ``benchmarks/results/train.json`` and ``train.md``.
 ``--device cuda --dtype fp32|bf16`` (bf16: autocast) time it on a GPU (``benchmarks/gpu.sh`` runs
-both); TF32 stays at PyTorch's defaults, as in training.
+both); TF32 stays at PyTorch's defaults, as in training. ``--compile MODE`` compiles both models'
+networks in place as ``train.compile: MODE`` does (``default``, ``reduce-overhead``: CUDA graphs,
+``max-autotune``), with ``--warmup`` untimed calls first (compilation, CUDA-graph recording). Adam is
+the engine's: fused on CUDA, torch's default on the CPU.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from torch.utils.data import DataLoader
 from dafnet.assemble import build_data_source, build_method
 from dafnet.components.keras_layers import count_trainable
 from dafnet.config import load_recipe
+from dafnet.engine.compiling import compile_networks
+from dafnet.engine.optim import build_optimizers, fused_adam
 from dafnet.losses import SupervisedLoss
 from dafnet.methods.unet import UNet2D
 
@@ -52,8 +57,9 @@ SIZES = {
 
 
 # --------------------------------------------------------------------------- setup
-def build(size: str, batch_size: int, device: str, memory_format: str = "contiguous"):
-    """(method, labelled batch on device, optimizers per group, recipe) for a size."""
+def build(size: str, batch_size: int, device: str, memory_format: str = "contiguous", compile_mode: str = "off"):
+    """(method, labelled batch on device, optimizers per group, recipe) for a size; the networks
+    compiled in place with ``compile_mode`` unless ``off`` (as the training session does)."""
     spec = SIZES[size]
     recipe = load_recipe(REPO / spec["recipe"], spec["overrides"] + [f"train.batch_size={batch_size}"])
     source, facts = build_data_source(recipe)
@@ -68,20 +74,21 @@ def build(size: str, batch_size: int, device: str, memory_format: str = "contigu
     dataset = method.train_streams(source.load())["labelled"]
     batch = next(iter(DataLoader(dataset, batch_size=batch_size, collate_fn=method.collate)))
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    nets = method.networks()
-    t = recipe.train
-    optimizers = {g: torch.optim.Adam([p for r in roles for p in nets[r].parameters()], lr=t.lr, betas=tuple(t.betas))
-                  for g, roles in method.optimizer_groups().items()}
+    compile_networks(method.networks(), compile_mode, torch.device(device))
+    optimizers = build_optimizers(method.networks(), method.optimizer_groups(), recipe.train)
     return method, batch, optimizers, recipe
 
 
-def build_unet(method, recipe, device, memory_format: str = "contiguous"):
+def build_unet(method, recipe, device, memory_format: str = "contiguous", compile_mode: str = "off"):
     params = method.anatomy_encoder.params
     net = UNet2D(method.facts.image_channels, method.num_classes + 1, params.base_filters, params.depth).to(device)
     if memory_format == "channels_last":
         net.to(memory_format=torch.channels_last)
+    compile_networks({"unet": net}, compile_mode, torch.device(device))
     loss = SupervisedLoss(SupervisedLoss.Params(), method.facts)
-    opt = torch.optim.Adam(net.parameters(), lr=recipe.train.lr, betas=tuple(recipe.train.betas))
+    params = list(net.parameters())
+    opt = torch.optim.Adam(params, lr=recipe.train.lr, betas=tuple(recipe.train.betas),
+                           fused=True if fused_adam(params) else None)
     return net, loss, opt
 
 
@@ -159,11 +166,18 @@ def role_forward_times(method, run, device: str) -> dict[str, dict]:
     return {r: {"calls": s["calls"], "forward_ms": round(s["forward_ms"], 2)} for r, s in stats.items()}
 
 
+def eager():
+    """Compiled networks run eagerly inside (torch >= 2.6; older: as they are), so that the FLOP
+    counter sees the operations themselves."""
+    stance = getattr(torch.compiler, "set_stance", None)
+    return stance("force_eager") if stance is not None else contextlib.nullcontext()
+
+
 def flops(run) -> int:
     """Floating-point operations of ``run()`` (torch.utils.flop_counter: matmuls and convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with eager(), FlopCounterMode(display=False) as counter:
         run()
     return counter.get_total_flops()
 
@@ -174,7 +188,7 @@ def forward_flops_per_module(method, batch, phases) -> dict[str, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     scratch: dict = {}
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with eager(), FlopCounterMode(display=False) as counter, torch.no_grad():
         for phase in phases:
             phase.step(batch, scratch)
     per_module = {name: sum(ops.values()) / 1e9 for name, ops in counter.get_flop_counts().items()
@@ -212,8 +226,8 @@ def top_ops(run, device: str, count: int = 12) -> list[dict]:
 # --------------------------------------------------------------------------- one size
 def bench_size(size, args, threads, autocast) -> dict:
     device = args.device
-    method, batch, optimizers, recipe = build(size, args.batch, device, args.memory_format)
-    net, loss, opt = build_unet(method, recipe, device, args.memory_format)
+    method, batch, optimizers, recipe = build(size, args.batch, device, args.memory_format, args.compile)
+    net, loss, opt = build_unet(method, recipe, device, args.memory_format, args.compile)
     phases = [p for p in method.phases() if p.stream == "labelled"]
     t = method.target_index
     image, mask = batch["images"][:, t, 0], batch["masks"][:, t, 0]
@@ -224,8 +238,8 @@ def bench_size(size, args, threads, autocast) -> dict:
     step_dafnet = lambda: dafnet_iteration(method, batch, optimizers, phases, autocast, device, splits)  # noqa: E731
     step_unet = lambda: unet_step(net, loss, opt, image, mask, autocast)  # noqa: E731
     step_anatomy = lambda: anatomy_only(method, batch, autocast)  # noqa: E731
-    for fn in (step_dafnet, step_unet, step_anatomy):  # warm-up (allocator, kernels)
-        timed(fn, device, 0, 1)
+    for fn in (step_dafnet, step_unet, step_anatomy):  # warm-up (allocator, kernels, compilation)
+        timed(fn, device, 0, args.warmup)
     splits.clear()
     for _ in range(args.repeats):  # interleaved, so background load hits all alike
         dafnet_ms += timed(step_dafnet, device, iterations, 0)
@@ -244,8 +258,8 @@ def bench_size(size, args, threads, autocast) -> dict:
             method.predict(images)
 
     infer_iterations = max(iterations, 3)
-    predict_ms = timed(infer_dafnet, device, infer_iterations, 1)
-    unet_infer_ms = timed(infer_unet, device, infer_iterations, 1)
+    predict_ms = timed(infer_dafnet, device, infer_iterations, args.warmup)
+    unet_infer_ms = timed(infer_unet, device, infer_iterations, args.warmup)
     net.train()
     load_after = os.getloadavg()
 
@@ -255,6 +269,8 @@ def bench_size(size, args, threads, autocast) -> dict:
     med = statistics.median
     row = {
         "size": size, "threads": threads, "device": device, "dtype": args.dtype, "memory_format": args.memory_format,
+        "compile": args.compile, "warmup": args.warmup,
+        "adam_fused": bool(next(iter(optimizers.values())).defaults["fused"]),
         "image_size": list(method.facts.image_size), "batch": args.batch, "num_classes": method.num_classes,
         "iterations_timed": len(dafnet_ms),
         "dafnet_parameters": sum(count_trainable(n) for n in method.networks().values()),
@@ -294,7 +310,9 @@ def markdown(rows: list[dict]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
-            f"| {r['size']} {r['image_size'][0]}px {r['device']} {r['dtype']} {r.get('memory_format', 'contiguous')} | {r['threads']} | {r['dafnet_iteration_ms']:.1f} | "
+            f"| {r['size']} {r['image_size'][0]}px {r['device']} {r['dtype']} {r.get('memory_format', 'contiguous')}"
+            f"{'' if r.get('compile', 'off') == 'off' else ' compile=' + r['compile']} | {r['threads']} | "
+            f"{r['dafnet_iteration_ms']:.1f} | "
             f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | {r['flop_ratio_vs_two_unet_steps']:.2f} | "
             f"{r['anatomy_encoders_fwd_bwd_ms']:.1f} | {r['fused_inference_ms_per_slice']:.2f} | "
             f"{r['unet_inference_ms_per_slice']:.2f} | {r['inference_ratio_vs_two_unets']:.2f} | "
@@ -347,13 +365,21 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast")
     parser.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last"],
                         help="layout of both models' weights (train.memory_format)")
+    parser.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead", "max-autotune"],
+                        metavar="MODE", help="torch.compile both models' networks in place (train.compile): off, "
+                        "default, reduce-overhead (CUDA graphs), max-autotune")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed calls of each step before timing (default 1; 3 with --compile)")
     parser.add_argument("--profile", action="store_true",
                         help="also record forward time per role and torch.profiler's top ops (first thread count)")
     parser.add_argument("--append", action="store_true",
-                        help="keep the rows already in --out (a row of the same size/threads/device/dtype is replaced)")
+                        help="keep the rows already in --out (a row of the same size/threads/device/dtype/layout/compile "
+                        "is replaced)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
     args = parser.parse_args()
     args.iterations = {"quickstart": args.quickstart_iterations, "paper": args.paper_iterations}
+    if args.warmup is None:
+        args.warmup = 1 if args.compile == "off" else 3
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device")
     autocast = ((lambda: torch.autocast(args.device, dtype=torch.bfloat16)) if args.dtype == "bf16"
@@ -366,9 +392,9 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             started = time.perf_counter()
-            key = (size, threads, args.device, args.dtype, args.memory_format)
+            key = (size, threads, args.device, args.dtype, args.memory_format, args.compile)
             rows = [r for r in rows if (r["size"], r["threads"], r["device"], r["dtype"],
-                                        r.get("memory_format", "contiguous")) != key]
+                                        r.get("memory_format", "contiguous"), r.get("compile", "off")) != key]
             rows.append(bench_size(size, args, threads, autocast))
             r = rows[-1]
             print(f"{size} threads={threads}: DAFNet {r['dafnet_iteration_ms']:.1f} ms, U-Net {r['unet_step_ms']:.1f} ms, "

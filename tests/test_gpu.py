@@ -1,6 +1,7 @@
 """On one CUDA device (skipped without one, see conftest): the engine trains DAFNet through
-Accelerate in fp32 and bf16, the export predicts on the GPU as on the CPU, and the TPS warp
-and the torch distance correlation give the CPU's numbers.
+Accelerate in fp32 and bf16, and compiled with CUDA graphs (train.compile), Adam is fused, the
+export predicts on the GPU as on the CPU, and the TPS warp and the torch distance correlation give
+the CPU's numbers.
 
 TF32 is switched off where numbers are compared, so the GPU computes in true fp32.
 """
@@ -63,6 +64,40 @@ def test_dafnet_trains_on_the_gpu_through_accelerate(tmp_path, mixed_precision):
     weights = load_file(str(result.export_dir / "anatomy_encoder.safetensors"))
     assert all(t.device.type == "cpu" and torch.isfinite(t.float()).all() for t in weights.values())
     assert 0.0 <= result.summary["monitor"] <= 1.0, result.summary
+
+
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_dafnet_trains_compiled_with_cuda_graphs(tmp_path, mixed_precision):
+    """train.compile: reduce-overhead (torch.compile with CUDA graphs) through the freezer's phases, the
+    SWA BatchNorm pass and the evaluations; the export holds plain weights and predicts."""
+    from dafnet.engine import train
+    from dafnet.engine.export import load_export
+
+    result = train(recipe(mixed_precision=mixed_precision, compile="reduce-overhead"), run_dir=tmp_path / "run",
+                   console=Console(file=io.StringIO()))
+    assert result.epochs_run == 2 and result.weights == "swa"
+    assert all(np.isfinite(v) for row in result.history for v in row.values() if isinstance(v, float))
+    keys = [k for f in result.export_dir.glob("*.safetensors") for k in load_file(str(f))]
+    assert keys and not any("_orig_mod" in k for k in keys)
+    images = {m: torch.rand(2, 1, 32, 32, device="cuda") for m in ("cine", "t2")}
+    method = load_export(result.export_dir, device="cuda")
+    fused = method.predict(images, "t2")["fused"]
+    assert torch.isfinite(fused).all() and fused.shape == (2, method.num_classes + 1, 32, 32)
+
+
+def test_adam_is_fused_on_cuda_and_steps():
+    from types import SimpleNamespace
+
+    from dafnet.engine.optim import build_optimizers
+
+    net = torch.nn.Linear(3, 2).cuda()
+    train = SimpleNamespace(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.0)
+    optimizer = build_optimizers({"net": net}, {"g": ["net"]}, train)["g"]
+    assert optimizer.defaults["fused"] is True
+    before = net.weight.detach().clone()
+    net(torch.ones(4, 3, device="cuda")).square().sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, net.weight.detach())
 
 
 def test_the_export_predicts_the_same_on_gpu_and_cpu(tmp_path, true_fp32):

@@ -6,7 +6,8 @@ references the method holds stay the same, so checkpoints, SWA, the best weights
 an ordinary module. Only a network's ``forward`` is compiled: a method calling other methods of a network
 runs them eagerly, and so does a network whose ``forward`` is torch.nn's own (``nn.Sequential``, say):
 Dynamo skips torch.nn's frames, so :meth:`~torch.nn.Module.compile` changes nothing there (torch 2.13;
-the training session names such roles).
+the training session names such roles). A deep copy of a compiled network (SWA's ``AveragedModel``)
+shares the original's compiled call; the engine only reads those copies' parameters, never calls them.
 """
 
 from __future__ import annotations

@@ -286,3 +286,9 @@ def test_a_value_fitting_no_member_of_a_union_is_one_problem_at_the_key():
     assert issue.path == "data.source.params.image_size"
     assert issue.message == ("override 'data.source.params.image_size=abc': Input should be a valid integer or a "
                              "valid tuple (got 'abc')")
+
+
+def test_a_bare_yaml_no_is_accelerates_mixed_precision_no(tmp_path, toys):
+    # YAML 1.1 reads `mixed_precision: no` as false; it means accelerate's "no", not an error.
+    path = write(tmp_path, "r.yaml", toys.TOY_RECIPE + "  mixed_precision: no\n")
+    assert load_recipe(path).train.mixed_precision == "no"

@@ -245,6 +245,11 @@ class TrainConfig(Strict):
             raise ValueError("true names no mode: give off, default, reduce-overhead or max-autotune")
         return "off" if value is False else value  # YAML reads a bare off (or no) as false
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _precision_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare no (accelerate's name) as false
+
 
 class OutputConfig(Strict):
     root: str = Field("runs", description="folder under which run directories are created")

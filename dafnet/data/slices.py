@@ -19,25 +19,40 @@ Evaluation samples (``training=False``) of subjects whose volumes know the truth
 
 (both keys present in every sample of the dataset as soon as one of its volumes has coordinates).
 
-Training samples get one random rotation in +-degrees applied identically to every
-image and mask of the sample (bilinear with border fill for images, nearest with
-background fill for masks). With ``misalignment_degrees`` / ``misalignment_shift`` (a named
-deviation, docs/method.md) every non-target modality also gets its own random rigid motion,
-so the relative misalignment the aligner must undo differs in every sample.
+Training samples are augmented (:mod:`dafnet.data.augment`): one random rotation in +-degrees
+applied identically to every image and mask of the sample (bilinear with border fill for images,
+nearest with background fill for masks). With ``misalignment_degrees`` / ``misalignment_shift`` (a
+named deviation, docs/method.md) every non-target modality also gets its own random rigid motion,
+so the relative misalignment the aligner must undo differs in every sample. With ``warp="batch"``
+a sample that moves is returned unwarped, with its drawn motions under
+:data:`~dafnet.data.augment.THETA_KEY`, for :func:`~dafnet.data.augment.warp_batch`.
+
+A training dataset built with ``device=`` holds its subjects' slices as tensors on that device
+(``data.slices_on_device``): a sample is then gathered there, with no copy from host memory.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from dafnet.data.augment import (
+    THETA_KEY,
+    draw_thetas,
+    foreground_onehot,
+    moves,
+    rigid_theta,
+    rotate_sample,
+    warp_sample,
+    warp_slices,
+    warp_soft_masks,
+)
 from dafnet.data.slice_pairing import Pairing, draw_candidates
 from dafnet.errors import DafnetError
 from dafnet.interfaces.data import Subject
@@ -63,6 +78,10 @@ class SampleConfig:
     """L + 1 (> 1): training samples also carry ``soft_masks`` (n, k, L, H, W), the masks' one-hot
     foreground channels resampled bilinearly with the images (soft edges, as the original rotated
     its masks); 0: they do not."""
+    warp: Literal["sample", "batch"] = "sample"
+    """Where a training sample's motions are applied (``data.augment.warp``): ``sample``, in the
+    dataset; ``batch``, later, to the collated batch (:func:`~dafnet.data.augment.warp_batch`): the
+    sample carries them unwarped (the same draws)."""
 
     def __post_init__(self) -> None:
         if self.target not in self.modalities:
@@ -73,58 +92,11 @@ class SampleConfig:
         return self.modalities.index(self.target)
 
 
-def rigid_theta(degrees: float, height: int, width: int, shift: tuple[float, float] = (0.0, 0.0)) -> Tensor:
-    """3x3 map from output to input normalised coordinates (``affine_grid``'s theta, plus a last
-    row): a rotation by ``degrees`` about the image centre (a true rotation in pixel space, also
-    for non-square images) after a shift of ``shift`` = (x, y) fractions of the slice size."""
-    angle = math.radians(degrees)
-    cos, sin = math.cos(angle), math.sin(angle)
-    return torch.tensor([[cos, -sin * height / width, 2.0 * shift[0]],
-                         [sin * width / height, cos, 2.0 * shift[1]],
-                         [0.0, 0.0, 1.0]], dtype=torch.float64)
-
-
-def warp_sample(images: Tensor, masks: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """Resample (N, 1, H, W) images (bilinear, border fill) and (N, H, W) masks (nearest,
-    background fill) with per-row ``theta`` (N, 3, 3) from :func:`rigid_theta`."""
-    grid = F.affine_grid(theta[:, :2].to(images.dtype), list(images.shape), align_corners=False)
-    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    warped_masks = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest",
-                                 padding_mode="zeros", align_corners=False)
-    return warped, warped_masks.squeeze(1).round().long()
-
-
-def foreground_onehot(masks: Tensor, classes: int) -> Tensor:
-    """(..., H, W) label maps -> (..., classes - 1, H, W) float one-hot foreground channels."""
-    onehot = F.one_hot(masks.clamp(0, classes - 1), classes).movedim(-1, -3)
-    return onehot[..., 1:, :, :].float()
-
-
-def warp_soft_masks(masks: Tensor, theta: Tensor, classes: int) -> Tensor:
-    """(N, H, W) label maps -> (N, classes - 1, H, W) foreground one-hot channels resampled
-    bilinearly (zero fill) with the rows of ``theta`` (N, 3, 3); values in [0, 1]."""
-    onehot = foreground_onehot(masks, classes)
-    grid = F.affine_grid(theta[:, :2].float(), list(onehot.shape), align_corners=False)
-    return F.grid_sample(onehot, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def rotate_sample(images: Tensor, masks: Tensor, degrees: float) -> tuple[Tensor, Tensor]:
-    """Rotate (N, 1, H, W) images and (N, H, W) masks by one angle about the image centre."""
-    height, width = images.shape[-2:]
-    theta = rigid_theta(degrees, height, width).expand(images.shape[0], 3, 3)
-    return warp_sample(images, masks, theta)
-
-
-def _uniform(limit: float) -> float:
-    """One draw in [-limit, limit] from torch's generator (DataLoader worker seeding applies)."""
-    return (2 * float(torch.rand(())) - 1) * limit
-
-
 class PairedSliceDataset(Dataset):
     """Samples anchored at every target slice of the given subjects (see the module docstring)."""
 
     def __init__(self, subjects: list[Subject], config: SampleConfig, *, training: bool,
-                 hide_target_labels: bool = False) -> None:
+                 hide_target_labels: bool = False, device: torch.device | str | None = None) -> None:
         self.config = config
         self.training = training
         self.hide_target_labels = hide_target_labels
@@ -151,6 +123,22 @@ class PairedSliceDataset(Dataset):
             rng = np.random.default_rng(config.seed)
             for key in self.index:
                 self._fixed[key] = self._candidates(*key, rng)
+        self.device = None if device is None else torch.device(device)
+        self._held = None if device is None else self._hold(self.device)
+
+    def _hold(self, device: torch.device) -> dict[tuple[int, str], tuple[Tensor, Tensor | None]]:
+        """(subject index, modality) -> (images float32 (S, H, W), label maps int64 or None), on
+        ``device``, copied once; labels the samples hide are left out."""
+        held = {}
+        for i, subject in enumerate(self.subjects):
+            for modality in self.config.modalities:
+                volume = subject.volumes.get(modality)
+                if volume is None:
+                    continue
+                hidden = self.hide_target_labels and modality == self.config.target
+                label = None if volume.label is None or hidden else torch.as_tensor(volume.label).to(device).long()
+                held[(i, modality)] = (torch.as_tensor(volume.image).to(device).float(), label)
+        return held
 
     def _check_shapes(self, subject: Subject) -> None:
         shapes = {m: v.image.shape[1:] for m, v in subject.volumes.items() if m in self.config.modalities}
@@ -181,13 +169,27 @@ class PairedSliceDataset(Dataset):
         return np.stack(rows).astype(np.int64)
 
     def __getitem__(self, item: int) -> dict[str, Tensor]:
-        cfg = self.config
         key = self.index[item]
         if key in self._fixed:
             chosen = self._fixed[key]
         else:  # seeded through torch, so DataLoader worker seeding applies
             chosen = self._candidates(*key, np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()))))
         subject = self.subjects[key[0]]
+        gather = self._gather if self._held is None else self._gather_held
+        images, masks, labelled, present = gather(key[0], chosen)
+        sample = {"images": images, "masks": masks, "labelled": torch.from_numpy(labelled),
+                  "present": torch.from_numpy(present), "subject": torch.tensor(key[0], dtype=torch.int64),
+                  "slice": torch.tensor(key[1], dtype=torch.int64)}
+        if self.training:
+            sample.update(self._augment(images, masks))
+        if self._with_coordinates:
+            sample.update(self._coordinates(subject, chosen))
+        return sample
+
+    def _gather(self, subject_index: int, chosen: np.ndarray) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
+        """The chosen slices from host memory: images (n, k, 1, H, W), masks (n, k, H, W), labelled
+        (n, k) and present (n,) (zeros and False where a modality or its labels are missing or hidden)."""
+        cfg, subject = self.config, self.subjects[subject_index]
         height, width = subject.volumes[cfg.target].image.shape[1:]
         n, k = len(cfg.modalities), cfg.num_candidates
         images = np.zeros((n, k, 1, height, width), dtype=np.float32)
@@ -204,23 +206,28 @@ class PairedSliceDataset(Dataset):
             if volume.label is not None and not hidden:
                 masks[m] = volume.label[chosen[m]]
                 labelled[m] = True
-        images_t, masks_t = torch.from_numpy(images), torch.from_numpy(masks)
-        soft = None
-        if self.training:
-            images_t, masks_t, soft = self._augment(images_t, masks_t)
-        sample = {
-            "images": images_t,
-            "masks": masks_t,
-            "labelled": torch.from_numpy(labelled),
-            "present": torch.from_numpy(present),
-            "subject": torch.tensor(key[0], dtype=torch.int64),
-            "slice": torch.tensor(key[1], dtype=torch.int64),
-        }
-        if soft is not None:
-            sample["soft_masks"] = soft
-        if self._with_coordinates:
-            sample.update(self._coordinates(subject, chosen))
-        return sample
+        return torch.from_numpy(images), torch.from_numpy(masks), labelled, present
+
+    def _gather_held(self, subject_index: int, chosen: np.ndarray) -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
+        """:meth:`_gather` from the slices held on :attr:`device`: views of them stacked there (the
+        indices are Python ints, so nothing is copied from the host)."""
+        cfg = self.config
+        n, k = len(cfg.modalities), cfg.num_candidates
+        labelled, present = np.zeros((n, k), dtype=bool), np.zeros(n, dtype=bool)
+        images, masks = [], []
+        for m, modality in enumerate(cfg.modalities):
+            volume, label = self._held.get((subject_index, modality), (None, None))
+            present[m], labelled[m] = volume is not None, label is not None
+            images += [None if volume is None else volume[i] for i in chosen[m].tolist()]
+            masks += [None if label is None else label[i] for i in chosen[m].tolist()]
+        like = next(x for x in images if x is not None)  # the target's slice is always there
+        if any(x is None for x in images + masks):
+            image_blank, mask_blank = torch.zeros_like(like), torch.zeros_like(like, dtype=torch.int64)
+            images = [image_blank if x is None else x for x in images]
+            masks = [mask_blank if x is None else x for x in masks]
+        height, width = like.shape
+        return (torch.stack(images).view(n, k, 1, height, width), torch.stack(masks).view(n, k, height, width),
+                labelled, present)
 
     def _coordinates(self, subject: Subject, chosen: np.ndarray) -> dict[str, Tensor]:
         """``coordinates`` (n, k, 2, H, W) and ``has_coordinates`` (n,) of the chosen slices."""
@@ -235,40 +242,32 @@ class PairedSliceDataset(Dataset):
                 has[m] = True
         return {"coordinates": torch.from_numpy(coordinates), "has_coordinates": torch.from_numpy(has)}
 
-
-    def _augment(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One random rotation for the whole sample; with misalignment on, each non-target
-        modality also gets its own random rigid motion (its k candidates share it). One
-        resampling per image: the motions are composed. The third item: the soft masks
-        (``soft_mask_classes``) or None."""
+    def _augment(self, images: Tensor, masks: Tensor) -> dict[str, Tensor]:
+        """The sample's augmented ``images`` and ``masks`` (and ``soft_masks`` with ``soft_mask_classes``):
+        its motions drawn (:func:`~dafnet.data.augment.draw_thetas`) and applied in one resampling per
+        image; with ``warp="batch"`` the slices unwarped and the motions under ``THETA_KEY`` instead."""
         cfg = self.config
         n, k, _, height, width = images.shape
-        moves = cfg.rotation_degrees > 0 or cfg.misalignment_degrees > 0 or cfg.misalignment_shift > 0
-        if not moves and cfg.soft_mask_classes < 2:
-            return images, masks, None
-        if not moves:  # soft masks only: no draw, so the random stream is that of a run without them
-            return images, masks, foreground_onehot(masks, cfg.soft_mask_classes)
-        common = rigid_theta(_uniform(cfg.rotation_degrees), height, width)
-        thetas = []
-        for m in range(n):
-            theta = common
-            if m != cfg.target_index and (cfg.misalignment_degrees > 0 or cfg.misalignment_shift > 0):
-                shift = (_uniform(cfg.misalignment_shift), _uniform(cfg.misalignment_shift))
-                theta = common @ rigid_theta(_uniform(cfg.misalignment_degrees), height, width, shift)
-            thetas.append(theta.expand(k, 3, 3))
-        theta, flat_masks = torch.cat(thetas), masks.view(n * k, height, width)
-        soft = None
-        if cfg.soft_mask_classes >= 2:
-            soft = warp_soft_masks(flat_masks, theta, cfg.soft_mask_classes)
-            soft = soft.view(n, k, cfg.soft_mask_classes - 1, height, width)
-        flat_images, flat_masks = warp_sample(images.view(n * k, 1, height, width), flat_masks, theta)
-        return flat_images.view_as(images), flat_masks.view_as(masks), soft
+        soft = cfg.soft_mask_classes >= 2
+        if not moves(cfg):  # no draw, so the random stream is that of a run without augmentation
+            return {"soft_masks": foreground_onehot(masks, cfg.soft_mask_classes)} if soft else {}
+        theta = draw_thetas(cfg, n, k, height, width)
+        if cfg.warp == "batch":
+            return {THETA_KEY: theta.float()}
+        warped, warped_masks, soft_masks = warp_slices(images.view(n * k, 1, height, width),
+                                                       masks.view(n * k, height, width),
+                                                       theta.reshape(n * k, 3, 3), cfg.soft_mask_classes)
+        out = {"images": warped.view_as(images), "masks": warped_masks.view_as(masks)}
+        if soft_masks is not None:
+            out["soft_masks"] = soft_masks.view(n, k, cfg.soft_mask_classes - 1, height, width)
+        return out
 
 
-def training_streams(subjects: list[Subject], config: SampleConfig,
-                     annotated_ids) -> dict[str, PairedSliceDataset]:
+def training_streams(subjects: list[Subject], config: SampleConfig, annotated_ids,
+                     device: torch.device | str | None = None) -> dict[str, PairedSliceDataset]:
     """``labelled``: subjects in ``annotated_ids`` with target masks; ``unlabelled``: the others,
-    their target masks hidden (other modalities keep theirs)."""
+    their target masks hidden (other modalities keep theirs). ``device``: where both hold their slices
+    (None: host memory)."""
     annotated = {str(i) for i in annotated_ids}
     target = config.target
 
@@ -278,10 +277,10 @@ def training_streams(subjects: list[Subject], config: SampleConfig,
     labelled = [s for s in subjects if str(s.id) in annotated and has_target_label(s)]
     unlabelled = [s for s in subjects if not (str(s.id) in annotated and has_target_label(s))]
     return {
-        "labelled": PairedSliceDataset(labelled, config, training=True),
-        "unlabelled": PairedSliceDataset(unlabelled, config, training=True, hide_target_labels=True),
+        "labelled": PairedSliceDataset(labelled, config, training=True, device=device),
+        "unlabelled": PairedSliceDataset(unlabelled, config, training=True, hide_target_labels=True, device=device),
     }
 
 
 __all__ = ["PairedSliceDataset", "SampleConfig", "rigid_theta", "rotate_sample", "training_streams", "warp_sample",
-           "warp_soft_masks"]
+           "warp_soft_masks"]  # the warp functions live in dafnet.data.augment; re-exported here

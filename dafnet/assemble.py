@@ -37,8 +37,9 @@ def _choice(spec) -> ComponentChoice:
     return ComponentChoice(spec.name, dict(spec.params), validated if validated is not spec.params else None)
 
 
-def method_context(recipe: Recipe) -> MethodContext:
-    """What the recipe's method reads of it (a method never sees the recipe itself)."""
+def method_context(recipe: Recipe, slices_device: str | None = None) -> MethodContext:
+    """What the recipe's method reads of it (a method never sees the recipe itself); ``slices_device``:
+    the training device when the engine trains with ``data.slices_on_device``."""
     data = recipe.data
     return MethodContext(
         method=recipe.method.name,
@@ -50,15 +51,17 @@ def method_context(recipe: Recipe) -> MethodContext:
         rotation_degrees=data.augment.rotation_degrees,
         misalignment_degrees=data.augment.misalignment_degrees,
         misalignment_shift=data.augment.misalignment_shift,
+        augment_warp=data.augment.warp,
+        slices_device=slices_device,
         seed=recipe.train.seed,
     )
 
 
-def build_method(recipe: Recipe, facts: Facts):
+def build_method(recipe: Recipe, facts: Facts, slices_device: str | None = None):
     """The recipe's method, built with its :func:`method_context`; it builds its own components from
     the context's ``components``."""
     return build("method", recipe.method.name, recipe.method.build_params, facts, "method",
-                 context=method_context(recipe))
+                 context=method_context(recipe, slices_device))
 
 
 def assemble(recipe: Recipe):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from dafnet.config.strict import Strict
@@ -75,6 +77,12 @@ class AugmentConfig(Strict):
         description="named deviation (docs/method.md): each non-target modality of a training "
                     "sample gets its own extra random shift, up to +-this fraction of the slice "
                     "size per axis (0: off, the paper)")
+    warp: Literal["sample", "batch"] = Field(
+        "sample",
+        description="where the training samples' motions are applied: sample, each sample as it is loaded "
+                    "(on the CPU, in the DataLoader's workers); batch, the same random draws returned with the "
+                    "unwarped slices, then one batched resampling per batch on the training device "
+                    "(docs/engine.md, 'The fast path'; equal to sample to float tolerance)")
 
 
 __all__ = ["AugmentConfig", "SplitConfig"]

@@ -96,6 +96,9 @@ class DataConfig(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    slices_on_device: bool = Field(
+        False, description="hold the training subjects' slices on the training device (copied once), so a batch "
+        "is gathered there; needs augment.warp: batch and num_workers: 0 (docs/engine.md, 'The fast path')")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -106,6 +109,15 @@ class DataConfig(Strict):
                 raise ValueError(f"@modalities: modalities repeat: {self.modalities}")
             if self.target is not None and self.target not in self.modalities:
                 raise ValueError(f"@target: {self.target!r} is not one of modalities {self.modalities}")
+        if self.slices_on_device and self.augment.warp != "batch":
+            raise ValueError("@slices_on_device: slices held on the training device need augment.warp: batch "
+                             "(warping them one sample at a time there is many small kernels per sample); set "
+                             "data.augment.warp: batch, or slices_on_device: false")
+        if self.slices_on_device and self.num_workers > 0:
+            raise ValueError(f"@slices_on_device: slices held on the training device cannot be read by DataLoader "
+                             f"worker processes (num_workers: {self.num_workers}; a worker cannot use the parent's "
+                             "GPU tensors); set data.num_workers: 0 (with augment.warp: batch the workers have "
+                             "little left to do), or slices_on_device: false")
         return self
 
 

@@ -62,7 +62,8 @@ class TrainingSession:
         from dafnet.assemble import build_method
 
         recipe, t, acc = self.recipe, self.recipe.train, self.accelerator
-        self.method = method = build_method(recipe, self.facts)
+        slices_device = str(acc.device) if recipe.data.slices_on_device else None  # data.slices_on_device
+        self.method = method = build_method(recipe, self.facts, slices_device=slices_device)
         self.networks = method.networks()
         datasets = method.train_streams(self.splits["train"])
         self.phases = method.phases()
@@ -72,7 +73,8 @@ class TrainingSession:
         self.evaluation_only = not self.phases
         self.streams = None if self.evaluation_only else TrainStreams(
             acc, datasets, batch_size=t.batch_size, collate=method.collate,
-            num_workers=recipe.data.num_workers, seed=t.seed, iterations_per_epoch=t.iterations_per_epoch)
+            num_workers=recipe.data.num_workers, seed=t.seed, iterations_per_epoch=t.iterations_per_epoch,
+            on_device=method.on_device)
         loaders = self.streams.loaders if self.streams is not None else {}
         self.active = [p for p in self.phases if p.stream in loaders]
         self.skipped = [p for p in self.phases if p.stream not in loaders]

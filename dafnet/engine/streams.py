@@ -4,7 +4,8 @@ An epoch is a fixed number of iterations: the longest stream's batches per proce
 by ``train.iterations_per_epoch``. Each stream's shuffle generator is re-seeded from
 (seed, stream, epoch) at the start of every epoch, so the data order of an epoch does not
 depend on what ran before it (exact resume) and every process draws the same order
-(Accelerate then gives each process its own batches of it).
+(Accelerate then gives each process its own batches of it). Every batch goes through the method's
+``on_device(batch, stream)`` once Accelerate has moved it to the training device.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class _Cycle:
 
 class TrainStreams:
     def __init__(self, accelerator, datasets: dict[str, Dataset], *, batch_size: int, collate,
-                 num_workers: int, seed: int, iterations_per_epoch: int | None) -> None:
+                 num_workers: int, seed: int, iterations_per_epoch: int | None, on_device=None) -> None:
+        self.on_device = on_device
         self.sizes = {name: len(ds) for name, ds in datasets.items()}
         self.empty = [name for name, n in self.sizes.items() if n == 0]
         self.seed = seed
@@ -74,17 +76,23 @@ class TrainStreams:
     def epoch(self, epoch: int) -> EpochBatches:
         for name, gen in self.generators.items():
             gen.manual_seed(derived_seed(self.seed, self.stream_index[name], epoch))
-        return EpochBatches({name: _Cycle(dl) for name, dl in self.loaders.items()})
+        return EpochBatches({name: _Cycle(dl) for name, dl in self.loaders.items()}, self.on_device)
 
 
 class EpochBatches:
-    """Batches of one epoch, per stream; ``close()`` at the end of the epoch."""
+    """Batches of one epoch, per stream, each through ``on_device(batch, stream)`` (when given);
+    ``close()`` at the end of the epoch."""
 
-    def __init__(self, cycles: dict[str, _Cycle]) -> None:
+    def __init__(self, cycles: dict[str, _Cycle], on_device=None) -> None:
         self.cycles = cycles
+        self.on_device = on_device
 
     def next(self, stream: str):
-        return self.cycles[stream].next()
+        batch = self.cycles[stream].next()
+        if self.on_device is None:
+            return batch
+        with torch.no_grad():
+            return self.on_device(batch, stream)
 
     def close(self) -> None:
         for cycle in self.cycles.values():

@@ -76,6 +76,12 @@ class MethodContext:
     misalignment_shift: float = 0.0
     """Training augmentation: each non-target modality's own extra shift, a fraction of the slice
     size (``data.augment.misalignment_shift``)."""
+    augment_warp: str = "sample"
+    """Where training samples are warped (``data.augment.warp``): ``sample``, as each is loaded;
+    ``batch``, the collated batch on the training device, in the method's :meth:`Method.on_device`."""
+    slices_device: str | None = None
+    """Where the training datasets hold the training subjects' slices: the training device when
+    ``data.slices_on_device`` is on (the engine fills it in), None for host memory."""
     seed: int = 0
     """``train.seed``: the seed of sampling, augmentation and pairing draws."""
 
@@ -234,6 +240,14 @@ class Method(Component, nn.Module, ABC):
         from torch.utils.data import default_collate
 
         return default_collate(samples)
+
+    def on_device(self, batch: Any, stream: str) -> Any:
+        """A training batch of ``stream`` once it is on the training device, before any phase sees it:
+        the batch the phases get (the engine calls it under ``torch.no_grad``, outside autocast, for
+        every training batch, the SWA BatchNorm pass's included; never for evaluation batches). For
+        work better done on a whole batch where it is, e.g. the augmentation's warp
+        (``data.augment.warp: batch``). The default returns the batch as it is."""
+        return batch
 
     # ------------------------------------------------------------------ evaluation
     @abstractmethod

@@ -24,6 +24,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from dafnet.components.keras_layers import count_trainable
+from dafnet.data.augment import warp_batch
 from dafnet.interfaces import (
     Facts,
     HealthSignals,
@@ -162,6 +163,10 @@ class SDNet(Method):
         streams = single_modality_streams(subjects, self.context, self.train_modalities, self.target)
         require_labelled("sdnet", streams, self.train_modalities, self.target)
         return streams
+
+    def on_device(self, batch, stream: str):
+        """``data.augment.warp: batch``: the batch's drawn rotations applied on the device."""
+        return warp_batch(batch)
 
     def eval_dataset(self, subjects: list):
         return evaluation_dataset(subjects, self.context, self.modalities, self.target)

@@ -21,20 +21,24 @@ from dafnet.interfaces import MethodContext
 def single_modality_streams(subjects: list, context: MethodContext, train_modalities: tuple[str, ...],
                             target: str) -> dict[str, Dataset]:
     """``labelled``: slices with masks of every training modality (target masks only of annotated
-    subjects); ``unlabelled``: the target slices of the other subjects (masks hidden)."""
+    subjects); ``unlabelled``: the target slices of the other subjects (masks hidden). With
+    ``data.augment.warp: batch`` the samples carry their motions unwarped: the method's ``on_device``
+    applies them (:func:`~dafnet.data.augment.warp_batch`)."""
     subject_ids = [s.id for s in subjects]
     annotated = {str(i) for i in annotated_subjects(subject_ids, context.annotation_fraction,
                                                     context.annotation_seed)}
     labelled, unlabelled = [], []
     for modality in train_modalities:
-        config = SampleConfig((modality,), modality, rotation_degrees=context.rotation_degrees, seed=context.seed)
+        config = SampleConfig((modality,), modality, rotation_degrees=context.rotation_degrees, seed=context.seed,
+                              warp=context.augment_warp)
         with_labels = [s for s in subjects if modality in s.volumes and s.volumes[modality].label is not None
                        and (modality != target or str(s.id) in annotated)]
-        labelled.append(PairedSliceDataset(with_labels, config, training=True))
+        labelled.append(PairedSliceDataset(with_labels, config, training=True, device=context.slices_device))
         if modality == target:
             ids = {s.id for s in with_labels}
             rest = [s for s in subjects if s.id not in ids and modality in s.volumes]
-            unlabelled.append(PairedSliceDataset(rest, config, training=True, hide_target_labels=True))
+            unlabelled.append(PairedSliceDataset(rest, config, training=True, hide_target_labels=True,
+                                                 device=context.slices_device))
     return {"labelled": ConcatDataset(labelled), "unlabelled": ConcatDataset(unlabelled or [_empty()])}
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from dafnet.components.anatomy import ContractingPath, UpStage
 from dafnet.components.keras_layers import ConvBlock, conv2d, count_trainable
+from dafnet.data.augment import warp_batch
 from dafnet.errors import DafnetError
 from dafnet.interfaces import (
     Facts,
@@ -146,6 +147,10 @@ class UNet(Method):
         streams = single_modality_streams(subjects, self.context, self.train_modalities, self.target)
         require_labelled("unet", streams, self.train_modalities, self.target)
         return {"labelled": streams["labelled"]}
+
+    def on_device(self, batch, stream: str):
+        """``data.augment.warp: batch``: the batch's drawn rotations applied on the device."""
+        return warp_batch(batch)
 
     def eval_dataset(self, subjects: list):
         return evaluation_dataset(subjects, self.context, self.modalities, self.target)

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor, nn
 
+from dafnet.data.augment import warp_batch
 from dafnet.data.slices import PairedSliceDataset, SampleConfig, training_streams
 from dafnet.data.splits import annotated_subjects
 from dafnet.errors import DafnetError
@@ -222,7 +223,7 @@ class DAFNet(Method):
         return SampleConfig(self.modalities, self.target, self.num_candidates, self.params.candidate_radius,
                             self.params.pairing, c.rotation_degrees, c.seed,
                             misalignment_degrees=c.misalignment_degrees, misalignment_shift=c.misalignment_shift,
-                            soft_mask_classes=self._soft_mask_classes())
+                            soft_mask_classes=self._soft_mask_classes(), warp=c.augment_warp)
 
     def _soft_mask_classes(self) -> int:
         """L + 1 when the mask critic reads bilinearly rotated real masks, else 0."""
@@ -232,7 +233,11 @@ class DAFNet(Method):
     def train_streams(self, subjects: list) -> dict[str, PairedSliceDataset]:
         c = self.context
         annotated = annotated_subjects([s.id for s in subjects], c.annotation_fraction, c.annotation_seed)
-        return training_streams(subjects, self.sample_config(), annotated)
+        return training_streams(subjects, self.sample_config(), annotated, device=c.slices_device)
+
+    def on_device(self, batch, stream: str):
+        """``data.augment.warp: batch``: the batch's drawn motions applied on the device (:func:`warp_batch`)."""
+        return warp_batch(batch, self._soft_mask_classes())
 
     def eval_dataset(self, subjects: list) -> PairedSliceDataset:
         return PairedSliceDataset(subjects, self.sample_config(), training=False)

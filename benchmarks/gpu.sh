@@ -7,7 +7,9 @@
 #    compiled (--compile reduce-overhead, train.compile: torch.compile with CUDA graphs) in fp32
 #    and bf16 -> OUT_DIR/train_gpu.json and .md;
 # 3. the TPS warp against kornia (CPU and GPU rows) -> OUT_DIR/tps_gpu.json;
-# 4. distance correlation against the dcor package on the GPU -> OUT_DIR/dcor_gpu.json.
+# 4. distance correlation against the dcor package on the GPU -> OUT_DIR/dcor_gpu.json;
+# 5. the training loader with the per-sample and the batched warp (data.augment.warp), the slices
+#    on the GPU for the batched one -> OUT_DIR/data_gpu.json.
 set -euo pipefail
 out="${1:-benchmarks/results}"
 mkdir -p "$out"
@@ -26,3 +28,4 @@ for dtype in fp32 bf16; do
 done
 python3 benchmarks/bench_tps.py --out "$out/tps_gpu.json"
 python3 benchmarks/bench_dcor.py --device cuda --out "$out/dcor_gpu.json"
+python3 benchmarks/bench_data.py --warp sample batch --device cuda --slices-on-device --out "$out/data_gpu.json"

@@ -1,7 +1,8 @@
 """On one CUDA device (skipped without one, see conftest): the engine trains DAFNet through
 Accelerate in fp32 and bf16, and compiled with CUDA graphs (train.compile), Adam is fused, the
-export predicts on the GPU as on the CPU, and the TPS warp and the torch distance correlation give
-the CPU's numbers.
+export predicts on the GPU as on the CPU, the TPS warp and the torch distance correlation give
+the CPU's numbers, and the batched warp with the slices on the GPU (data.augment.warp: batch,
+data.slices_on_device) gives the CPU's per-sample batches and trains as the per-sample path does.
 
 TF32 is switched off where numbers are compared, so the GPU computes in true fp32.
 """
@@ -114,6 +115,49 @@ def test_the_export_predicts_the_same_on_gpu_and_cpu(tmp_path, true_fp32):
         # the binary anatomy may flip a pixel that sits at a rounding tie; everything else agrees
         close = torch.isclose(on_gpu[kind].cpu(), on_cpu[kind], atol=1e-4)
         assert close.float().mean() > 0.999, kind
+
+
+def test_the_batch_warp_on_the_gpu_gives_the_cpus_sample_batches(true_fp32):
+    from test_batch_warp import stream_batches, tiny
+
+    from dafnet.assemble import build_data_source
+    from dafnet.config.resolve import parse_recipe, resolve
+
+    subjects = build_data_source(resolve(parse_recipe(tiny())))[0].load()
+    want = stream_batches(tiny("sample"), subjects)
+    got = stream_batches(tiny("batch", on_device=True), subjects, slices_device="cuda")
+    for name, (raw, warped) in got.items():
+        assert raw["images"].is_cuda and raw["masks"].is_cuda  # gathered from the slices held there
+        sample_batch = want[name][0]
+        assert list(warped) == list(sample_batch)
+        for key, value in sample_batch.items():
+            on_gpu = warped[key].cpu()
+            assert on_gpu.shape == value.shape and on_gpu.dtype == value.dtype, key
+            if key == "masks":  # nearest: a pixel at a rounding tie may go the other way
+                assert (on_gpu == value).float().mean() > 0.999
+            elif value.is_floating_point():
+                torch.testing.assert_close(on_gpu, value, atol=1e-4, rtol=1e-4, msg=key)
+            else:
+                assert torch.equal(on_gpu, value), key
+
+
+def test_dafnet_trains_with_the_batch_warp_and_the_slices_on_the_gpu(tmp_path, true_fp32):
+    from dafnet.config.resolve import parse_recipe, resolve
+    from dafnet.engine import train
+
+    first = {}
+    for warp, held in (("sample", False), ("batch", True)):
+        spec = json.loads(json.dumps(TINY))
+        spec["data"].update(slices_on_device=held, augment={"misalignment_degrees": 10.0, "warp": warp})
+        spec["train"].update(epochs=1, swa_start=None)
+        result = train(resolve(parse_recipe(spec)), run_dir=tmp_path / warp, console=Console(file=io.StringIO()))
+        first[warp] = result.history[0]
+    checked = 0
+    for key, value in first["sample"].items():
+        if key.startswith(("labelled/", "unlabelled/")):  # cuDNN's backward may sum in another order
+            assert first["batch"][key] == pytest.approx(value, rel=1e-2, abs=1e-3), key
+            checked += 1
+    assert checked >= 10
 
 
 def test_tps_warp_on_the_gpu_equals_the_cpu(true_fp32):

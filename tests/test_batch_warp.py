@@ -134,3 +134,29 @@ def test_combinations_that_cannot_work_name_the_recipe_key(data, key, words):
         parse_recipe(recipe)
     assert [issue.path for issue in err.value.issues] == [key]
     assert words in str(err.value)
+
+
+def test_the_engine_hands_every_training_batch_to_on_device_with_its_stream():
+    """EpochBatches (the engine's training batches, also the SWA BatchNorm pass's) call the method's
+    on_device(batch, stream) on each batch, without autograd, and give the phases what it returns."""
+    from dafnet.engine.streams import EpochBatches
+
+    class Cycle:
+        def __init__(self, name):
+            self.name, self.count = name, 0
+
+        def next(self):
+            self.count += 1
+            return {"x": torch.ones(1, requires_grad=True), "from": self.name, "n": self.count}
+
+    seen = []
+
+    def on_device(batch, stream):
+        seen.append((stream, batch["n"], torch.is_grad_enabled()))
+        return {**batch, "y": batch["x"] * 2}
+
+    batches = EpochBatches({"a": Cycle("a"), "b": Cycle("b")}, on_device)
+    got = [batches.next("a"), batches.next("b"), batches.next("a")]
+    assert seen == [("a", 1, False), ("b", 1, False), ("a", 2, False)]
+    assert [g["from"] for g in got] == ["a", "b", "a"] and not got[0]["y"].requires_grad
+    assert EpochBatches({"a": Cycle("a")}).next("a")["n"] == 1  # no hook: the batch as it is

@@ -8,11 +8,13 @@ estimator of dCor^2 (``dcor.u_distance_correlation_sqr``): U-centred matrices
 (A_ij = a_ij - a_i./(n-2) - a_.j/(n-2) + a_../((n-1)(n-2)), zero diagonal, sums), divided by
 n (n - 3). It can be negative.
 
-Both make two passes over row chunks of the distance matrices (row sums first, then the
-centred products), accumulating in float64, so no more than a few ``chunk x n`` blocks of
-distances exist at once; the features themselves are held once in float64 on the device.
-When both n x n distance matrices fit in ``keep_bytes`` (default 256 MiB: n <= ~4000), the
-blocks of the first pass are kept for the second instead of being computed again.
+Both make one pass over row chunks of the distance matrices, accumulating in float64 the row
+sums and the sums of a_ij b_ij, a_ij^2 and b_ij^2, from which the centred sums follow without
+forming a centred matrix: sum(A B) = sum(a b) - (2 / n) sum_i a_i. b_i. + a.. b.. / n^2 for the
+double-centred matrices, sum(A B) = sum(a b) - (2 / (n - 2)) sum_i a_i. b_i. + a.. b.. / ((n - 1)
+(n - 2)) for the U-centred ones (Szekely & Rizzo 2014, the Omega_n of their Proposition 1; a_i.: row
+sums, a..: the total, zero diagonal). So no more than two ``chunk x n`` blocks of distances exist at
+once, each computed once; the features themselves are held once in float64 on the device.
 Distances use the Gram identity on column-centred features (exact zeros on the diagonal).
 """
 
@@ -49,20 +51,16 @@ def _prepare(x, device, name: str) -> Tensor:
 
 
 def _distances(x: Tensor, norms: Tensor, start: int, stop: int) -> Tensor:
-    """Euclidean distances of rows start:stop to every row, (stop - start, n)."""
-    d2 = norms[start:stop, None] + norms[None, :] - 2.0 * (x[start:stop] @ x.T)
+    """Euclidean distances of rows start:stop to rows start:n, (stop - start, n - start): the blocks
+    on and right of the diagonal (the matrix is symmetric, so they are all of it)."""
+    d2 = torch.addmm(norms[None, start:], x[start:stop], x[start:].T, alpha=-2.0).add_(norms[start:stop, None])
     d = d2.clamp_min_(0.0).sqrt_()
     rows = torch.arange(stop - start, device=x.device)
-    d[rows, rows + start] = 0.0
+    d[rows, rows] = 0.0
     return d
 
 
-KEEP_BYTES = 256 * 2**20
-
-
-def _stats(x, y, *, chunk: int, device, bias_corrected: bool, keep_bytes: int = KEEP_BYTES) -> DistanceStats:
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    x, y = _prepare(x, device, "x"), _prepare(y, device, "y")
+def _check(x: Tensor, y: Tensor, chunk: int, bias_corrected: bool) -> None:
     n = x.shape[0]
     if y.shape[0] != n:
         raise DafnetError(f"distance correlation: x has {n} samples, y has {y.shape[0]}")
@@ -70,57 +68,59 @@ def _stats(x, y, *, chunk: int, device, bias_corrected: bool, keep_bytes: int = 
         raise DafnetError(f"distance correlation needs at least {4 if bias_corrected else 2} samples, got {n}")
     if chunk < 1:
         raise DafnetError(f"distance correlation: chunk must be >= 1, got {chunk}")
+
+
+def _block_products(da: Tensor, db: Tensor, width: int) -> Tensor:
+    """sum ab, sum aa, sum bb over a row block and its mirror: the diagonal (width x width) block once,
+    the rest twice, i.e. twice the whole block less its diagonal block."""
+    out = torch.empty(3, dtype=torch.float64, device=da.device)
+    for j, (p, q) in enumerate(((da, db), (da, da), (db, db))):
+        whole = torch.dot(p.reshape(-1), q.reshape(-1))
+        diagonal = torch.dot(p[:, :width].reshape(-1), q[:, :width].reshape(-1))
+        out[j] = 2.0 * whole - diagonal
+    return out
+
+
+def _stats(x, y, *, chunk: int, device, bias_corrected: bool) -> DistanceStats:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    x, y = _prepare(x, device, "x"), _prepare(y, device, "y")
+    _check(x, y, chunk, bias_corrected)
+    n = x.shape[0]
     nx, ny = (x * x).sum(1), (y * y).sum(1)
-    row_x = torch.empty(n, dtype=torch.float64, device=device)
-    row_y = torch.empty_like(row_x)
-    keep = 2 * n * n * 8 <= keep_bytes
-    kept: list[tuple[Tensor, Tensor]] = []
+    rows = torch.zeros(2, n, dtype=torch.float64, device=device)  # a_i., b_i.
+    products = torch.zeros(3, dtype=torch.float64, device=device)  # sum ab, sum aa, sum bb
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         da, db = _distances(x, nx, start, stop), _distances(y, ny, start, stop)
-        row_x[start:stop] = da.sum(1)
-        row_y[start:stop] = db.sum(1)
-        if keep:
-            kept.append((da, db))
-    total_x, total_y = row_x.sum(), row_y.sum()
+        for i, d in enumerate((da, db)):
+            rows[i, start:stop] += d.sum(1)
+            rows[i, stop:] += d[:, stop - start:].sum(0)  # the mirrored blocks below the diagonal
+        products += _block_products(da, db, stop - start)
+        del da, db
+    totals = rows.sum(1)
+    cross = torch.stack((torch.dot(rows[0], rows[1]), torch.dot(rows[0], rows[0]), torch.dot(rows[1], rows[1])))
+    outer = torch.stack((totals[0] * totals[1], totals[0] ** 2, totals[1] ** 2))
     if bias_corrected:
-        cx, cy = row_x / (n - 2), row_y / (n - 2)
-        gx, gy = total_x / ((n - 1) * (n - 2)), total_y / ((n - 1) * (n - 2))
+        sums, scale = products - 2.0 / (n - 2) * cross + outer / ((n - 1) * (n - 2)), n * (n - 3)
     else:
-        cx, cy = row_x / n, row_y / n
-        gx, gy = total_x / n ** 2, total_y / n ** 2
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    for i, start in enumerate(range(0, n, chunk)):
-        stop = min(n, start + chunk)
-        da, db = kept[i] if keep else (_distances(x, nx, start, stop), _distances(y, ny, start, stop))
-        a = da.sub_(cx[start:stop, None]).sub_(cx[None, :]).add_(gx)
-        b = db.sub_(cy[start:stop, None]).sub_(cy[None, :]).add_(gy)
-        if bias_corrected:
-            rows = torch.arange(stop - start, device=device)
-            a[rows, rows + start] = 0.0
-            b[rows, rows + start] = 0.0
-        sums[0] += (a * b).sum()
-        sums[1] += (a * a).sum()
-        sums[2] += (b * b).sum()
-        del a, b
-    scale = n * (n - 3) if bias_corrected else n ** 2
+        sums, scale = products - 2.0 / n * cross + outer / n ** 2, n ** 2
     cov, var_x, var_y = (sums / scale).tolist()
     denominator = abs(var_x * var_y) ** 0.5
     return DistanceStats(cov, var_x, var_y, cov / denominator if denominator != 0.0 else 0.0)
 
 
-def distance_stats_sqr(x, y, *, chunk: int = 1024, device=None, bias_corrected: bool = False) -> DistanceStats:
+def distance_stats_sqr(x, y, *, chunk: int = 256, device=None, bias_corrected: bool = False) -> DistanceStats:
     """Squared distance covariance, variances and correlation of samples x (n, ...) and y (n, ...)."""
     return _stats(x, y, chunk=chunk, device=device, bias_corrected=bias_corrected)
 
 
-def distance_correlation(x, y, *, chunk: int = 1024, device=None) -> float:
+def distance_correlation(x, y, *, chunk: int = 256, device=None) -> float:
     """The biased (V-statistic) distance correlation, as ``dcor.distance_correlation``."""
     stats = _stats(x, y, chunk=chunk, device=device, bias_corrected=False)
     return float(max(stats.correlation_sqr, 0.0) ** 0.5)
 
 
-def u_distance_correlation_sqr(x, y, *, chunk: int = 1024, device=None) -> float:
+def u_distance_correlation_sqr(x, y, *, chunk: int = 256, device=None) -> float:
     """The bias-corrected estimator of dCor^2, as ``dcor.u_distance_correlation_sqr`` (may be < 0)."""
     return float(_stats(x, y, chunk=chunk, device=device, bias_corrected=True).correlation_sqr)
 
@@ -149,7 +149,7 @@ class DistanceCorrelationMetric(Metric):
         seed: int = Field(0, description="seed of the subsample and of the permutation test")
         permutations: int = Field(0, ge=0, description="permutations of dcor's independence test for a "
                                   "p-value of s vs z (0 = no test; it runs in numpy on all n x n distances)")
-        chunk: int = Field(1024, ge=1, description="rows of the distance matrices computed at once")
+        chunk: int = Field(256, ge=1, description="rows of the distance matrices computed at once")
         device: str | None = Field(None, description="torch device; null = cuda when available, else cpu")
 
     def reset(self) -> None:

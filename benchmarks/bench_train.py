@@ -41,7 +41,7 @@ from dafnet.assemble import build_data_source, build_method
 from dafnet.components.keras_layers import count_trainable
 from dafnet.config import load_recipe
 from dafnet.engine.compiling import compile_networks
-from dafnet.engine.optim import build_optimizers, fused_adam
+from dafnet.engine.optim import build_optimizers
 from dafnet.losses import SupervisedLoss
 from dafnet.methods.unet import UNet2D
 
@@ -86,9 +86,7 @@ def build_unet(method, recipe, device, memory_format: str = "contiguous", compil
         net.to(memory_format=torch.channels_last)
     compile_networks({"unet": net}, compile_mode, torch.device(device))
     loss = SupervisedLoss(SupervisedLoss.Params(), method.facts)
-    params = list(net.parameters())
-    opt = torch.optim.Adam(params, lr=recipe.train.lr, betas=tuple(recipe.train.betas),
-                           fused=True if fused_adam(params) else None)
+    opt = build_optimizers({"unet": net}, {"unet": ["unet"]}, recipe.train)["unet"]  # the engine's Adam
     return net, loss, opt
 
 

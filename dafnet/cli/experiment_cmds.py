@@ -19,13 +19,18 @@ def experiment(
                              help="Cells run side by side in this many processes, each with cpu_count/jobs "
                                   "torch threads unless OMP_NUM_THREADS is set; on a GPU one DAFNet run "
                                   "leaves it mostly idle. Cell output goes to OUT/logs/<cell>.log."),
+    split: str = typer.Option("test", "--split",
+                              help="Tables of the test splits (tables.md), or of the validation splits "
+                                   "(tables_validation.md: choose configurations here; each done cell's "
+                                   "validation split is evaluated once, nothing is trained for it)."),
 ) -> None:
     """Run an experiment grid (methods x fractions x folds x pairings x ablations); write Tables I-IV."""
     from rich.table import Table
 
     from dafnet.experiment import run_experiment
 
-    report = run_experiment(spec, out=out, dry_run=dry_run, console=console, tables_only=tables_only, jobs=jobs)
+    report = run_experiment(spec, out=out, dry_run=dry_run, console=console, tables_only=tables_only, jobs=jobs,
+                            split=split)
     if dry_run:
         table = Table(title=f"{len(report['cells'])} cells -> {report['out']} (reference: {report['reference']})",
                       title_justify="left")
@@ -44,7 +49,8 @@ def experiment(
     for action in report["actions"].values():
         counts[action] = counts.get(action, 0) + 1
     done = ", ".join(f"{n} {a}" for a, n in counts.items()) or "none run"
-    console.print(f"cells: {done}; tables: {report['out'] / 'tables.md'}")
+    name = "tables.md" if split == "test" else f"tables_{split}.md"
+    console.print(f"cells: {done}; tables: {report['out'] / name}")
     failed = sorted(cell for cell, action in report["actions"].items() if action == "failed")
     if failed:
         from dafnet.errors import DafnetError

@@ -90,13 +90,13 @@ def alignment_entry(results: PooledResults, method: str, fraction: float | None)
     return AlignmentEntry(aligner, identity, seeds)
 
 
-def alignment_table(spec, results: PooledResults, methods: list[str], columns: list[tuple[str, float]]
-                    ) -> AlignmentTable:
+def alignment_table(spec, results: PooledResults, methods: list[str], columns: list[tuple[str, float]],
+                    part: str = "test") -> AlignmentTable:
     """The table of ``methods`` (those that tabulate ``aligned_copy``) over ``columns`` (label, fraction)."""
     table = AlignmentTable(
-        "alignment", "Alignment error against the truth (median mm per test volume)", [c[0] for c in columns],
+        "alignment", f"Alignment error against the truth (median mm per {part} volume)", [c[0] for c in columns],
         note=f"in-plane error (mm) over the target's foreground against the truth's coordinates, the median of each "
-             f"test volume of folds {spec.folds} (averaged over its seeds): the learned aligner's mean ± std over "
+             f"{part} volume of folds {spec.folds} (averaged over its seeds): the learned aligner's mean ± std over "
              "volumes vs the identity's (no alignment); (k/n < identity, p): volumes where the aligner's error "
              "is the smaller, and the Wilcoxon p between the two. n/a: no numbers (data without the truth's "
              "coordinates, or cells evaluated before they were recorded).")

@@ -200,6 +200,43 @@ def evaluate_trained_cell(cell: Cell, folder: Path) -> dict:
     return summary
 
 
-__all__ = ["PER_VOLUME_VERSION", "cell_status", "evaluate_export", "evaluate_subjects", "evaluate_trained_cell",
-           "evaluate_untrained", "evaluation_batches", "evaluation_statistics", "per_volume_dice",
-           "per_volume_version", "write_json"]
+VALIDATION_RECORD = "per_volume_validation.json"
+"""A done cell's per_volume.json over its fold's validation split (``dafnet experiment --split validation``)."""
+
+
+def _validation_model(cell: Cell, folder: Path):
+    """(method, recipe, splits) the validation record of a done cell evaluates: its export, the export of the
+    cell it evaluates (with its overrides), or the training-free method built from its recipe."""
+    from dafnet.engine.export import exported_recipe, load_export
+
+    if cell.evaluates is not None or cell.trainable:
+        source = folder.parent / cell.evaluates if cell.evaluates is not None else folder
+        overrides = cell.evaluation_overrides if cell.evaluates is not None else None
+        splits = json.loads((source / "splits.json").read_text())
+        return load_export(source, overrides=overrides), exported_recipe(source, overrides), splits, source
+    from dafnet.assemble import build_data_source, build_method
+
+    _, facts = build_data_source(cell.recipe)
+    return build_method(cell.recipe, facts), cell.recipe, json.loads((folder / "splits.json").read_text()), None
+
+
+def evaluate_validation(cell: Cell, folder: Path) -> dict:
+    """The validation record of a done cell (module docstring's format, ``evaluated_on: validation``),
+    computed once and kept in ``folder``/per_volume_validation.json; a retrained cell's folder starts empty."""
+    path = folder / VALIDATION_RECORD
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    method, recipe, splits, export = _validation_model(cell, folder)
+    if not splits.get("validation"):
+        raise DafnetError(f"cell {cell.id} has no validation subjects, so it has no validation record",
+                          hint="give data.split a validation share, or read the test tables")
+    by_id = {str(s.id): s for s in _subjects(recipe, export)[0]}
+    subjects = [by_id[i] for i in splits["validation"]]
+    _, record = evaluate_subjects(method, subjects, recipe.train.batch_size, "validation")
+    write_json(path, record)
+    return record
+
+
+__all__ = ["PER_VOLUME_VERSION", "VALIDATION_RECORD", "cell_status", "evaluate_export", "evaluate_subjects",
+           "evaluate_trained_cell", "evaluate_untrained", "evaluate_validation", "evaluation_batches",
+           "evaluation_statistics", "per_volume_dice", "per_volume_version", "write_json"]

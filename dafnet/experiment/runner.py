@@ -42,6 +42,7 @@ from rich.console import Console
 from dafnet.console import make_console, print_rule
 from dafnet.errors import DafnetError
 from dafnet.experiment.cell_evaluation import (
+    VALIDATION_RECORD,
     cell_status,
     evaluate_export,
     evaluate_trained_cell,
@@ -160,11 +161,29 @@ def read_cell(folder: Path) -> dict | None:
     return None if record is None else record["dice"]
 
 
+def validation_records(cells: list[Cell], folders: dict[str, Path], console: Console) -> dict[str, dict | None]:
+    """Cell id -> the validation record of every done cell (evaluated where it has none yet), else None."""
+    from dafnet.experiment.cell_evaluation import evaluate_validation
+
+    out = {}
+    for cell in cells:
+        if read_record(folders[cell.id]) is None:
+            out[cell.id] = None
+            continue
+        if not (folders[cell.id] / VALIDATION_RECORD).is_file():
+            console.print(f"{cell.id}: evaluating its validation split")
+        out[cell.id] = evaluate_validation(cell, folders[cell.id])
+    return out
+
+
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run: bool = False,
-                   console: Console | None = None, tables_only: bool = False, jobs: int = 1) -> dict:
+                   console: Console | None = None, tables_only: bool = False, jobs: int = 1,
+                   split: str = "test") -> dict:
     """Run (or, with ``dry_run``, list) every cell, then write the tables. Returns a report dict.
-    ``tables_only`` writes the tables of the cells finished so far and runs nothing; ``jobs`` runs
-    that many cells at once in separate processes."""
+    ``tables_only`` writes the tables of the cells finished so far and trains nothing; ``jobs`` runs
+    that many cells at once in separate processes; ``split: validation`` tabulates the done cells'
+    validation splits instead (tables_validation.md; each cell's split evaluated once, no training),
+    the numbers to choose configurations on."""
     from dafnet.experiment.grid import expand
     from dafnet.experiment.spec import load_spec
     from dafnet.experiment.tables import write_tables
@@ -184,6 +203,8 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
         shutil.copyfile(spec_path, out / "spec.yaml")
     if jobs < 1:
         raise DafnetError(f"--jobs must be >= 1, got {jobs}")
+    if split not in ("test", "validation"):
+        raise DafnetError(f"--split must be test or validation, got {split!r}")
     actions = {}
     todo = [] if tables_only else [c for c in cells if status_of(c, folders[c.id]) != "done"]
     to_train = [c for c in todo if c.evaluates is None]  # evaluate_from cells wait for theirs
@@ -199,12 +220,14 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
         began = time.perf_counter()
         actions[cell.id] = run_cell(cell, folders[cell.id], console)
         console.print(f"{cell.id}: {actions[cell.id]} in {time.perf_counter() - began:.0f} s")
-    records = {c.id: read_record(folders[c.id]) for c in cells}
+    records = (validation_records(cells, folders, console) if split == "validation"
+               else {c.id: read_record(folders[c.id]) for c in cells})
     results = {i: None if r is None else r["dice"] for i, r in records.items()}
     alignment = {i: None if r is None else r.get("alignment") for i, r in records.items()}
     failures = {c.id: reason for c in cells if (reason := read_failure(folders[c.id])) is not None}
-    tables = write_tables(spec, cells, reference, results, out, failures, alignment)
+    tables = write_tables(spec, cells, reference, results, out, failures, alignment, split)
     return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
 
 
-__all__ = ["cell_status", "read_cell", "read_failure", "read_record", "run_cell", "run_experiment", "status_of"]
+__all__ = ["cell_status", "read_cell", "read_failure", "read_record", "run_cell", "run_experiment", "status_of",
+           "validation_records"]

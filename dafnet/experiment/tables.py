@@ -94,12 +94,13 @@ def _against_copy(entry: Entry, copy: dict[str, float]) -> Entry:
     return entry
 
 
-def fraction_table(spec, results: PooledResults, reference: str, fractions: list[float], key: str, title: str) -> Table:
+def fraction_table(spec, results: PooledResults, reference: str, fractions: list[float], key: str, title: str,
+                   part: str = "test") -> Table:
     copy = results.copy_method()
     against_copy = (f"; (k/n > copy, p): volumes above {copy} of those both have, and the Wilcoxon p against it"
                     if copy is not None else "")
     table = Table(key, title, [_pct(f) for f in fractions],
-                  note=f"paper Dice (%) of the target, mean ± std over the test volumes of folds {spec.folds}"
+                  note=f"paper Dice (%) of the target, mean ± std over the {part} volumes of folds {spec.folds}"
                        f"{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} against {reference}"
                        f"{against_copy}{_aligned_copy_note(spec)}.")
     ref_kind = row_kinds(spec, results, reference)[0]
@@ -160,19 +161,20 @@ def ablation_table(spec, results: PooledResults, reference: str) -> Table:
 
 
 def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
-                 alignment: dict[str, dict | None] | None = None) -> list[Table]:
+                 alignment: dict[str, dict | None] | None = None, part: str = "test") -> list[Table]:
     """The tables of the module docstring. ``results``: cell id -> prediction type -> subject -> Dice
-    (None: unfinished); ``alignment``: cell id -> alignment column -> subject -> number."""
+    (None: unfinished); ``alignment``: cell id -> alignment column -> subject -> number; ``part``: the
+    split the volumes come from (``test``, or ``validation`` to choose configurations), named in the notes."""
     res = PooledResults(cells, results, alignment)
     full = [f for f in sorted(spec.fractions, reverse=True) if f in (0.0, 1.0)]
     partial = [f for f in sorted(spec.fractions, reverse=True) if f not in (0.0, 1.0)]
     tables = []
     if full:
         tables.append(fraction_table(spec, res, reference, full, "I",
-                                     "Table I: target Dice with full (100%) or zero (0%) target annotations"))
+                                     "Table I: target Dice with full (100%) or zero (0%) target annotations", part))
     if partial:
         tables.append(fraction_table(spec, res, reference, partial, "II",
-                                     "Table II: target Dice with partial target annotations"))
+                                     "Table II: target Dice with partial target annotations", part))
     if any(p != "expert" for p in spec.pairings):
         tables.append(pairing_table(spec, res))
     if spec.ablations:
@@ -180,7 +182,7 @@ def build_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, result
     aligned = [m for m in spec.methods if tabulates_aligned_copy(spec, m)]
     if aligned:
         columns = [(_pct(f), f) for f in full + partial]
-        tables.append(alignment_table(spec, res, aligned, columns))
+        tables.append(alignment_table(spec, res, aligned, columns, part))
     return tables
 
 
@@ -192,17 +194,20 @@ def without_references(spec: ExperimentSpec, cells: list[Cell], results: dict[st
 
 def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
                  out: Path, failures: dict[str, str] | None = None,
-                 alignment: dict[str, dict | None] | None = None) -> list[Table]:
-    """tables.md (every table) and table_<key>.csv in ``out``; ``failures``: cell id -> why it failed;
-    ``results`` and ``alignment``: as :func:`build_tables`."""
+                 alignment: dict[str, dict | None] | None = None, part: str = "test") -> list[Table]:
+    """tables.md (every table) and table_<key>.csv in ``out`` (with ``part`` validation:
+    tables_validation.md and table_<key>_validation.csv); ``failures``: cell id -> why it failed;
+    ``results``, ``alignment`` and ``part``: as :func:`build_tables`."""
     failures = failures or {}
-    tables = build_tables(spec, cells, reference, results, alignment)
+    suffix = "" if part == "test" else f"_{part}"
+    tables = build_tables(spec, cells, reference, results, alignment, part)
     missing = [c.id for c in cells if not results.get(c.id) and c.id not in failures]
     failed = [c.id for c in cells if not results.get(c.id) and c.id in failures]
-    text = [f"# {spec.name}", ""] + ([spec.description, ""] if spec.description else [])
+    title = f"# {spec.name}" + ("" if part == "test" else f" ({part} splits)")
+    text = [title, ""] + ([spec.description, ""] if spec.description else [])
     for table in tables:
         text += [table.markdown(), ""]
-        table.write_csv(out / f"table_{table.key}.csv")
+        table.write_csv(out / f"table_{table.key}{suffix}.csv")
     if failed:
         text += ["Failed cells (n/a, left out of every mean):", ""] + [f"- {c}: {failures[c]}" for c in failed] + [""]
     if missing:
@@ -211,7 +216,7 @@ def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, result
     if old:
         text += [f"Cells evaluated before the aligned copy was recorded (n/a in its rows; `dafnet experiment` adds it "
                  f"without training): {', '.join(old)}", ""]
-    (out / "tables.md").write_text("\n".join(text), encoding="utf-8")
+    (out / f"tables{suffix}.md").write_text("\n".join(text), encoding="utf-8")
     return tables
 
 

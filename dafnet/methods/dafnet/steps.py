@@ -116,6 +116,31 @@ def _anatomy_alignment(graph: Graph, measure: str = "l1") -> Tensor:
     return total
 
 
+def _translated(method, graph: Graph, batch: dict, with_sup: bool) -> tuple[Tensor, Tensor]:
+    """Named deviations (``losses.translated_anatomy``, ``losses.translated_sup``): for every ordered pair
+    i -> j, i's anatomy rendered in j's style, x = Dec(s_i, z_j) (no gradients: a synthetic image of
+    modality j in i's frame), is encoded by j's encoder, s = E_j(x). ``translated_anatomy``: mean |s - s_i|
+    (s_i a constant), so each modality's encoder gives the anatomy the other's gives for the same
+    structure, which the aligner then matches; ``translated_sup``: L_sup(Seg(s), i's mask) where i is
+    labelled, the segmentor trained on j-style images with exact labels. Both need no labels of j."""
+    labelled, masks = batch["labelled"], batch["masks"]
+    anatomy = sup = graph.anatomy[0].new_zeros(())
+    n = len(graph.anatomy)
+    for i in range(n):
+        s_i = graph.anatomy[i].detach()
+        for j in range(n):
+            if i == j:
+                continue
+            with torch.no_grad():
+                image = method.decoder(s_i, graph.modality[j].z)
+            s = method.anatomy_encoder(image, j).anatomy
+            anatomy = anatomy + (s - s_i).abs().flatten(1).mean(1).mean()
+            has = labelled[:, i, 0]
+            if with_sup and bool(has.any()):
+                sup = sup + method.supervised.per_sample(method.segmentor(s[has]).logits, masks[has, i, 0]).mean()
+    return anatomy, sup
+
+
 def _reconstruction(method, graph: Graph, batch: dict) -> Tensor:
     images = batch["images"]
     total = sum(method.l1(y, images[:, i, 0]) for i, y in enumerate(graph.reconstruction))
@@ -167,6 +192,10 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
             terms["anatomy_align"] = _anatomy_alignment(graph, method.params.anatomy_align_measure)
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
+        if w.get("translated_anatomy", 0) > 0 or w.get("translated_sup", 0) > 0:
+            anatomy, sup = _translated(method, graph, batch, w.get("translated_sup", 0) > 0)
+            terms.update({name: value for name, value in (("translated_anatomy", anatomy), ("translated_sup", sup))
+                          if w.get(name, 0) > 0})
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])

@@ -244,3 +244,38 @@ def test_max_offset_bounds_each_control_point_to_a_fraction_of_the_slice(grid_ra
     set_offsets(aligner, torch.zeros(25, 2))  # the identity at initialisation, and it trains from there
     aligner(moving, soft_anatomy(1, 2, 33, 33, 5)).warped.square().sum().backward()
     assert aligner.localisation.head.weight.grad.abs().sum() > 0
+
+
+def blob_anatomy(shift: int, size: int = 32) -> torch.Tensor:
+    """(1, 2, size, size): a smooth disc (channel 0) and its complement, the disc shifted by ``shift`` px."""
+    y, x = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    disc = torch.sigmoid(6.0 - ((x - size / 2 - shift) ** 2 + (y - size / 2) ** 2).sqrt())
+    return torch.stack([disc, 1 - disc])[None]
+
+
+def test_refine_steps_lower_the_pairs_mismatch_at_inference_only():
+    # Named deviation (instance optimisation): in eval mode the TPS offsets move from the network's
+    # prediction to lower mean |warped - fixed| of each pair; training mode and the weights are untouched.
+    moving, fixed = blob_anatomy(0).repeat(2, 1, 1, 1), torch.cat([blob_anatomy(3), blob_anatomy(-2)])
+    plain = build("aligner", "tps", {}, facts(32, 32, 2))
+    refined = build("aligner", "tps", {"refine_steps": 60, "refine_lr": 0.01}, facts(32, 32, 2))
+    refined.load_state_dict(plain.state_dict())
+    before = [p.clone() for p in refined.parameters()]
+    torch.testing.assert_close(refined(moving, fixed).warped, plain(moving, fixed).warped)  # training mode
+    refined.eval()
+    with torch.no_grad():
+        out = refined(moving, fixed)
+    mismatch = (out.warped - fixed).abs().flatten(1).mean(1)
+    assert torch.all(mismatch < 0.5 * (plain(moving, fixed).warped - fixed).abs().flatten(1).mean(1))
+    # each sample moves its own way: the disc's centre comes to about +3 and -2 px (x in the sampling frame)
+    centre = out.grid[:, 16, 16, 0] * 15.5
+    assert centre[0] < -1.5 and centre[1] > 1.0
+    assert all(torch.equal(a, b) and a.grad is None for a, b in zip(refined.parameters(), before))
+
+
+def test_refine_parameters_with_no_steps_returns_the_start():
+    from dafnet.components.aligners.refine import refine_parameters
+
+    start = torch.randn(2, 25, 2)
+    out = refine_parameters(start, lambda m, p: m * p.sum(), torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), 0, 0.1)
+    assert torch.equal(out, start) and not out.requires_grad

@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from dafnet.components.aligners.localisation import LocalisationNet, check_pair
+from dafnet.components.aligners.refine import refine_parameters
 from dafnet.components.aligners.thin_plate import (
     dense_displacement_matrix,
     pixel_grid,
@@ -47,6 +48,13 @@ class TPSAligner(Aligner):
             None, gt=0, le=1, description="named deviation, not in the paper (None: unbounded): each control point's "
             "offset per axis is max_offset * tanh(raw / max_offset), at most this fraction of the slice's side, so "
             "the aligner cannot diverge or warp an anatomy out of the frame (docs/method.md)")
+        refine_steps: int = Field(
+            0, ge=0, le=10000, description="named deviation, not in the paper (0: off): at inference (eval mode) "
+            "this many Adam steps on each pair's TPS offsets from the network's prediction, lowering mean "
+            "|warped - fixed| of the pair (instance optimisation; training and the weights are unchanged; "
+            "docs/method.md)")
+        refine_lr: float = Field(
+            0.01, gt=0, le=1, description="Adam step of refine_steps, in the sampling frame (2 spans the slice)")
 
     def __init__(self, params: Params, facts: Facts) -> None:
         super().__init__(params, facts)
@@ -71,9 +79,13 @@ class TPSAligner(Aligner):
             offsets = bound * torch.tanh(offsets / bound)
         # Sampling coordinates in at least float32, also under autocast.
         dtype = torch.promote_types(moving.dtype, torch.float32)
+        matrix, base = self.displacement_matrix.to(dtype), self.base_grid.to(dtype)
         with torch.autocast(device_type=moving.device.type, enabled=False):
-            offsets = offsets.to(dtype)
-            grid = tps_sampling_grid(offsets * self.offset_scale, self.displacement_matrix.to(dtype),
-                                     self.base_grid.to(dtype))
+            displacement = offsets.to(dtype) * self.offset_scale  # in the sampling frame
+            if self.params.refine_steps and not self.training:
+                displacement = refine_parameters(
+                    displacement, lambda m, d: sample(m, tps_sampling_grid(d, matrix, base)), moving.to(dtype),
+                    fixed.to(dtype), self.params.refine_steps, self.params.refine_lr)
+            grid = tps_sampling_grid(displacement, matrix, base)
             warped = sample(moving.to(dtype), grid).to(moving.dtype)
-        return AlignmentOutput(warped=warped, grid=grid, parameters=offsets)
+        return AlignmentOutput(warped=warped, grid=grid, parameters=displacement / self.offset_scale)

@@ -30,7 +30,7 @@ from dafnet.interfaces import (
     Role,
     RoleSummary,
 )
-from dafnet.methods.dafnet import steps
+from dafnet.methods.dafnet import anatomy_critic, steps
 from dafnet.methods.dafnet.alignment import alignment_summary
 from dafnet.methods.dafnet.collapse import collapse_bounds, collapse_summary
 from dafnet.methods.dafnet.inference import evaluation_statistics, predict_images
@@ -57,11 +57,13 @@ class DAFNet(Method):
         "pairing_head": Role("pairing_head", "dice_mlp", "weights k candidate pairs (only when k > 1)"),
     }
     loss_weights = {"sup": 10.0, "adv_mask": 1.0, "rec": 1.0, "adv_image": 1.0, "kl": 0.1, "z_rec": 1.0,
-                    "fused_sup": 0.0, "anatomy_align": 0.0, "translated_anatomy": 0.0, "translated_sup": 0.0}
+                    "fused_sup": 0.0, "anatomy_align": 0.0, "translated_anatomy": 0.0, "translated_sup": 0.0,
+                    "adv_anatomy": 0.0}
     """The paper's weights; ``fused_sup`` (L_sup on fused anatomies), ``anatomy_align`` (L1
     between each warped anatomy and the anatomy it was aligned to) and ``translated_anatomy`` /
     ``translated_sup`` (one modality's anatomy rendered in another's style and encoded again,
-    :func:`~dafnet.methods.dafnet.steps._translated`) are named deviations, off."""
+    :func:`~dafnet.methods.dafnet.steps._translated`) and ``adv_anatomy`` (a critic on the anatomies,
+    :mod:`.anatomy_critic`) are named deviations, off."""
 
     class Params(Params):
         num_candidates: int = Field(1, ge=1, le=9, description="k candidate slices per pair; 1 = expert pairing "
@@ -146,10 +148,14 @@ class DAFNet(Method):
             self.image_discriminators = nn.ModuleList(
                 build_role(self, "discriminator", facts.with_(critic_channels=facts.image_channels))[0]
                 for _ in self.modalities)
+        self.anatomy_discriminator = None
+        if self.weights["adv_anatomy"] > 0:
+            anatomy_facts = facts.with_(critic_channels=facts.require("anatomy_channels"))
+            self.anatomy_discriminator, _ = build_role(self, "discriminator", anatomy_facts)
         self.pairing_head = build_role(self, "pairing_head", facts)[0] if self.num_candidates > 1 else None
         self.facts = facts
 
-    ADVERSARIAL_TERMS = ("adv_mask", "adv_image")
+    ADVERSARIAL_TERMS = ("adv_mask", "adv_image", "adv_anatomy")
 
     @property
     def adversarial_scale(self) -> float:
@@ -172,7 +178,7 @@ class DAFNet(Method):
         return self.weights[term] * scale
 
     def critics(self) -> list[nn.Module]:
-        out = [self.mask_discriminator] if self.mask_discriminator is not None else []
+        out = [c for c in (self.mask_discriminator, self.anatomy_discriminator) if c is not None]
         return out + (list(self.image_discriminators) if self.image_discriminators is not None else [])
 
     # ------------------------------------------------------------------ engine contract
@@ -185,6 +191,8 @@ class DAFNet(Method):
             nets["pairing_head"] = self.pairing_head
         if self.mask_discriminator is not None:
             nets["mask_discriminator"] = self.mask_discriminator
+        if self.anatomy_discriminator is not None:
+            nets["anatomy_discriminator"] = self.anatomy_discriminator
         for name, critic in zip(self.modalities, self.image_discriminators or []):
             nets[f"image_discriminator_{name}"] = critic
         return nets
@@ -202,6 +210,9 @@ class DAFNet(Method):
             if self.mask_discriminator is not None:
                 out += [Phase(f"{stream}/mask_discriminator/{m}", "mask_discriminator", stream,
                               partial(steps.mask_critic_step, self, i)) for i, m in enumerate(self.modalities)]
+            if self.anatomy_discriminator is not None:
+                out.append(Phase(f"{stream}/anatomy_discriminator", "anatomy_discriminator", stream,
+                                 partial(anatomy_critic.critic_step, self, ensure=steps.ensure_fakes)))
             if self.image_discriminators is not None:
                 out += [Phase(f"{stream}/image_discriminator/{m}", f"image_discriminator_{m}", stream,
                               partial(steps.image_critic_step, self, i)) for i, m in enumerate(self.modalities)]

@@ -26,6 +26,7 @@ from dafnet.losses import (
     ZReconstructionLoss,
     one_hot_target,
 )
+from dafnet.methods.dafnet import anatomy_critic
 from dafnet.methods.dafnet.graph import Cross, Graph, first_candidate, rows, training_graph
 
 
@@ -199,6 +200,8 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])
+        if w.get("adv_anatomy", 0) > 0:
+            terms["adv_anatomy"] = anatomy_critic.generator_term(method, graph)
         if w["rec"] > 0:
             terms["rec"] = _reconstruction(method, graph, batch)
         if w["adv_image"] > 0:
@@ -226,12 +229,14 @@ def _store(method, graph: Graph, batch: dict, scratch: dict) -> None:
     if method.mask_discriminator is not None:
         scratch["real_masks"] = real_masks(batch, method.num_classes + 1)
         scratch["fake_masks"] = [torch.cat(mask_fakes(graph, i)).detach() for i in range(n)]
+    if getattr(method, "anatomy_discriminator", None) is not None:
+        anatomy_critic.store(method, graph, scratch)
     if method.image_discriminators is not None and graph.reconstruction[0] is not None:
         scratch["real_images"] = [batch["images"][:, i, 0] for i in range(n)]
         scratch["fake_images"] = [torch.cat(image_fakes(graph, i)).detach() for i in range(n)]
 
 
-def _ensure_fakes(method, batch: dict, scratch: dict, key: str) -> None:
+def ensure_fakes(method, batch: dict, scratch: dict, key: str) -> None:
     if key in scratch:
         return
     with torch.no_grad():
@@ -241,7 +246,7 @@ def _ensure_fakes(method, batch: dict, scratch: dict, key: str) -> None:
 
 def mask_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossOutput:
     """Mask discriminator step on the masks predicted for one modality vs all real masks."""
-    _ensure_fakes(method, batch, scratch, "fake_masks")
+    ensure_fakes(method, batch, scratch, "fake_masks")
     critic, fake = method.mask_discriminator, scratch["fake_masks"][modality]
     real = scratch["real_masks"]
     if real.shape[0] == 0:  # no ground truth at all in this batch: a constant total, the engine skips the step
@@ -252,7 +257,7 @@ def mask_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossO
 
 def image_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossOutput:
     """Image discriminator step of one modality: its real images vs the images synthesised in its style."""
-    _ensure_fakes(method, batch, scratch, "fake_images")
+    ensure_fakes(method, batch, scratch, "fake_images")
     critic = method.image_discriminators[modality]
     real, fake = scratch["real_images"][modality], scratch["fake_images"][modality]
     loss = method.lsgan_discriminator(critic(real), critic(fake))

@@ -46,6 +46,13 @@ def _critic_rows(method, x, critic: str) -> list[RoleSummary]:
         checked("mask discriminator", critic, score, None)
         rows.append(RoleSummary("mask_discriminator", critic, shape_text(score),
                                 count_trainable(method.mask_discriminator)))
+    if getattr(method, "anatomy_discriminator", None) is not None:
+        h, w = x.shape[-2:]
+        anatomy = torch.zeros(1, method.facts.anatomy_channels, h, w, device=x.device, dtype=x.dtype)
+        score = method.anatomy_discriminator(anatomy)
+        checked("anatomy discriminator", critic, score, None)
+        rows.append(RoleSummary("anatomy_discriminator", critic, shape_text(score),
+                                count_trainable(method.anatomy_discriminator)))
     for m, net in zip(method.modalities, method.image_discriminators or []):
         score = net(x)
         checked("image discriminator", critic, score, None)

@@ -74,6 +74,7 @@ class SDNet(Method):
     aligner = None
     pairing_head = None
     image_discriminators = None
+    anatomy_discriminator = None
 
     def __init__(self, params: SDNet.Params, facts: Facts, context: MethodContext | None = None) -> None:
         super().__init__(params, facts, context)

@@ -30,7 +30,7 @@ from dafnet.interfaces import (
     Role,
     RoleSummary,
 )
-from dafnet.methods.dafnet import anatomy_critic, steps
+from dafnet.methods.dafnet import steps
 from dafnet.methods.dafnet.alignment import alignment_summary
 from dafnet.methods.dafnet.collapse import collapse_bounds, collapse_summary
 from dafnet.methods.dafnet.inference import evaluation_statistics, predict_images
@@ -212,7 +212,7 @@ class DAFNet(Method):
                               partial(steps.mask_critic_step, self, i)) for i, m in enumerate(self.modalities)]
             if self.anatomy_discriminator is not None:
                 out.append(Phase(f"{stream}/anatomy_discriminator", "anatomy_discriminator", stream,
-                                 partial(anatomy_critic.critic_step, self, ensure=steps.ensure_fakes)))
+                                 partial(steps.anatomy_critic_step, self)))
             if self.image_discriminators is not None:
                 out += [Phase(f"{stream}/image_discriminator/{m}", f"image_discriminator_{m}", stream,
                               partial(steps.image_critic_step, self, i)) for i, m in enumerate(self.modalities)]

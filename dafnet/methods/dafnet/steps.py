@@ -194,14 +194,15 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
         if w.get("translated_anatomy", 0) > 0 or w.get("translated_sup", 0) > 0:
-            anatomy, sup = _translated(method, graph, batch, w.get("translated_sup", 0) > 0)
-            terms.update({name: value for name, value in (("translated_anatomy", anatomy), ("translated_sup", sup))
-                          if w.get(name, 0) > 0})
+            values = dict(zip(("translated_anatomy", "translated_sup"),
+                              _translated(method, graph, batch, w.get("translated_sup", 0) > 0)))
+            terms.update({name: value for name, value in values.items() if w.get(name, 0) > 0})
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])
         if w.get("adv_anatomy", 0) > 0:
-            terms["adv_anatomy"] = anatomy_critic.generator_term(method, graph)
+            terms["adv_anatomy"] = _critic_sum(method.anatomy_discriminator,
+                                               [anatomy_critic.anatomy_fakes(method, graph)])
         if w["rec"] > 0:
             terms["rec"] = _reconstruction(method, graph, batch)
         if w["adv_image"] > 0:
@@ -229,14 +230,14 @@ def _store(method, graph: Graph, batch: dict, scratch: dict) -> None:
     if method.mask_discriminator is not None:
         scratch["real_masks"] = real_masks(batch, method.num_classes + 1)
         scratch["fake_masks"] = [torch.cat(mask_fakes(graph, i)).detach() for i in range(n)]
-    if getattr(method, "anatomy_discriminator", None) is not None:
+    if method.anatomy_discriminator is not None:
         anatomy_critic.store(method, graph, scratch)
     if method.image_discriminators is not None and graph.reconstruction[0] is not None:
         scratch["real_images"] = [batch["images"][:, i, 0] for i in range(n)]
         scratch["fake_images"] = [torch.cat(image_fakes(graph, i)).detach() for i in range(n)]
 
 
-def ensure_fakes(method, batch: dict, scratch: dict, key: str) -> None:
+def _ensure_fakes(method, batch: dict, scratch: dict, key: str) -> None:
     if key in scratch:
         return
     with torch.no_grad():
@@ -246,7 +247,7 @@ def ensure_fakes(method, batch: dict, scratch: dict, key: str) -> None:
 
 def mask_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossOutput:
     """Mask discriminator step on the masks predicted for one modality vs all real masks."""
-    ensure_fakes(method, batch, scratch, "fake_masks")
+    _ensure_fakes(method, batch, scratch, "fake_masks")
     critic, fake = method.mask_discriminator, scratch["fake_masks"][modality]
     real = scratch["real_masks"]
     if real.shape[0] == 0:  # no ground truth at all in this batch: a constant total, the engine skips the step
@@ -257,8 +258,16 @@ def mask_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossO
 
 def image_critic_step(method, modality: int, batch: dict, scratch: dict) -> LossOutput:
     """Image discriminator step of one modality: its real images vs the images synthesised in its style."""
-    ensure_fakes(method, batch, scratch, "fake_images")
+    _ensure_fakes(method, batch, scratch, "fake_images")
     critic = method.image_discriminators[modality]
     real, fake = scratch["real_images"][modality], scratch["fake_images"][modality]
     loss = method.lsgan_discriminator(critic(real), critic(fake))
     return LossOutput(total=loss, terms={"dis_image": loss.detach()})
+
+
+def anatomy_critic_step(method, batch: dict, scratch: dict) -> LossOutput:
+    """Anatomy discriminator step (:mod:`.anatomy_critic`): the other modalities' anatomies real, the target's fake."""
+    _ensure_fakes(method, batch, scratch, "fake_anatomy")
+    critic = method.anatomy_discriminator
+    loss = method.lsgan_discriminator(critic(scratch["real_anatomy"]), critic(scratch["fake_anatomy"]))
+    return LossOutput(total=loss, terms={"dis_anatomy": loss.detach()})

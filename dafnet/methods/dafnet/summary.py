@@ -46,7 +46,7 @@ def _critic_rows(method, x, critic: str) -> list[RoleSummary]:
         checked("mask discriminator", critic, score, None)
         rows.append(RoleSummary("mask_discriminator", critic, shape_text(score),
                                 count_trainable(method.mask_discriminator)))
-    if getattr(method, "anatomy_discriminator", None) is not None:
+    if method.anatomy_discriminator is not None:
         h, w = x.shape[-2:]
         anatomy = torch.zeros(1, method.facts.anatomy_channels, h, w, device=x.device, dtype=x.dtype)
         score = method.anatomy_discriminator(anatomy)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from dafnet.components.aligners.thin_plate import dense_displacement_matrix, pixel_grid, sample, tps_sampling_grid
 from dafnet.engine.export import exported_recipe, load_export
-from dafnet.experiment.cell_evaluation import _subjects, evaluation_batches
+from dafnet.experiment.cell_evaluation import evaluation_batches, recipe_subjects
 from dafnet.methods.dafnet.alignment import counted_pixels
 from dafnet.methods.dafnet.inference import predict_target
 from dafnet.metrics.alignment_error import error_maps, error_statistics, sample_coordinates
@@ -99,7 +99,7 @@ def grids(method, batch: dict, m: int, encoded: dict, steps: int) -> dict[str, t
 def floors(run: Path, split: str, steps: int) -> dict[str, dict[str, float]]:
     method, recipe = load_export(run), exported_recipe(run)
     ids = json.loads((run / "splits.json").read_text())[split]
-    by_id = {str(s.id): s for s in _subjects(recipe, run)[0]}
+    by_id = {str(s.id): s for s in recipe_subjects(recipe, run)[0]}
     _, batches = evaluation_batches(method, [by_id[i] for i in ids], recipe.train.batch_size)
     maps: dict[str, list[torch.Tensor]] = {c: [] for c in COLUMNS}
     reference: list[torch.Tensor] = []

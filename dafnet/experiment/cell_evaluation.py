@@ -55,7 +55,7 @@ def cell_status(folder: Path, references: bool = False) -> str:
     return "new"
 
 
-def _subjects(recipe, export: Path | None = None) -> tuple[list, dict | None]:
+def recipe_subjects(recipe, export: Path | None = None) -> tuple[list, dict | None]:
     """The recipe's subjects (loaded once per data settings and planned spacing) and its plans
     record: an export's stored spacing, else the one planned from the recipe's split."""
     from dafnet.assemble import build_data_source
@@ -128,7 +128,7 @@ def per_volume_dice(stats: dict, subject_ids: list[str]) -> dict[str, dict[str, 
 
 def _test_subjects(recipe, splits: dict, export: Path | None = None) -> tuple[list, str]:
     part = "test" if splits.get("test") else "validation"
-    by_id = {str(s.id): s for s in _subjects(recipe, export)[0]}
+    by_id = {str(s.id): s for s in recipe_subjects(recipe, export)[0]}
     return [by_id[i] for i in splits.get(part, [])], part
 
 
@@ -155,7 +155,7 @@ def evaluate_untrained(recipe, folder: Path) -> dict:
     set_seed(recipe.train.seed)
     folder.mkdir(parents=True, exist_ok=True)
     _, facts = build_data_source(recipe)
-    subjects, plans = _subjects(recipe)
+    subjects, plans = recipe_subjects(recipe)
     ids = split_data(subjects, recipe.data)
     splits = splits_record(recipe.data.split, ids)
     (folder / "recipe.yaml").write_text(recipe_yaml(recipe), encoding="utf-8")
@@ -230,7 +230,7 @@ def evaluate_validation(cell: Cell, folder: Path) -> dict:
     if not splits.get("validation"):
         raise DafnetError(f"cell {cell.id} has no validation subjects, so it has no validation record",
                           hint="give data.split a validation share, or read the test tables")
-    by_id = {str(s.id): s for s in _subjects(recipe, export)[0]}
+    by_id = {str(s.id): s for s in recipe_subjects(recipe, export)[0]}
     subjects = [by_id[i] for i in splits["validation"]]
     _, record = evaluate_subjects(method, subjects, recipe.train.batch_size, "validation")
     write_json(path, record)
@@ -239,4 +239,4 @@ def evaluate_validation(cell: Cell, folder: Path) -> dict:
 
 __all__ = ["PER_VOLUME_VERSION", "VALIDATION_RECORD", "cell_status", "evaluate_export", "evaluate_subjects",
            "evaluate_trained_cell", "evaluate_untrained", "evaluate_validation", "evaluation_batches",
-           "evaluation_statistics", "per_volume_dice", "per_volume_version", "write_json"]
+           "evaluation_statistics", "per_volume_dice", "per_volume_version", "recipe_subjects", "write_json"]

@@ -26,7 +26,7 @@ from dafnet.losses import (
     ZReconstructionLoss,
     one_hot_target,
 )
-from dafnet.methods.dafnet import anatomy_critic
+from dafnet.methods.dafnet import anatomy_critic, random_contrast
 from dafnet.methods.dafnet.graph import Cross, Graph, first_candidate, rows, training_graph
 
 
@@ -179,6 +179,10 @@ def real_masks(batch: dict, num_channels: int) -> Tensor:
     return one_hot_target(batch["masks"][:, :, 0][labelled], num_channels)[:, 1:]
 
 
+_PAIRED_TERMS = ((("translated_anatomy", "translated_sup"), _translated),
+                 (("contrast_anatomy", "contrast_sup"), random_contrast.contrast_terms))
+
+
 def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
     """The generator (all non-critic networks) step of one batch."""
     w = method.weights
@@ -193,10 +197,10 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
             terms["anatomy_align"] = _anatomy_alignment(graph, method.params.anatomy_align_measure)
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
-        if w.get("translated_anatomy", 0) > 0 or w.get("translated_sup", 0) > 0:
-            values = dict(zip(("translated_anatomy", "translated_sup"),
-                              _translated(method, graph, batch, w.get("translated_sup", 0) > 0)))
-            terms.update({name: value for name, value in values.items() if w.get(name, 0) > 0})
+        for names, compute in _PAIRED_TERMS:  # (an anatomy term, a supervised term) computed together
+            if any(w.get(name, 0) > 0 for name in names):
+                values = dict(zip(names, compute(method, graph, batch, w.get(names[1], 0) > 0)))
+                terms.update({name: value for name, value in values.items() if w.get(name, 0) > 0})
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])

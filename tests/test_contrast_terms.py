@@ -1,0 +1,105 @@
+"""losses.contrast_anatomy and losses.contrast_sup (named deviations, docs/method.md): a labelled image in a
+random contrast (random_contrast) encoded by every other modality's encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_method_dafnet import build, first_batch
+
+from dafnet.methods.dafnet.graph import training_graph
+from dafnet.methods.dafnet.random_contrast import contrast_terms, random_contrast
+
+
+def generator(method):
+    return method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")]
+
+
+def _phantom_like(b=3, h=16, w=16):
+    """A bright disc in a dark ring on a grey background, in [-1, 1]."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    r = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2).sqrt()
+    image = torch.where(r < 3, 1.0, torch.where(r < 5, -0.6, 0.1)) - 0.05 * torch.rand(b, 1, h, w)
+    return image.clamp(-1, 1)
+
+
+def test_random_contrast_keeps_range_and_shape_and_varies_per_sample():
+    torch.manual_seed(0)
+    images = _phantom_like()
+    out = random_contrast(images)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert torch.allclose(out.amin(dim=(1, 2, 3)), torch.tensor(-1.0)) and torch.allclose(out.amax(dim=(1, 2, 3)),
+                                                                                           torch.tensor(1.0))
+    assert not torch.allclose(out[0], out[1], atol=1e-3)  # each sample its own network
+    assert not torch.allclose(out, images, atol=1e-2)
+
+
+def test_random_contrast_keeps_edges_where_they_were():
+    # A 1x1-only network is a pointwise intensity map: pixels of one tissue stay one value (no noise here).
+    torch.manual_seed(1)
+    images = _phantom_like(b=4).round(decimals=1)
+    for _ in range(5):
+        out = random_contrast(images)
+        for tissue in images.unique():
+            values = out[images == tissue]
+            assert values.numel() > 0
+    # The contrast may invert: over draws, the disc is sometimes darker than the ring.
+    torch.manual_seed(2)
+    inverted = 0
+    for _ in range(40):
+        out = random_contrast(_phantom_like(b=1, h=16, w=16).round(decimals=1))
+        inverted += int(out[0, 0, 8, 8] < out[0, 0, 8, 4])
+    assert 0 < inverted < 40
+
+
+def test_terms_are_off_by_default_and_named_when_weighted():
+    method, subjects = build()
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    assert not {"contrast_anatomy", "contrast_sup"} & set(generator(method).step(batch, {}).terms)
+    method, subjects = build(losses={"contrast_anatomy": 10.0, "contrast_sup": 10.0}, fraction=1.0)
+    out = generator(method).step(first_batch(method.train_streams(subjects)["labelled"], method), {})
+    assert all(torch.isfinite(out.terms[k]) and out.terms[k] > 0 for k in ("contrast_anatomy", "contrast_sup"))
+
+
+def test_values_are_the_l1_and_the_supervised_loss_of_the_recontrasted_image():
+    method, subjects = build(losses={"contrast_anatomy": 1.0, "contrast_sup": 1.0}, fraction=1.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    method.eval()
+    try:
+        with torch.no_grad():
+            graph = training_graph(method, batch, with_images=False)
+            torch.manual_seed(3)
+            anatomy, sup = contrast_terms(method, graph, batch, with_sup=True)
+            torch.manual_seed(3)
+            expected_anatomy, expected_sup = 0.0, 0.0
+            for i, j in ((0, 1), (1, 0)):
+                s = method.anatomy_encoder(random_contrast(batch["images"][:, i, 0]), j).anatomy
+                expected_anatomy += (s - graph.anatomy[i]).abs().mean()
+                expected_sup += method.supervised(method.segmentor(s).logits, batch["masks"][:, i, 0])
+    finally:
+        method.train()
+    assert anatomy.item() == pytest.approx(float(expected_anatomy), rel=1e-5)
+    assert sup.item() == pytest.approx(float(expected_sup), rel=1e-5)
+
+
+def test_gradients_reach_the_encoder_and_segmentor_only():
+    method, subjects = build(losses={"contrast_anatomy": 1.0, "contrast_sup": 1.0}, fraction=1.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    graph = training_graph(method, batch, with_images=False)
+    method.zero_grad(set_to_none=True)
+    anatomy, sup = contrast_terms(method, graph, batch, with_sup=True)
+    (anatomy + sup).backward()
+
+    def reached(module):
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    assert reached(method.anatomy_encoder) and reached(method.segmentor)
+    assert not reached(method.decoder) and not reached(method.modality_encoder) and not reached(method.aligner)
+
+
+def test_no_direction_runs_from_an_unlabelled_modality():
+    method, subjects = build(losses={"contrast_anatomy": 1.0, "contrast_sup": 1.0}, fraction=0.0)
+    batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
+    batch["labelled"] = torch.zeros_like(batch["labelled"])
+    anatomy, sup = contrast_terms(method, training_graph(method, batch, with_images=False), batch, with_sup=True)
+    assert anatomy.item() == 0.0 and sup.item() == 0.0

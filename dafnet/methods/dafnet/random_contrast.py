@@ -29,11 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def random_contrast(images: Tensor, layers: int = 4, hidden: int = 2, slope: float = 0.2) -> Tensor:
+def random_contrast(images: Tensor, layers: int = 4, hidden: int = 2, slope: float = 0.2,
+                    kernel_sizes: tuple[int, ...] = (1, 3)) -> Tensor:
     """(B, 1, H, W) images in [-1, 1] -> the same structures in a random contrast, each rescaled to [-1, 1].
 
-    Each sample gets its own network of ``layers`` convolutions (1x1 or 3x3, drawn per layer; weights and
-    biases standard normal; ``hidden`` channels; leaky ReLU between), so intensities are remapped
+    Each sample gets its own network of ``layers`` convolutions (sizes drawn per layer from ``kernel_sizes``;
+    weights normal with std 1 / sqrt(fan-in), biases standard normal; ``hidden`` channels; leaky ReLU
+    between), so intensities are remapped
     non-monotonically and textures change while every edge stays where it was. The output is mixed with
     the input by a random share alpha ~ U(0, 1) and min-max rescaled per sample, as the data are."""
     b, c, h, w = images.shape
@@ -41,7 +43,7 @@ def random_contrast(images: Tensor, layers: int = 4, hidden: int = 2, slope: flo
     channels = c
     for layer in range(layers):
         out = 1 if layer == layers - 1 else hidden
-        k = 1 if torch.rand(()) < 0.5 else 3
+        k = kernel_sizes[int(torch.randint(len(kernel_sizes), ()))]
         weight = torch.randn(b * out, channels, k, k, device=x.device) / (channels * k * k) ** 0.5
         bias = torch.randn(b * out, device=x.device)
         x = F.conv2d(x, weight, bias, padding=k // 2, groups=b)

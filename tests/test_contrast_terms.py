@@ -8,7 +8,7 @@ import torch
 from test_method_dafnet import build, first_batch
 
 from dafnet.methods.dafnet.graph import training_graph
-from dafnet.methods.dafnet.random_contrast import contrast_terms, random_contrast
+from dafnet.methods.dafnet.random_contrast import contrast_alignment, contrast_terms, random_contrast
 
 
 def generator(method):
@@ -109,3 +109,30 @@ def test_no_direction_runs_from_an_unlabelled_modality():
     batch["labelled"] = torch.zeros_like(batch["labelled"])
     anatomy, sup = contrast_terms(method, training_graph(method, batch, with_images=False), batch, with_sup=True)
     assert anatomy.item() == 0.0 and sup.item() == 0.0
+
+
+def test_contrast_align_trains_the_aligner_only_and_is_named_when_weighted():
+    method, subjects = build(losses={"contrast_align": 10.0}, fraction=1.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    out = generator(method).step(batch, {})
+    assert 0 < out.terms["contrast_align"] <= 2  # 1 - soft Dice per ordered pair, two pairs
+    graph = training_graph(method, batch, with_images=False)
+    method.zero_grad(set_to_none=True)
+    contrast_alignment(method, graph, batch).backward()
+
+    def reached(module):
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    assert reached(method.aligner)
+    assert not reached(method.anatomy_encoder) and not reached(method.segmentor) and not reached(method.decoder)
+
+
+def test_contrast_align_is_zero_for_a_perfect_registration():
+    # With no motion drawn and an aligner that returns the identity, the moved mask is the mask itself.
+    method, subjects = build(losses={"contrast_align": 1.0}, fraction=1.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    assert method.context.misalignment_degrees == 0 and method.context.misalignment_shift == 0
+    for p in method.aligner.parameters():
+        torch.nn.init.zeros_(p)  # the TPS head's offsets are 0: the identity warp
+    value = contrast_alignment(method, training_graph(method, batch, with_images=False), batch)
+    assert value.item() < 0.02  # bilinear resampling of the identity grid and soft-edged reals: not exactly 0

@@ -17,6 +17,12 @@ image segmentation", IEEE TMI 2022) and encoded by j's encoder: s = E_j(GIN(x_i)
 * ``contrast_sup``: L_sup(Seg(s), i's mask): j's encoder and the segmentor learn the structures from
   exact labels in contrasts other than i's own.
 
+``contrast_align`` gives the aligner pairs whose misalignment is known: x_i in a random contrast and moved
+by a random rigid motion (drawn as ``data.augment.misalignment_degrees`` / ``misalignment_shift`` draw
+theirs) is encoded by j's encoder, s' = E_j(x'); the aligner warps s_i onto s' (both constants: only the
+aligner learns from it), and the same grid moves i's mask, which must land on the moved mask (1 - soft
+Dice over the foreground channels). The aligner so learns to register each pair, not a typical correction.
+
 Unlike ``translated_*`` (the decoder renders i's anatomy in j's style) the images do not depend on
 how well the decoder has learned j's style, and no direction runs from an unlabelled modality, whose
 anatomy is the one in doubt.
@@ -27,6 +33,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dafnet.components.aligners.thin_plate import sample
+from dafnet.data.augment import foreground_onehot, rigid_theta, warp_sample, warp_soft_masks
 
 
 def random_contrast(images: Tensor, layers: int = 4, hidden: int = 2, slope: float = 0.2,
@@ -82,3 +91,42 @@ def contrast_terms(method, graph, batch: dict, with_sup: bool) -> tuple[Tensor, 
             if with_sup:
                 sup = sup + method.supervised.per_sample(method.segmentor(s).logits, masks[has, i, 0]).mean()
     return anatomy, sup
+
+
+def _random_motions(batch_size: int, degrees: float, shift: float, height: int, width: int) -> Tensor:
+    """(B, 3, 3) random rigid motions: rotation ~ U(-degrees, degrees), shift ~ U(-shift, shift) per axis."""
+    draws = (torch.rand(batch_size, 3) * 2 - 1).tolist()
+    return torch.stack([rigid_theta(r * degrees, height, width, (x * shift, y * shift)) for r, x, y in draws])
+
+
+def contrast_alignment(method, graph, batch: dict) -> Tensor:
+    """``contrast_align``: 1 - soft Dice of i's mask moved by Align(s_i -> E_j(move(GIN(x_i)))) against the
+    moved mask, summed over ordered pairs i -> j (i != j) with i labelled, a mean over those samples."""
+    labelled, masks, images = batch["labelled"], batch["masks"], batch["images"]
+    context, classes = method.context, method.num_classes + 1
+    total = graph.anatomy[0].new_zeros(())
+    n = len(graph.anatomy)
+    for i in range(n):
+        has = labelled[:, i, 0]
+        if not bool(has.any()):
+            continue
+        mask = masks[has, i, 0]
+        height, width = mask.shape[-2:]
+        theta = _random_motions(mask.shape[0], context.misalignment_degrees, context.misalignment_shift,
+                                height, width).to(mask.device)
+        with torch.no_grad():
+            moved_image, _ = warp_sample(random_contrast(images[has, i, 0]), mask, theta)
+            moved_mask = warp_soft_masks(mask, theta, classes)
+            onehot = foreground_onehot(mask, classes)
+        s_i = graph.anatomy[i][has].detach()
+        for j in range(n):
+            if i == j:
+                continue
+            with torch.no_grad():
+                fixed = method.anatomy_encoder(moved_image, j).anatomy
+            grid = method.aligner(s_i, fixed).grid
+            warped = sample(onehot.to(grid.dtype), grid).flatten(1)
+            target = moved_mask.to(grid.dtype).flatten(1)
+            overlap = 2 * (warped * target).sum(1)
+            total = total + (1 - overlap / (warped.sum(1) + target.sum(1)).clamp_min(1e-6)).mean()
+    return total

@@ -40,6 +40,12 @@ def _check_spatial(prediction: Tensor, target: Tensor, who: str) -> None:
         )
 
 
+def soft_dice_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Per sample, 1 - soft Dice of two (B, ...) maps over all their channels and pixels; both empty: 1."""
+    a, b = a.flatten(1), b.flatten(1)
+    return 1 - 2 * (a * b).sum(1) / (a.sum(1) + b.sum(1)).clamp_min(1e-6)
+
+
 class DiceLoss(LossTerm):
     """1 - soft Dice pooled over all foreground channels of a sample (channels 1..L), batch mean."""
 

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from dafnet.components.aligners.thin_plate import sample
 from dafnet.data.augment import foreground_onehot, rigid_theta, warp_sample, warp_soft_masks
+from dafnet.losses import soft_dice_distance
 
 
 def random_contrast(images: Tensor, layers: int = 4, hidden: int = 2, slope: float = 0.2,
@@ -44,9 +45,9 @@ def random_contrast(images: Tensor, layers: int = 4, hidden: int = 2, slope: flo
 
     Each sample gets its own network of ``layers`` convolutions (sizes drawn per layer from ``kernel_sizes``;
     weights normal with std 1 / sqrt(fan-in), biases standard normal; ``hidden`` channels; leaky ReLU
-    between), so intensities are remapped
-    non-monotonically and textures change while every edge stays where it was. The output is mixed with
-    the input by a random share alpha ~ U(0, 1) and min-max rescaled per sample, as the data are."""
+    between), so intensities are remapped non-monotonically and textures change while every edge stays
+    where it was. The output is mixed with the input by a random share alpha ~ U(0, 1) and min-max
+    rescaled per sample, as the data are."""
     b, c, h, w = images.shape
     x = images.reshape(1, b * c, h, w).float()
     channels = c
@@ -125,8 +126,6 @@ def contrast_alignment(method, graph, batch: dict) -> Tensor:
             with torch.no_grad():
                 fixed = method.anatomy_encoder(moved_image, j).anatomy
             grid = method.aligner(s_i, fixed).grid
-            warped = sample(onehot.to(grid.dtype), grid).flatten(1)
-            target = moved_mask.to(grid.dtype).flatten(1)
-            overlap = 2 * (warped * target).sum(1)
-            total = total + (1 - overlap / (warped.sum(1) + target.sum(1)).clamp_min(1e-6)).mean()
+            moved = sample(onehot.to(grid.dtype), grid)
+            total = total + soft_dice_distance(moved, moved_mask.to(grid.dtype)).mean()
     return total

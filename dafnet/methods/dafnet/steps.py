@@ -25,6 +25,7 @@ from dafnet.losses import (
     SupervisedLoss,
     ZReconstructionLoss,
     one_hot_target,
+    soft_dice_distance,
 )
 from dafnet.methods.dafnet import anatomy_critic, random_contrast
 from dafnet.methods.dafnet.graph import Cross, Graph, first_candidate, rows, training_graph
@@ -108,9 +109,7 @@ def _anatomy_alignment(graph: Graph, measure: str = "l1") -> Tensor:
     total = graph.anatomy[0].new_zeros(())
     for c in graph.crosses:
         if measure == "dice":
-            warped, fixed = c.warped.flatten(1), c.fixed.flatten(1)
-            overlap = 2 * (warped * fixed).sum(1)
-            per_sample = 1 - overlap / (warped.sum(1) + fixed.sum(1)).clamp_min(1e-6)  # both empty: 1
+            per_sample = soft_dice_distance(c.warped, c.fixed)  # both empty: 1
         else:
             per_sample = (c.warped - c.fixed).abs().flatten(1).mean(1)
         total = total + _weighted(per_sample, c, False)

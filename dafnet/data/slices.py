@@ -53,6 +53,7 @@ from dafnet.data.augment import (
     warp_slices,
     warp_soft_masks,
 )
+from dafnet.data.mask_pool import labelled_mask_pool
 from dafnet.data.slice_pairing import Pairing, draw_candidates
 from dafnet.errors import DafnetError
 from dafnet.interfaces.data import Subject
@@ -78,6 +79,9 @@ class SampleConfig:
     """L + 1 (> 1): training samples also carry ``soft_masks`` (n, k, L, H, W), the masks' one-hot
     foreground channels resampled bilinearly with the images (soft edges, as the original rotated
     its masks); 0: they do not."""
+    real_mask_pool: int = 0
+    """L + 1 (> 1): training samples also carry ``pool_masks`` (L, H, W), one labelled slice of the
+    dataset drawn at random (:mod:`dafnet.data.mask_pool`; soft edges when ``soft_mask_classes`` is set)."""
     warp: Literal["sample", "batch"] = "sample"
     """Where a training sample's motions are applied (``data.augment.warp``): ``sample``, in the
     dataset; ``batch``, later, to the collated batch (:func:`~dafnet.data.augment.warp_batch`): the
@@ -125,6 +129,8 @@ class PairedSliceDataset(Dataset):
                 self._fixed[key] = self._candidates(*key, rng)
         self.device = None if device is None else torch.device(device)
         self._held = None if device is None else self._hold(self.device)
+        self.pool = (labelled_mask_pool(self.subjects, config, hide_target_labels, self._held)
+                     if training and config.real_mask_pool >= 2 else None)
 
     def _hold(self, device: torch.device) -> dict[tuple[int, str], tuple[Tensor, Tensor | None]]:
         """(subject index, modality) -> (images float32 (S, H, W), label maps int64 or None), on
@@ -182,6 +188,8 @@ class PairedSliceDataset(Dataset):
                   "slice": torch.tensor(key[1], dtype=torch.int64)}
         if self.training:
             sample.update(self._augment(images, masks))
+            if self.pool is not None:
+                sample["pool_masks"] = self.pool.draw()
         if self._with_coordinates:
             sample.update(self._coordinates(subject, chosen))
         return sample

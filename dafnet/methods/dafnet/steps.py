@@ -171,7 +171,10 @@ def image_fakes(graph: Graph, modality: int) -> list[Tensor]:
 
 def real_masks(batch: dict, num_channels: int) -> Tensor:
     """Foreground channels of every labelled (candidate-0) mask of every modality: (R, L, H, W);
-    the bilinearly resampled ``soft_masks`` where the batch carries them (``real_mask_rotation``)."""
+    the bilinearly resampled ``soft_masks`` where the batch carries them (``real_mask_rotation``);
+    the batch's ``pool_masks`` (B, L, H, W) instead where it carries them (``critic_real_masks: pool``)."""
+    if "pool_masks" in batch:
+        return batch["pool_masks"]
     labelled = batch["labelled"][:, :, 0]
     if "soft_masks" in batch:
         return batch["soft_masks"][:, :, 0][labelled]

@@ -93,7 +93,7 @@ def moves(config: SampleConfig) -> bool:
     return config.rotation_degrees > 0 or config.misalignment_degrees > 0 or config.misalignment_shift > 0
 
 
-def _uniform(limit: float) -> float:
+def uniform_draw(limit: float) -> float:
     """One draw in [-limit, limit] from torch's generator (DataLoader worker seeding applies)."""
     return (2 * float(torch.rand(())) - 1) * limit
 
@@ -101,14 +101,14 @@ def _uniform(limit: float) -> float:
 def draw_thetas(config: SampleConfig, n: int, k: int, height: int, width: int) -> Tensor:
     """The motions of one training sample, (n, k, 3, 3) float64: the common rotation, then for every
     non-target modality in order (misalignment on) its shift (x, y) and rotation, composed after it."""
-    common = rigid_theta(_uniform(config.rotation_degrees), height, width)
+    common = rigid_theta(uniform_draw(config.rotation_degrees), height, width)
     misaligned = config.misalignment_degrees > 0 or config.misalignment_shift > 0
     thetas = []
     for m in range(n):
         theta = common
         if m != config.target_index and misaligned:
-            shift = (_uniform(config.misalignment_shift), _uniform(config.misalignment_shift))
-            theta = common @ rigid_theta(_uniform(config.misalignment_degrees), height, width, shift)
+            shift = (uniform_draw(config.misalignment_shift), uniform_draw(config.misalignment_shift))
+            theta = common @ rigid_theta(uniform_draw(config.misalignment_degrees), height, width, shift)
         thetas.append(theta.expand(k, 3, 3))
     return torch.stack(thetas)
 
@@ -136,5 +136,6 @@ def warp_batch(batch: dict, soft_mask_classes: int = 0) -> dict:
     return out
 
 
-__all__ = ["THETA_KEY", "draw_thetas", "foreground_onehot", "moves", "rigid_theta", "rotate_sample", "warp_batch",
+__all__ = ["THETA_KEY", "draw_thetas", "foreground_onehot", "moves", "rigid_theta", "rotate_sample", "uniform_draw",
+           "warp_batch",
            "warp_sample", "warp_slices", "warp_soft_masks"]

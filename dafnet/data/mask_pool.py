@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dafnet.data.augment import foreground_onehot, rigid_theta, warp_sample, warp_soft_masks
+from dafnet.data.augment import foreground_onehot, rigid_theta, uniform_draw, warp_sample, warp_soft_masks
 
 if TYPE_CHECKING:
     from dafnet.data.slices import SampleConfig
@@ -46,8 +46,7 @@ class LabelledMaskPool:
         label = torch.as_tensor(self.stacks[stack][index]).long().unsqueeze(0)
         if self.rotation_degrees <= 0:
             return foreground_onehot(label, self.classes)[0]
-        degrees = (2 * float(torch.rand(())) - 1) * self.rotation_degrees
-        theta = rigid_theta(degrees, *label.shape[-2:]).unsqueeze(0).to(label.device)
+        theta = rigid_theta(uniform_draw(self.rotation_degrees), *label.shape[-2:]).unsqueeze(0).to(label.device)
         if self.soft:
             return warp_soft_masks(label, theta, self.classes)[0]
         image = torch.zeros(1, 1, *label.shape[-2:], device=label.device)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from test_method_dafnet import build, first_batch
 
+from dafnet.data.augment import rigid_theta, warp_labels, warp_sample
 from dafnet.data.mask_pool import LabelledMaskPool
 from dafnet.data.slices import PairedSliceDataset, SampleConfig
 from dafnet.interfaces import Subject, Volume
@@ -80,3 +81,25 @@ def test_the_mask_critic_reads_the_pool_when_asked():
     assert "dis_mask" in method.phases()[1].step(batch, {}).terms
     assert build()[0].sample_config().real_mask_pool == 0  # the default: the batch's own masks
     assert build(losses={"adv_mask": 0}, params={"critic_real_masks": "pool"})[0].sample_config().real_mask_pool == 0
+
+
+def test_host_and_held_datasets_show_the_same_labels_and_pool():
+    """The hidden-label rule is applied once (``shown_labels``): the host and the device-held paths agree."""
+    subjects = [_subject("a", 1), _subject("b", 2)]
+    config = SampleConfig(("cine", "t2"), "t2", real_mask_pool=3)
+    host = PairedSliceDataset(subjects, config, training=True, hide_target_labels=True)
+    held = PairedSliceDataset(subjects, config, training=True, hide_target_labels=True, device="cpu")
+    assert set(host.shown_labels) == {(0, "cine"), (1, "cine")}
+    for item in range(len(host)):
+        a, b = host[item], held[item]
+        assert torch.equal(a["masks"], b["masks"]) and torch.equal(a["labelled"], b["labelled"])
+        assert not a["labelled"][1].any() and a["masks"][1].sum() == 0  # the target's labels are hidden
+    assert len(held.pool) == len(host.pool) == 4
+
+
+def test_warp_labels_is_the_label_warp_of_warp_sample():
+    masks = torch.randint(0, 3, (2, SIZE, SIZE))
+    theta = torch.stack([rigid_theta(20.0, SIZE, SIZE, (0.1, 0.0)), rigid_theta(-7.0, SIZE, SIZE)])
+    _, expected = warp_sample(torch.zeros(2, 1, SIZE, SIZE), masks, theta)
+    assert torch.equal(warp_labels(masks, theta), expected)
+    assert not torch.equal(expected, masks)

@@ -47,14 +47,24 @@ def rigid_theta(degrees: float, height: int, width: int, shift: tuple[float, flo
                          [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
+def _sample_labels(masks: Tensor, grid: Tensor) -> Tensor:
+    warped = F.grid_sample(masks.unsqueeze(1).to(grid.dtype), grid, mode="nearest", padding_mode="zeros",
+                           align_corners=False)
+    return warped.squeeze(1).round().long()
+
+
+def warp_labels(masks: Tensor, theta: Tensor) -> Tensor:
+    """Resample (N, H, W) label maps (nearest, background fill) with per-row ``theta`` (N, 3, 3)."""
+    shape = [masks.shape[0], 1, *masks.shape[-2:]]
+    return _sample_labels(masks, F.affine_grid(theta[:, :2].float(), shape, align_corners=False))
+
+
 def warp_sample(images: Tensor, masks: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     """Resample (N, 1, H, W) images (bilinear, border fill) and (N, H, W) masks (nearest,
-    background fill) with per-row ``theta`` (N, 3, 3) from :func:`rigid_theta`."""
+    background fill, as :func:`warp_labels`) with per-row ``theta`` (N, 3, 3) from :func:`rigid_theta`."""
     grid = F.affine_grid(theta[:, :2].to(images.dtype), list(images.shape), align_corners=False)
     warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    warped_masks = F.grid_sample(masks.unsqueeze(1).to(images.dtype), grid, mode="nearest",
-                                 padding_mode="zeros", align_corners=False)
-    return warped, warped_masks.squeeze(1).round().long()
+    return warped, _sample_labels(masks, grid)
 
 
 def foreground_onehot(masks: Tensor, classes: int) -> Tensor:
@@ -137,5 +147,4 @@ def warp_batch(batch: dict, soft_mask_classes: int = 0) -> dict:
 
 
 __all__ = ["THETA_KEY", "draw_thetas", "foreground_onehot", "moves", "rigid_theta", "rotate_sample", "uniform_draw",
-           "warp_batch",
-           "warp_sample", "warp_slices", "warp_soft_masks"]
+           "warp_batch", "warp_labels", "warp_sample", "warp_slices", "warp_soft_masks"]

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dafnet.data.augment import foreground_onehot, rigid_theta, uniform_draw, warp_sample, warp_soft_masks
+from dafnet.data.augment import foreground_onehot, rigid_theta, uniform_draw, warp_labels, warp_soft_masks
 
 if TYPE_CHECKING:
     from dafnet.data.slices import SampleConfig
-    from dafnet.interfaces.data import Subject
 
 
 class LabelledMaskPool:
@@ -49,20 +48,13 @@ class LabelledMaskPool:
         theta = rigid_theta(uniform_draw(self.rotation_degrees), *label.shape[-2:]).unsqueeze(0).to(label.device)
         if self.soft:
             return warp_soft_masks(label, theta, self.classes)[0]
-        image = torch.zeros(1, 1, *label.shape[-2:], device=label.device)
-        return foreground_onehot(warp_sample(image, label, theta)[1], self.classes)[0]
+        return foreground_onehot(warp_labels(label, theta), self.classes)[0]
 
 
-def labelled_mask_pool(subjects: list[Subject], config: SampleConfig, hide_target_labels: bool,
-                       held: dict | None = None) -> LabelledMaskPool | None:
-    """The pool of a :class:`~dafnet.data.slices.PairedSliceDataset`'s ``subjects`` (its hidden target labels
-    left out; ``held``: its slices held on a device, already without them), or None if it has no labels."""
-    if held is not None:
-        stacks = [label for _, label in held.values() if label is not None]
-    else:
-        hidden = config.target if hide_target_labels else None
-        stacks = [s.volumes[m].label for s in subjects for m in config.modalities
-                  if m in s.volumes and s.volumes[m].label is not None and m != hidden]
+def labelled_mask_pool(stacks: list[np.ndarray | Tensor], config: SampleConfig) -> LabelledMaskPool | None:
+    """The pool of a :class:`~dafnet.data.slices.PairedSliceDataset`'s ``stacks``: the label stacks its
+    samples show (:attr:`~dafnet.data.slices.PairedSliceDataset.shown_labels`, or the same held on a
+    device), resampled as ``config`` says; None if there are none."""
     pool = LabelledMaskPool(stacks, config.real_mask_pool, config.rotation_degrees, soft=config.soft_mask_classes >= 2)
     return pool if len(pool) else None
 

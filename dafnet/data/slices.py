@@ -127,24 +127,25 @@ class PairedSliceDataset(Dataset):
             rng = np.random.default_rng(config.seed)
             for key in self.index:
                 self._fixed[key] = self._candidates(*key, rng)
+        self.shown_labels = self._shown_labels()
         self.device = None if device is None else torch.device(device)
         self._held = None if device is None else self._hold(self.device)
-        self.pool = (labelled_mask_pool(self.subjects, config, hide_target_labels, self._held)
-                     if training and config.real_mask_pool >= 2 else None)
+        stacks = [self._held[key][1] for key in self.shown_labels] if self._held else list(self.shown_labels.values())
+        self.pool = labelled_mask_pool(stacks, config) if training and config.real_mask_pool >= 2 else None
+
+    def _shown_labels(self) -> dict[tuple[int, str], np.ndarray]:
+        """(subject index, modality) -> the label stack samples show: every modality's labels but the
+        target's when this dataset hides them (the one place that rule is applied)."""
+        hidden = self.config.target if self.hide_target_labels else None
+        return {(i, m): s.volumes[m].label for i, s in enumerate(self.subjects) for m in self.config.modalities
+                if m != hidden and m in s.volumes and s.volumes[m].label is not None}
 
     def _hold(self, device: torch.device) -> dict[tuple[int, str], tuple[Tensor, Tensor | None]]:
         """(subject index, modality) -> (images float32 (S, H, W), label maps int64 or None), on
-        ``device``, copied once; labels the samples hide are left out."""
-        held = {}
-        for i, subject in enumerate(self.subjects):
-            for modality in self.config.modalities:
-                volume = subject.volumes.get(modality)
-                if volume is None:
-                    continue
-                hidden = self.hide_target_labels and modality == self.config.target
-                label = None if volume.label is None or hidden else torch.as_tensor(volume.label).to(device).long()
-                held[(i, modality)] = (torch.as_tensor(volume.image).to(device).float(), label)
-        return held
+        ``device``, copied once; only the labels the samples show."""
+        labels = {key: torch.as_tensor(label).to(device).long() for key, label in self.shown_labels.items()}
+        return {(i, m): (torch.as_tensor(s.volumes[m].image).to(device).float(), labels.get((i, m)))
+                for i, s in enumerate(self.subjects) for m in self.config.modalities if m in s.volumes}
 
     def _check_shapes(self, subject: Subject) -> None:
         shapes = {m: v.image.shape[1:] for m, v in subject.volumes.items() if m in self.config.modalities}
@@ -210,9 +211,9 @@ class PairedSliceDataset(Dataset):
                 continue
             present[m] = True
             images[m, :, 0] = volume.image[chosen[m]]
-            hidden = self.hide_target_labels and modality == cfg.target
-            if volume.label is not None and not hidden:
-                masks[m] = volume.label[chosen[m]]
+            label = self.shown_labels.get((subject_index, modality))
+            if label is not None:
+                masks[m] = label[chosen[m]]
                 labelled[m] = True
         return torch.from_numpy(images), torch.from_numpy(masks), labelled, present
 

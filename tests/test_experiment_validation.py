@@ -70,3 +70,21 @@ def test_an_unknown_split_is_a_clear_error(tmp_path):
 
     with pytest.raises(DafnetError, match="--split must be test or validation"):
         run_experiment(write_spec(tmp_path), out=tmp_path / "out", console=QUIET, tables_only=True, split="train")
+
+
+def test_training_under_split_validation_prints_no_test_number(tmp_path):
+    """Cells trained by ``--split validation`` evaluate their test splits (for the later test tables)
+    but print none of it; the validation tables are the only numbers shown."""
+    import io
+
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    console = Console(file=io.StringIO(), width=200, record=True)
+    run_experiment(spec, out=out, console=console, split="validation")
+    shown = console.export_text()
+    cell = out / "cells" / "DAFNet__expert__f0__fold0__all-terms"
+    summary = json.loads((cell / "summary.json").read_text())
+    assert summary["evaluated_on"] == "test" and summary["summary"]  # evaluated and written ...
+    assert "test split evaluated; its numbers are in" in shown  # ... not printed
+    assert ": test split, " not in shown  # the engine's summary table title
+    assert (cell / "per_volume.json").is_file() and (out / "tables_validation.md").is_file()
+    assert "test volumes" not in shown

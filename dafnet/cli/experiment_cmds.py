@@ -22,7 +22,8 @@ def experiment(
     split: str = typer.Option("test", "--split",
                               help="Tables of the test splits (tables.md), or of the validation splits "
                                    "(tables_validation.md: choose configurations here; each done cell's "
-                                   "validation split is evaluated once, nothing is trained for it)."),
+                                   "validation split is evaluated once, nothing is trained for it; cells it "
+                                   "trains print no test number)."),
 ) -> None:
     """Run an experiment grid (methods x fractions x folds x pairings x ablations); write Tables I-IV."""
     from rich.table import Table

@@ -62,10 +62,13 @@ def _run_dir_for_all_processes(recipe: Recipe, run_dir, resume) -> Path:
 
 
 def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None = None,
-          resume: str | Path | None = None, console: Console | None = None) -> TrainResult:
+          resume: str | Path | None = None, console: Console | None = None,
+          show_summary: bool = True) -> TrainResult:
     """Train ``recipe``'s method, export it and evaluate it. ``resume=RUN_DIR`` continues a run
     exactly (``recipe`` may then be None: the run's own recipe, or one that only raises
-    ``train.epochs``/``patience``).
+    ``train.epochs``/``patience``). ``show_summary=False`` writes the final evaluation to
+    summary.json without printing its table (``dafnet experiment --split validation``: no test number
+    is shown while configurations are chosen).
 
     ``recipe`` is a resolved :class:`Recipe` (``load_recipe``'s, as the CLI and the experiment
     runner pass it), used as it is; a recipe path, or a Recipe that was not resolved, is resolved
@@ -90,7 +93,7 @@ def train(recipe: Recipe | str | Path | None = None, run_dir: str | Path | None 
         session = _start(recipe, paths, console, resume is not None)
         if not session.export_only:  # a resumed run with every epoch done whose export failed
             session.fit()
-        return _finish(session)
+        return _finish(session, show_summary)
     except BaseException as exc:
         explained = after_failure(exc, root, paths, fresh, resume is None, console)
         if explained is None:
@@ -108,7 +111,7 @@ def _start(recipe: Recipe, paths: rundir.RunPaths, console: Console, resume: boo
     return session
 
 
-def _finish(session: TrainingSession) -> TrainResult:
+def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
     """The export (the SWA average, the best or the last weights), its evaluation and the run's summary."""
     acc = session.accelerator
     if session.averager.snapshots > 0:
@@ -141,7 +144,9 @@ def _finish(session: TrainingSession) -> TrainResult:
             fig = runlog.plot_loss_curves(session.progress.history, [p.name for p in session.phases],
                                           session.paths.figures / "loss_curves.png")
             figures = [fig] if fig else []
-        if summary:
+        if summary and not show_summary:
+            session.console.print(f"{part} split evaluated; its numbers are in {session.paths.summary} (not shown)")
+        elif summary:
             session.console.print(runlog.summary_table(
                 summary, f"{session.recipe.name}: {part} split, {weights['source']} weights", session.method))
         session.console.print(f"run: {session.paths.root}   export: {session.paths.export}   "

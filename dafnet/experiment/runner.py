@@ -59,8 +59,9 @@ def status_of(cell: Cell, folder: Path) -> str:
     return cell_status(folder, cell.recipe is not None and reports_references(method_class(cell.recipe)))
 
 
-def run_cell(cell: Cell, folder: Path, console: Console) -> str:
-    """Bring one cell to ``done``; returns what was done (skipped/trained/resumed/evaluated/failed)."""
+def run_cell(cell: Cell, folder: Path, console: Console, show_test: bool = True) -> str:
+    """Bring one cell to ``done``; returns what was done (skipped/trained/resumed/evaluated/failed).
+    ``show_test=False``: the engine's final test evaluation is written, not printed."""
     from dafnet.engine import train
 
     status = status_of(cell, folder)
@@ -80,18 +81,18 @@ def run_cell(cell: Cell, folder: Path, console: Console) -> str:
         action = "trained"
         if status == "resume":
             try:
-                train(cell.recipe, resume=folder, console=console)
+                train(cell.recipe, resume=folder, console=console, show_summary=show_test)
                 action = "resumed"
             except DafnetError as exc:
                 if "already" not in exc.message:
                     raise
                 console.print(f"[yellow]{cell.id}: {exc.message}; training it again[/]")
                 shutil.rmtree(folder)
-                train(cell.recipe, run_dir=folder, console=console)
+                train(cell.recipe, run_dir=folder, console=console, show_summary=show_test)
         else:
             if folder.exists():
                 shutil.rmtree(folder)
-            train(cell.recipe, run_dir=folder, console=console)
+            train(cell.recipe, run_dir=folder, console=console, show_summary=show_test)
         evaluate_export(folder)
         return action
     except DafnetError as exc:
@@ -103,19 +104,20 @@ def run_cell(cell: Cell, folder: Path, console: Console) -> str:
         return "failed"
 
 
-def _run_cell_logged(cell: Cell, folder: Path, log: Path, threads: int | None) -> tuple[str, str, float]:
+def _run_cell_logged(cell: Cell, folder: Path, log: Path, threads: int | None,
+                     show_test: bool) -> tuple[str, str, float]:
     """run_cell in a worker process, its console output in ``log``: (cell id, action, seconds)."""
     if threads is not None:
         torch.set_num_threads(threads)
     log.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with log.open("w", encoding="utf-8") as handle:
-        action = run_cell(cell, folder, make_console(file=handle, force_terminal=False))
+        action = run_cell(cell, folder, make_console(file=handle, force_terminal=False), show_test)
     return cell.id, action, time.perf_counter() - began
 
 
 def _run_side_by_side(cells: list[Cell], folders: dict[str, Path], logs: Path, jobs: int,
-                      console: Console) -> dict[str, str]:
+                      console: Console, show_test: bool) -> dict[str, str]:
     import multiprocessing
 
     # split the CPU between the workers unless the user set the thread count for every process
@@ -123,7 +125,8 @@ def _run_side_by_side(cells: list[Cell], folders: dict[str, Path], logs: Path, j
     actions: dict[str, str] = {}
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch/accelerate state
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_cell_logged, c, folders[c.id], logs / f"{c.id}.log", threads) for c in cells]
+        futures = [pool.submit(_run_cell_logged, c, folders[c.id], logs / f"{c.id}.log", threads, show_test)
+                   for c in cells]
         console.print(f"{len(cells)} cells in {jobs} processes; each cell's output: {logs}/<cell>.log")
         for done, future in enumerate(as_completed(futures), 1):
             cell_id, action, seconds = future.result()
@@ -182,8 +185,9 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     """Run (or, with ``dry_run``, list) every cell, then write the tables. Returns a report dict.
     ``tables_only`` writes the tables of the cells finished so far and trains nothing; ``jobs`` runs
     that many cells at once in separate processes; ``split: validation`` tabulates the done cells'
-    validation splits instead (tables_validation.md; each cell's split evaluated once, no training),
-    the numbers to choose configurations on."""
+    validation splits instead (tables_validation.md; each cell's split evaluated once), the numbers to
+    choose configurations on: cells it trains still evaluate their test splits (for the later test
+    tables), but print no test number."""
     from dafnet.experiment.grid import expand
     from dafnet.experiment.spec import load_spec
     from dafnet.experiment.tables import write_tables
@@ -211,14 +215,14 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     if jobs > 1 and len(to_train) > 1:
         running = {c.id for c in to_train}
         actions = {c.id: "skipped" for c in cells if c.id not in running and c.evaluates is None}
-        actions.update(_run_side_by_side(to_train, folders, out / "logs", jobs, console))
+        actions.update(_run_side_by_side(to_train, folders, out / "logs", jobs, console, split == "test"))
         for cell in [c for c in cells if c.evaluates is not None]:
             actions[cell.id] = run_cell(cell, folders[cell.id], console)
     # one at a time: expand() lists evaluate_from cells after the others, and the sort is stable
     for i, cell in enumerate([] if tables_only or actions else cells, 1):
         print_rule(console, f"[{i}/{len(cells)}] {cell.id}")
         began = time.perf_counter()
-        actions[cell.id] = run_cell(cell, folders[cell.id], console)
+        actions[cell.id] = run_cell(cell, folders[cell.id], console, split == "test")
         console.print(f"{cell.id}: {actions[cell.id]} in {time.perf_counter() - began:.0f} s")
     records = (validation_records(cells, folders, console) if split == "validation"
                else {c.id: read_record(folders[c.id]) for c in cells})

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from test_method_dafnet import build, first_batch
 
-from dafnet.data.augment import rigid_theta, warp_labels, warp_sample
+from dafnet.data.augment import rigid_theta, warp_images, warp_labels, warp_sample
 from dafnet.data.mask_pool import LabelledMaskPool
 from dafnet.data.slices import PairedSliceDataset, SampleConfig
 from dafnet.interfaces import Subject, Volume
@@ -103,3 +103,11 @@ def test_warp_labels_is_the_label_warp_of_warp_sample():
     _, expected = warp_sample(torch.zeros(2, 1, SIZE, SIZE), masks, theta)
     assert torch.equal(warp_labels(masks, theta), expected)
     assert not torch.equal(expected, masks)
+
+
+def test_warp_images_is_the_image_warp_of_warp_sample():
+    images = torch.rand(2, 1, SIZE, SIZE)
+    theta = torch.stack([rigid_theta(20.0, SIZE, SIZE, (0.1, 0.0)), rigid_theta(-7.0, SIZE, SIZE)])
+    expected, _ = warp_sample(images, torch.zeros(2, SIZE, SIZE, dtype=torch.long), theta)
+    assert torch.equal(warp_images(images, theta), expected)
+    assert not torch.allclose(expected, images)

@@ -59,12 +59,25 @@ def warp_labels(masks: Tensor, theta: Tensor) -> Tensor:
     return _sample_labels(masks, F.affine_grid(theta[:, :2].float(), shape, align_corners=False))
 
 
+def _image_grid(images: Tensor, theta: Tensor) -> Tensor:
+    return F.affine_grid(theta[:, :2].to(images.dtype), list(images.shape), align_corners=False)
+
+
+def _sample_images(images: Tensor, grid: Tensor) -> Tensor:
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def warp_images(images: Tensor, theta: Tensor) -> Tensor:
+    """Resample (N, C, H, W) images (bilinear, border fill) with per-row ``theta`` (N, 3, 3), as
+    :func:`warp_sample` does its images, for a caller with no masks to move."""
+    return _sample_images(images, _image_grid(images, theta))
+
+
 def warp_sample(images: Tensor, masks: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """Resample (N, 1, H, W) images (bilinear, border fill) and (N, H, W) masks (nearest,
-    background fill, as :func:`warp_labels`) with per-row ``theta`` (N, 3, 3) from :func:`rigid_theta`."""
-    grid = F.affine_grid(theta[:, :2].to(images.dtype), list(images.shape), align_corners=False)
-    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return warped, _sample_labels(masks, grid)
+    """Resample (N, 1, H, W) images (bilinear, border fill, as :func:`warp_images`) and (N, H, W) masks
+    (nearest, background fill, as :func:`warp_labels`) with per-row ``theta`` (N, 3, 3) from :func:`rigid_theta`."""
+    grid = _image_grid(images, theta)
+    return _sample_images(images, grid), _sample_labels(masks, grid)
 
 
 def foreground_onehot(masks: Tensor, classes: int) -> Tensor:

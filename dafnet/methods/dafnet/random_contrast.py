@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dafnet.components.aligners.thin_plate import sample
-from dafnet.data.augment import foreground_onehot, rigid_theta, warp_sample, warp_soft_masks
+from dafnet.data.augment import foreground_onehot, rigid_theta, warp_images, warp_soft_masks
 from dafnet.losses import soft_dice_distance
 
 
@@ -116,7 +116,7 @@ def contrast_alignment(method, graph, batch: dict) -> Tensor:
         theta = _random_motions(mask.shape[0], context.misalignment_degrees, context.misalignment_shift,
                                 height, width).to(mask.device)
         with torch.no_grad():
-            moved_image, _ = warp_sample(random_contrast(images[has, i, 0]), mask, theta)
+            moved_image = warp_images(random_contrast(images[has, i, 0]), theta)
             moved_mask = warp_soft_masks(mask, theta, classes)
             onehot = foreground_onehot(mask, classes)
         s_i = graph.anatomy[i][has].detach()

@@ -627,8 +627,37 @@ def test_anatomy_alignment_dice_measure_makes_empty_anatomies_the_worst_match():
     assert 0 < _anatomy_alignment(graph(cross(shifted, fixed)), "dice").item() < 1
 
 
+def test_anatomy_alignment_trains_grid_keeps_the_anatomies_constant():
+    """anatomy_align_trains: grid: the same value, but the term reaches the networks only through the
+    aligner's grid: no gradient to the anatomies along the content path, so no pull towards sparser ones."""
+    from types import SimpleNamespace
+
+    from dafnet.components.aligners.thin_plate import sample
+    from dafnet.methods.dafnet.steps import _anatomy_alignment
+
+    torch.manual_seed(0)
+    moving = torch.rand(2, 4, 8, 8, requires_grad=True)
+    fixed = torch.rand(2, 4, 8, 8, requires_grad=True)
+    theta = torch.tensor([[1.0, 0.1, 0.05], [-0.1, 1.0, 0.0]]).expand(2, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, [2, 4, 8, 8], align_corners=False).requires_grad_()
+    cross = SimpleNamespace(warped=sample(moving, grid), fixed=fixed, moving=moving, grid=grid, weights=None,
+                            candidates=1)
+    graph = SimpleNamespace(anatomy=[fixed], crosses=[cross])
+    every = _anatomy_alignment(graph, "l1", "all")
+    grid_only = _anatomy_alignment(graph, "l1", "grid")
+    assert grid_only.item() == pytest.approx(every.item())
+    grid_only.backward()
+    assert moving.grad is None and fixed.grad is None and grid.grad.abs().sum() > 0
+    grid.grad = None
+    _anatomy_alignment(graph, "l1", "grid", aligning=False).backward()  # aligner warm-up: nothing moves
+    assert grid.grad.abs().sum() == 0 and moving.grad is None
+    every.backward()
+    assert moving.grad.abs().sum() > 0 and fixed.grad.abs().sum() > 0
+
+
 def test_anatomy_align_measure_is_a_method_parameter():
-    method, subjects = build(losses={"anatomy_align": 1.0}, params={"anatomy_align_measure": "dice"})
+    method, subjects = build(losses={"anatomy_align": 1.0},
+                             params={"anatomy_align_measure": "dice", "anatomy_align_trains": "grid"})
     batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
     out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
     assert 0 <= out.terms["anatomy_align"].item() <= 2  # two crosses, each in [0, 1]

@@ -41,6 +41,10 @@ class Cross:
     """(B * kk, C, H, W) Align(s_i -> s_j), as the segmentor and decoder read it."""
     fixed: Tensor | None = None
     """(B * kk, C, H, W) s_j, the anatomy it was aligned to."""
+    moving: Tensor | None = None
+    """(B * kk, C, H, W) s_i before the warp."""
+    grid: Tensor | None = None
+    """(B * kk, H, W, 2) the aligner's sampling grid (``AlignmentOutput.grid``)."""
 
 
 @dataclass
@@ -86,14 +90,15 @@ def training_graph(method, batch: dict, with_images: bool = True) -> Graph:
 
     def cross(i, j, moving, fixed, z, truth, weights):
         kk = moving.shape[1]
-        warped = method.aligner(flat(moving), flat(fixed)).warped
+        aligned = method.aligner(flat(moving), flat(fixed))
+        warped = aligned.warped
         if not getattr(method, "aligning", True):  # aligner warm-up: unaligned, zero gradients to the aligner
             warped = flat(moving) + 0.0 * warped
         if weights is None and kk > 1:
             weights = method.pairing_head(cand_s[t][:, 0], rows(warped, kk)).weights
         image = method.decoder(warped, flat(z)) if with_images else None
         return Cross(i, j, method.segmentor(warped), image, *(flat(v) for v in truth), weights, kk,
-                     warped=warped, fixed=flat(fixed))
+                     warped=warped, fixed=flat(fixed), moving=flat(moving), grid=aligned.grid)
 
     weights_of = {}
     for i in range(n):  # every other modality onto the target first: it yields the pairing weights

@@ -38,6 +38,10 @@ class DAFNetParams(Params):
         "l1", description="how losses.anatomy_align compares Align(s_i -> s_j) with s_j: l1, the mean absolute "
         "difference; dice, 1 - their soft Dice over channels and pixels, under which an empty anatomy is the "
         "worst match instead of one reached by warping the other out of the frame (docs/method.md)")
+    anatomy_align_trains: Literal["all", "grid"] = Field(
+        "all", description="what losses.anatomy_align trains: all, both anatomies and the aligner; grid, only the "
+        "aligner's sampling grid (the anatomies enter as constants), so the term cannot shrink an L1 disagreement "
+        "by making the anatomies sparser (docs/method.md)")
     fused_sup_detach_warped: bool = Field(
         False, description="with losses.fused_sup: the warped other anatomy enters the fused input detached, so "
         "the term teaches the segmentor to read fused anatomies without pushing the other modality's encoder or "

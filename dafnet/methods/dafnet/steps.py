@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from dafnet.components.aligners.thin_plate import sample
 from dafnet.interfaces import Facts, LossOutput
 from dafnet.losses import (
     KLDivergenceLoss,
@@ -95,7 +96,7 @@ def _fused_supervised(method, graph: Graph) -> Tensor:
     return total
 
 
-def _anatomy_alignment(graph: Graph, measure: str = "l1") -> Tensor:
+def _anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all", aligning: bool = True) -> Tensor:
     """Named deviation (``losses.anatomy_align``): how far Align(s_i -> s_j) is from s_j over every
     ordered pair (pairing-weighted over candidates). Each anatomy is held in its own image's frame by
     its reconstruction (and the source's by its masks), so this is lowest when the aligner undoes
@@ -105,13 +106,23 @@ def _anatomy_alignment(graph: Graph, measure: str = "l1") -> Tensor:
     ``measure`` (``method.params.anatomy_align_measure``): ``l1``, mean |Align(s_i -> s_j) - s_j|;
     ``dice``, 1 - soft Dice of the two over every channel and pixel of a sample. Under L1 an empty
     s_j (no channel above 0.5 anywhere) is matched by warping s_i out of the frame; under Dice an
-    empty anatomy on either side is the worst value (1), so that way out is closed."""
+    empty anatomy on either side is the worst value (1), so that way out is closed.
+
+    ``trains`` (``method.params.anatomy_align_trains``): ``all``, the term's gradient reaches both
+    anatomies and the aligner; ``grid``, s_i and s_j enter as constants (s_i resampled by the aligner's
+    grid), so the term reaches the networks only through the grid and cannot make the anatomies
+    sparser to shrink an L1 disagreement. ``aligning`` False (aligner warm-up): the grid gets none."""
     total = graph.anatomy[0].new_zeros(())
     for c in graph.crosses:
+        warped, fixed = c.warped, c.fixed
+        if trains == "grid":
+            moved = sample(c.moving.detach(), c.grid)
+            warped = moved if aligning else c.moving.detach() + 0.0 * moved
+            fixed = c.fixed.detach()
         if measure == "dice":
-            per_sample = soft_dice_distance(c.warped, c.fixed)  # both empty: 1
+            per_sample = soft_dice_distance(warped, fixed)  # both empty: 1
         else:
-            per_sample = (c.warped - c.fixed).abs().flatten(1).mean(1)
+            per_sample = (warped - fixed).abs().flatten(1).mean(1)
         total = total + _weighted(per_sample, c, False)
     return total
 
@@ -196,7 +207,9 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         if w["sup"] > 0:
             terms["sup"] = _supervised(method, graph, batch)
         if w.get("anatomy_align", 0) > 0:
-            terms["anatomy_align"] = _anatomy_alignment(graph, method.params.anatomy_align_measure)
+            terms["anatomy_align"] = _anatomy_alignment(graph, method.params.anatomy_align_measure,
+                                                         method.params.anatomy_align_trains,
+                                                         getattr(method, "aligning", True))
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
         for names, compute in _PAIRED_TERMS:  # (an anatomy term, a supervised term) computed together

@@ -136,3 +136,19 @@ def test_contrast_align_is_zero_for_a_perfect_registration():
         torch.nn.init.zeros_(p)  # the TPS head's offsets are 0: the identity warp
     value = contrast_alignment(method, training_graph(method, batch, with_images=False), batch)
     assert value.item() < 0.02  # bilinear resampling of the identity grid and soft-edged reals: not exactly 0
+
+
+def test_contrast_align_leaves_out_slices_without_foreground():
+    """An empty mask gives a constant 1 (no gradient): the term is the mean over the slices with foreground."""
+    method, subjects = build(losses={"contrast_align": 1.0}, fraction=1.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    graph = training_graph(method, batch, with_images=False)
+    torch.manual_seed(0)
+    full = contrast_alignment(method, graph, batch)
+    emptied = {**batch, "masks": batch["masks"].clone()}
+    emptied["masks"][0] = 0  # sample 0: labelled, but no foreground in any modality
+    torch.manual_seed(0)
+    left_out = contrast_alignment(method, graph, emptied)
+    assert 0 < left_out.item() <= 2 and left_out.item() != pytest.approx(full.item())
+    emptied["masks"][:] = 0
+    assert contrast_alignment(method, graph, emptied).item() == 0.0  # nothing to register

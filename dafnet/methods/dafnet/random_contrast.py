@@ -102,13 +102,15 @@ def _random_motions(batch_size: int, degrees: float, shift: float, height: int, 
 
 def contrast_alignment(method, graph, batch: dict) -> Tensor:
     """``contrast_align``: 1 - soft Dice of i's mask moved by Align(s_i -> E_j(move(GIN(x_i)))) against the
-    moved mask, summed over ordered pairs i -> j (i != j) with i labelled, a mean over those samples."""
+    moved mask, summed over ordered pairs i -> j (i != j) with i labelled, a mean over those samples.
+    A slice whose mask has no foreground says nothing about the registration (its soft Dice distance is
+    a constant 1): it is left out, so the term's scale does not shrink with the share of such slices."""
     labelled, masks, images = batch["labelled"], batch["masks"], batch["images"]
     context, classes = method.context, method.num_classes + 1
     total = graph.anatomy[0].new_zeros(())
     n = len(graph.anatomy)
     for i in range(n):
-        has = labelled[:, i, 0]
+        has = labelled[:, i, 0] & (masks[:, i, 0] > 0).flatten(1).any(1)
         if not bool(has.any()):
             continue
         mask = masks[has, i, 0]

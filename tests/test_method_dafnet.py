@@ -633,6 +633,7 @@ def test_anatomy_alignment_trains_grid_keeps_the_anatomies_constant():
     from types import SimpleNamespace
 
     from dafnet.components.aligners.thin_plate import sample
+    from dafnet.methods.dafnet.graph import Cross
     from dafnet.methods.dafnet.steps import _anatomy_alignment
 
     torch.manual_seed(0)
@@ -640,16 +641,18 @@ def test_anatomy_alignment_trains_grid_keeps_the_anatomies_constant():
     fixed = torch.rand(2, 4, 8, 8, requires_grad=True)
     theta = torch.tensor([[1.0, 0.1, 0.05], [-0.1, 1.0, 0.0]]).expand(2, 2, 3)
     grid = torch.nn.functional.affine_grid(theta, [2, 4, 8, 8], align_corners=False).requires_grad_()
-    cross = SimpleNamespace(warped=sample(moving, grid), fixed=fixed, moving=moving, grid=grid, weights=None,
-                            candidates=1)
-    graph = SimpleNamespace(anatomy=[fixed], crosses=[cross])
-    every = _anatomy_alignment(graph, "l1", "all")
-    grid_only = _anatomy_alignment(graph, "l1", "grid")
+    def graph(aligning=True):
+        cross = Cross(0, 1, None, None, None, None, None, None, 1, warped=sample(moving, grid), fixed=fixed,
+                      moving=moving, grid=grid, aligning=aligning)
+        return SimpleNamespace(anatomy=[fixed], crosses=[cross])
+
+    every = _anatomy_alignment(graph(), "l1", "all")
+    grid_only = _anatomy_alignment(graph(), "l1", "grid")
     assert grid_only.item() == pytest.approx(every.item())
     grid_only.backward()
     assert moving.grad is None and fixed.grad is None and grid.grad.abs().sum() > 0
     grid.grad = None
-    _anatomy_alignment(graph, "l1", "grid", aligning=False).backward()  # aligner warm-up: nothing moves
+    _anatomy_alignment(graph(aligning=False), "l1", "grid").backward()  # aligner warm-up: nothing moves
     assert grid.grad.abs().sum() == 0 and moving.grad is None
     every.backward()
     assert moving.grad.abs().sum() > 0 and fixed.grad.abs().sum() > 0

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from dafnet.components.aligners.thin_plate import sample
 from dafnet.interfaces import ModalityOutput
+
+
+def unless_warming_up(moving: Tensor, warped: Tensor, aligning: bool) -> Tensor:
+    """``warped``, or in the aligner warm-up (``aligning`` False) the unaligned ``moving`` with zero
+    gradients to the aligner (multiplied by 0 rather than skipped, so DDP's all-reduce stays intact)."""
+    return warped if aligning else moving + 0.0 * warped
 
 
 @dataclass
@@ -45,6 +52,13 @@ class Cross:
     """(B * kk, C, H, W) s_i before the warp."""
     grid: Tensor | None = None
     """(B * kk, H, W, 2) the aligner's sampling grid (``AlignmentOutput.grid``)."""
+    aligning: bool = True
+    """False in the aligner warm-up: ``warped`` is the unaligned anatomy."""
+
+    def resample(self, content: Tensor) -> Tensor:
+        """(B * kk, C, H, W) ``content`` in s_i's frame moved by this pair's grid, as ``warped`` was
+        (the warm-up rule included)."""
+        return unless_warming_up(content, sample(content, self.grid), self.aligning)
 
 
 @dataclass
@@ -76,6 +90,7 @@ def training_graph(method, batch: dict, with_images: bool = True) -> Graph:
     n, t = images.shape[1], method.target_index
     k = method.num_candidates
     graph = Graph()
+    aligning = getattr(method, "aligning", True)
     cand_s, cand_z = {}, {}
     for i in range(n):
         kk = k if i != t else 1
@@ -91,14 +106,12 @@ def training_graph(method, batch: dict, with_images: bool = True) -> Graph:
     def cross(i, j, moving, fixed, z, truth, weights):
         kk = moving.shape[1]
         aligned = method.aligner(flat(moving), flat(fixed))
-        warped = aligned.warped
-        if not getattr(method, "aligning", True):  # aligner warm-up: unaligned, zero gradients to the aligner
-            warped = flat(moving) + 0.0 * warped
+        warped = unless_warming_up(flat(moving), aligned.warped, aligning)
         if weights is None and kk > 1:
             weights = method.pairing_head(cand_s[t][:, 0], rows(warped, kk)).weights
         image = method.decoder(warped, flat(z)) if with_images else None
         return Cross(i, j, method.segmentor(warped), image, *(flat(v) for v in truth), weights, kk,
-                     warped=warped, fixed=flat(fixed), moving=flat(moving), grid=aligned.grid)
+                     warped=warped, fixed=flat(fixed), moving=flat(moving), grid=aligned.grid, aligning=aligning)
 
     weights_of = {}
     for i in range(n):  # every other modality onto the target first: it yields the pairing weights

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from dafnet.components.aligners.thin_plate import sample
 from dafnet.interfaces import Facts, LossOutput
 from dafnet.losses import (
     KLDivergenceLoss,
@@ -96,7 +95,7 @@ def _fused_supervised(method, graph: Graph) -> Tensor:
     return total
 
 
-def _anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all", aligning: bool = True) -> Tensor:
+def _anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all") -> Tensor:
     """Named deviation (``losses.anatomy_align``): how far Align(s_i -> s_j) is from s_j over every
     ordered pair (pairing-weighted over candidates). Each anatomy is held in its own image's frame by
     its reconstruction (and the source's by its masks), so this is lowest when the aligner undoes
@@ -111,14 +110,12 @@ def _anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all", a
     ``trains`` (``method.params.anatomy_align_trains``): ``all``, the term's gradient reaches both
     anatomies and the aligner; ``grid``, s_i and s_j enter as constants (s_i resampled by the aligner's
     grid), so the term reaches the networks only through the grid and cannot make the anatomies
-    sparser to shrink an L1 disagreement. ``aligning`` False (aligner warm-up): the grid gets none."""
+    sparser to shrink an L1 disagreement (in the aligner warm-up the grid gets none, as for ``warped``)."""
     total = graph.anatomy[0].new_zeros(())
     for c in graph.crosses:
         warped, fixed = c.warped, c.fixed
         if trains == "grid":
-            moved = sample(c.moving.detach(), c.grid)
-            warped = moved if aligning else c.moving.detach() + 0.0 * moved
-            fixed = c.fixed.detach()
+            warped, fixed = c.resample(c.moving.detach()), c.fixed.detach()
         if measure == "dice":
             per_sample = soft_dice_distance(warped, fixed)  # both empty: 1
         else:
@@ -208,8 +205,7 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
             terms["sup"] = _supervised(method, graph, batch)
         if w.get("anatomy_align", 0) > 0:
             terms["anatomy_align"] = _anatomy_alignment(graph, method.params.anatomy_align_measure,
-                                                         method.params.anatomy_align_trains,
-                                                         getattr(method, "aligning", True))
+                                                         method.params.anatomy_align_trains)
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
         for names, compute in _PAIRED_TERMS:  # (an anatomy term, a supervised term) computed together

@@ -28,12 +28,10 @@ The evaluation driver may add ``case_ids`` (subject ids), ``spacing`` (row, col 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from dafnet.components.aligners.thin_plate import sample
 from dafnet.interfaces import AlignmentErrors, MetricInputs
 from dafnet.methods.dafnet.alignment import alignment_error_maps
-from dafnet.methods.dafnet.inference import predict_target
+from dafnet.methods.dafnet.inference import copy_predictions, predict_target
 from dafnet.methods.target_evaluation import metric_inputs
 
 
@@ -81,10 +79,9 @@ def _copies(method, batch, anchors, present, encoded, case_ids, slices, common) 
         if not rows:
             continue
         index = torch.tensor(rows, device=anchors[t].device)
-        grid = encoded["alignment"][m].grid[index]
-        source = F.one_hot(masks[:, m, 0][index].long(), method.num_classes + 1).permute(0, 3, 1, 2)
-        source = source.to(grid.dtype)
-        for kind, prediction in ((f"copy_{names[m]}", source), (f"aligned_copy_{names[m]}", sample(source, grid))):
+        source, aligned = copy_predictions(masks[:, m, 0][index], encoded["alignment"][m].grid[index],
+                                           method.num_classes)
+        for kind, prediction in ((f"copy_{names[m]}", source), (f"aligned_copy_{names[m]}", aligned)):
             out.append(MetricInputs(
                 case_ids=[case_ids[i] for i in rows], prediction_type=kind, prediction=prediction,
                 target=masks[:, t, 0][index], image=anchors[t][index], modality=[names[t]] * len(rows),

@@ -11,8 +11,10 @@ weights averaged over the other modalities. A modality missing for a sample is l
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from dafnet.components.aligners.thin_plate import sample
 from dafnet.errors import DafnetError
 from dafnet.methods.dafnet.alignment import alignment_statistics
 from dafnet.methods.dafnet.collapse import collapse_statistics
@@ -108,8 +110,26 @@ def _weighted(method, target, s_t, candidates, present, ones) -> Tensor:
     return result
 
 
+def copy_predictions(masks: Tensor, grid: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Another modality's label maps (B, H, W) as one-hot target predictions (B, L + 1, H, W): as they are
+    (the ``copy`` baseline) and moved by the aligner's sampling ``grid`` of Align(s_m -> s_target), bilinear
+    (the aligned copy: the alignment alone, whatever the segmentor does)."""
+    source = F.one_hot(masks.long(), num_classes + 1).permute(0, 3, 1, 2).to(grid.dtype)
+    return source, sample(source, grid)
+
+
+def _references(method, batch: dict, present: dict, encoded: dict) -> tuple[dict, dict]:
+    """``copy`` and ``aligned_copy`` of the first other modality (as ``deformed``), with the samples where
+    that modality is present and labelled (where the references exist)."""
+    m = min(encoded["alignment"])
+    copy, aligned = copy_predictions(batch["masks"][:, m, 0], encoded["alignment"][m].grid, method.num_classes)
+    rows = batch["labelled"][:, m, 0].bool() & present[m].bool().to(batch["labelled"].device)
+    return {"copy": copy, "aligned_copy": aligned}, {"copy": rows, "aligned_copy": rows}
+
+
 def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
-    """Per-sample statistics of the target predictions: paper Dice per slice and class overlaps;
+    """Per-sample statistics of the target predictions and of the references ``copy`` and ``aligned_copy``
+    (:func:`copy_predictions`): paper Dice per slice and class overlaps;
     with coordinates in the batch, the alignment error maps (:mod:`dafnet.methods.dafnet.alignment`);
     the label-free collapse signals (:mod:`dafnet.methods.dafnet.collapse`)."""
     images, t = batch["images"], method.target_index
@@ -119,7 +139,8 @@ def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
     candidates = {m: images[:, m] for m in range(n) if m != t} if method.num_candidates > 1 else None
     encoded = {}
     predictions = predict_target(method, t, anchors, present, candidates, encoded)
-    stats = dice_statistics(predictions, batch, t)
+    references, valid = _references(method, batch, present, encoded)
+    stats = dice_statistics({**predictions, **references}, batch, t, valid)
     stats.update(alignment_statistics(method, batch, encoded))
     stats.update(collapse_statistics(method, batch, encoded))
     return stats

@@ -225,9 +225,12 @@ class DAFNet(Method):
 
     def result_table(self, summary: dict[str, float]) -> ResultTable | None:
         fuser = self.component("fuser").name
-        return dice_table(summary, self.target, ("single", "deformed", "fused", "weighted"),
+        source = next(m for m in self.modalities if m != self.target)
+        return dice_table(summary, self.target, ("single", "deformed", "fused", "weighted", "copy", "aligned_copy"),
                           note="single: Seg(s_target); deformed: Seg(Align(s_other -> s_target)); "
-                               f"fused: Seg({fuser}(s_target, aligned others))")
+                               f"fused: Seg({fuser}(s_target, aligned others)); references, nothing learnt of the "
+                               f"target: copy, the {source} masks as the {self.target}'s; aligned_copy, those masks "
+                               "moved by the aligner")
 
     def evaluation_inputs(self, batch) -> list:
         """MetricInputs per prediction type and per modality's factors (``dafnet evaluate``; :mod:`.evaluation`)."""

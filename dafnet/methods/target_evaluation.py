@@ -36,30 +36,23 @@ def evaluating(module):
         module.train(was_training)
 
 
-def dice_statistics(predictions: dict[str, Tensor], batch: dict, target_index: int,
-                    valid: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-    """Per-sample paper Dice and class overlaps of each prediction type (as DAFNet's). ``valid``: prediction
-    type -> (B,) bool, the samples where that type exists (e.g. a reference that needs another modality's
-    labels); a type without an entry exists wherever the target has ground truth."""
+def dice_statistics(predictions: dict[str, Tensor], batch: dict, target_index: int) -> dict[str, Tensor]:
+    """Per-sample paper Dice and class overlaps of each prediction type (as DAFNet's)."""
     truth = batch["masks"][:, target_index, 0]
-    labelled = batch["labelled"][:, target_index, 0]
-    stats = {"subject": batch["subject"], "labelled": labelled}
+    stats = {"subject": batch["subject"], "labelled": batch["labelled"][:, target_index, 0]}
     for kind, probabilities in predictions.items():
         stats[f"paper_{kind}"] = paper_dice_per_slice(probabilities, truth)
         stats[f"overlap_{kind}"] = torch.stack(class_overlaps_per_slice(probabilities, truth), dim=1)
-    for kind, rows in (valid or {}).items():
-        stats[f"valid_{kind}"] = rows.to(device=labelled.device, dtype=labelled.dtype)
     return stats
 
 
 def dice_summary(stats: dict[str, Tensor], monitor_kind: str) -> dict[str, float]:
     """dice_<type>, dice_<type>_std, dice3d_<type> (percent) and monitor = 1 - Dice of ``monitor_kind``."""
-    labelled = stats["labelled"].bool().cpu().numpy()
+    keep = stats["labelled"].bool().cpu().numpy()
+    subjects = stats["subject"].cpu().numpy()[keep]
     out: dict[str, float] = {}
     for key in sorted(k for k in stats if k.startswith("paper_")):
         kind = key[len("paper_"):]
-        keep = labelled & stats[f"valid_{kind}"].bool().cpu().numpy() if f"valid_{kind}" in stats else labelled
-        subjects = stats["subject"].cpu().numpy()[keep]
         per_volume = mean_per_volume(stats[key].float().cpu().numpy()[keep], subjects)
         out[f"dice_{kind}"], out[f"dice_{kind}_std"] = summarise_percent(per_volume)
         overlap = stats[f"overlap_{kind}"].float().cpu().numpy()[keep]

@@ -118,13 +118,16 @@ def copy_predictions(masks: Tensor, grid: Tensor, num_classes: int) -> tuple[Ten
     return source, sample(source, grid)
 
 
-def _references(method, batch: dict, present: dict, encoded: dict) -> tuple[dict, dict]:
-    """``copy`` and ``aligned_copy`` of the first other modality (as ``deformed``), with the samples where
-    that modality is present and labelled (where the references exist)."""
+def _references(method, batch: dict, present: dict, encoded: dict) -> dict[str, Tensor]:
+    """``copy`` and ``aligned_copy`` of the first other modality m (as ``deformed``), by the ``copy``
+    baseline's convention: counted on every slice with target labels, background where m's slice is
+    missing or unlabelled, so ``copy`` scores what the baseline scores."""
     m = min(encoded["alignment"])
-    copy, aligned = copy_predictions(batch["masks"][:, m, 0], encoded["alignment"][m].grid, method.num_classes)
-    rows = batch["labelled"][:, m, 0].bool() & present[m].bool().to(batch["labelled"].device)
-    return {"copy": copy, "aligned_copy": aligned}, {"copy": rows, "aligned_copy": rows}
+    masks = batch["masks"][:, m, 0]
+    has_source = batch["labelled"][:, m, 0].bool() & present[m].bool().to(masks.device)
+    masks = torch.where(has_source.view(-1, 1, 1), masks, torch.zeros_like(masks))
+    copy, aligned = copy_predictions(masks, encoded["alignment"][m].grid, method.num_classes)
+    return {"copy": copy, "aligned_copy": aligned}
 
 
 def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
@@ -139,8 +142,7 @@ def evaluation_statistics(method, batch: dict) -> dict[str, Tensor]:
     candidates = {m: images[:, m] for m in range(n) if m != t} if method.num_candidates > 1 else None
     encoded = {}
     predictions = predict_target(method, t, anchors, present, candidates, encoded)
-    references, valid = _references(method, batch, present, encoded)
-    stats = dice_statistics({**predictions, **references}, batch, t, valid)
+    stats = dice_statistics({**predictions, **_references(method, batch, present, encoded)}, batch, t)
     stats.update(alignment_statistics(method, batch, encoded))
     stats.update(collapse_statistics(method, batch, encoded))
     return stats

@@ -11,11 +11,11 @@ weights averaged over the other modalities. A modality missing for a sample is l
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dafnet.components.aligners.thin_plate import sample
 from dafnet.errors import DafnetError
+from dafnet.losses import one_hot_target
 from dafnet.methods.dafnet.alignment import alignment_statistics
 from dafnet.methods.dafnet.collapse import collapse_statistics
 from dafnet.methods.dafnet.graph import flat, rows
@@ -114,7 +114,7 @@ def copy_predictions(masks: Tensor, grid: Tensor, num_classes: int) -> tuple[Ten
     """Another modality's label maps (B, H, W) as one-hot target predictions (B, L + 1, H, W): as they are
     (the ``copy`` baseline) and moved by the aligner's sampling ``grid`` of Align(s_m -> s_target), bilinear
     (the aligned copy: the alignment alone, whatever the segmentor does)."""
-    source = F.one_hot(masks.long(), num_classes + 1).permute(0, 3, 1, 2).to(grid.dtype)
+    source = one_hot_target(masks, num_classes + 1).to(grid.dtype)
     return source, sample(source, grid)
 
 

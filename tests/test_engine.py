@@ -462,6 +462,46 @@ def test_validation_evaluates_the_swa_average_and_training_continues_from_the_li
         assert all(torch.equal(weights[k], validated[best_epoch - 1][role][k]) for k in weights)
 
 
+class ScriptedMonitor(ToyMethod):
+    """The toy method whose validations score 0.5, 0.2, 0.4, 0.3 (then 0.0): epoch 2 is the best."""
+
+    script = [0.5, 0.2, 0.4, 0.3]
+
+    def evaluation_summary(self, stats):
+        summary = super().evaluation_summary(stats)
+        calls = len(ToyMethod.snapshots)
+        return {**summary, "monitor": self.script[calls - 1] if calls <= len(self.script) else 0.0}
+
+
+def test_export_weights_best_exports_the_best_validated_swa_average(tmp_path):
+    """train.export_weights: best exports the weights of the best validated epoch (here the SWA average of
+    epoch 2 alone, with its recomputed BatchNorm statistics) instead of the average of every snapshot."""
+    from dafnet.engine import train
+
+    register_toys()
+    register("method", "engine_toy_scripted", ScriptedMonitor)
+    settings = {"epochs": 4, "swa_start": 2, "patience": 10, "min_delta": 0.0}
+    recipe = toy_recipe(tmp_path, train={**settings, "export_weights": "best"}, method={"batchnorm": True})
+    recipe = recipe.model_copy(update={"method": recipe.method.model_copy(update={"name": "engine_toy_scripted"})})
+    ToyMethod.snapshots.clear()
+    result = train(recipe, run_dir=tmp_path / "best", console=quiet())
+    validated = ToyMethod.snapshots[:4]
+    assert result.weights == "best" and result.best_epoch == 2
+    w = exported(result.run_dir)
+    for role in w:
+        assert all(torch.equal(w[role][k], validated[1][role][k]) for k in w[role])
+    assert not torch.equal(w["generator"]["0.weight"], validated[3]["generator"]["0.weight"])  # not the final average
+    index = json.loads((result.run_dir / "export" / "dafnet_index.json").read_text())
+    assert index["weights"] == {"source": "best", "epoch": 2, "averaged": True}
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["weights"] == index["weights"]
+
+    ToyMethod.snapshots.clear()
+    final = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"export_weights": "final"})}),
+                  run_dir=tmp_path / "final", console=quiet())  # the default: the average of epochs 2-4
+    assert final.weights == "swa" and final.best_epoch == 2
+
+
 def test_swa_recomputes_batchnorm_statistics(tmp_path):
     from dafnet.engine import train
 
@@ -532,7 +572,7 @@ def test_what_a_resume_may_not_change_is_marked_in_the_schema():
     assert RESUME_FIXED == fixed_on_resume()
     assert set(RESUME_FIXED) == {"method", "model", "data", "losses"} | {f"train.{k}" for k in train_fixed}
     # the refusal's hint says so
-    may_change = {"epochs", "patience", "log_every", "cpu", "memory_format", "compile", "health"}
+    may_change = {"epochs", "patience", "export_weights", "log_every", "cpu", "memory_format", "compile", "health"}
     assert may_change.isdisjoint(train_fixed) and may_change | set(train_fixed) == set(TrainConfig.model_fields), \
         "a new train field: mark it FIXED_ON_RESUME or name it in resume.py's hint and docs/engine.md"
 

@@ -171,6 +171,10 @@ class TrainConfig(Strict):
         True, description="once SWA has a snapshot, validate (and early-stop on) the SWA average with "
         "recomputed BatchNorm statistics, as the original; false: always the live weights",
         json_schema_extra=FIXED_ON_RESUME)
+    export_weights: Literal["final", "best"] = Field(
+        "final", description="the weights exported and tested: final (the SWA average of all snapshots when SWA has "
+        "one, as the original; else the best validated epoch's, else the last) or best (the best validated epoch's: "
+        "the SWA average as it was validated then, with validate_swa; a named deviation, docs/engine.md)")
     patience: int | None = Field(60, ge=1, description="early-stopping patience in epochs")
     min_delta: float = Field(0.01, ge=0, description="minimum improvement of the monitored loss",
                              json_schema_extra=FIXED_ON_RESUME)

@@ -42,14 +42,16 @@ class BestWeights:
     def __init__(self, networks: dict[str, nn.Module]) -> None:
         self.networks = networks
         self.epoch: int | None = None
+        self.averaged: bool | None = None
+        """Whether the weights kept are an SWA average (None: a state saved before this was recorded)."""
         self.weights: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
     def available(self) -> bool:
         return self.epoch is not None
 
-    def capture(self, epoch: int) -> None:
-        self.epoch = epoch
+    def capture(self, epoch: int, averaged: bool = False) -> None:
+        self.epoch, self.averaged = epoch, averaged
         self.weights = {role: {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
                         for role, net in self.networks.items()}
 
@@ -58,7 +60,8 @@ class BestWeights:
             net.load_state_dict(self.weights[role], strict=True)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "weights": self.weights}
+        return {"epoch": self.epoch, "averaged": self.averaged, "weights": self.weights}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.weights = state["epoch"], state["weights"]
+        self.averaged = state.get("averaged")

@@ -16,7 +16,7 @@ from dafnet.errors import DafnetError, TrainingFailed
 
 RESUME_FIXED: tuple[str, ...] = fixed_on_resume()
 """The dotted recipe keys a resume may not change: the fields the schema marks ``FIXED_ON_RESUME``
-(method, data, model, losses and most of train). It may change train.epochs, patience, log_every,
+(method, data, model, losses and most of train). It may change train.epochs, patience, export_weights, log_every,
 cpu (where it runs), memory_format, compile and health, and output.* (and the name and description)."""
 
 
@@ -39,8 +39,8 @@ def check_resume_recipe(recipe: Recipe, run_dir: Path) -> None:
         raise DafnetError(f"cannot resume {run_dir}: the recipe changes {', '.join(diffs)} against the one its state "
                           f"was saved with" + (f" ({stored})" if stored else ""),
                           hint="undo those changes (in the run's recipe.yaml, too); a resume may change only "
-                               "train.epochs, patience, log_every, cpu, memory_format, compile and health, and "
-                               "output.*, e.g. dafnet train --resume RUN train.epochs=60")
+                               "train.epochs, patience, export_weights, log_every, cpu, memory_format, compile and "
+                               "health, and output.*, e.g. dafnet train --resume RUN train.epochs=60")
 
 
 def _at(data: dict, key: str):

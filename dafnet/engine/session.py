@@ -159,7 +159,7 @@ class TrainingSession:
     def _validate_and_track(self, epoch: int, row: dict[str, float]) -> dict[str, float]:
         summary = self.evaluate("validation")
         if self.stopper.update(epoch, summary["monitor"]):
-            self.best.capture(epoch)  # the weights just validated
+            self.best.capture(epoch, averaged="validated_swa" in row)  # the weights just validated
         return {**row, **{f"validation/{k}": v for k, v in summary.items()}}
 
 

@@ -111,10 +111,22 @@ def _start(recipe: Recipe, paths: rundir.RunPaths, console: Console, resume: boo
     return session
 
 
+def _best_was_averaged(session: TrainingSession) -> bool:
+    """Whether the best weights kept are an SWA average; for a state saved before that was
+    recorded, by the rule that validated them (the average from ``swa_start`` on, with ``validate_swa``)."""
+    if session.best.averaged is not None:
+        return session.best.averaged
+    t = session.recipe.train
+    return bool(t.validate_swa and t.swa_start is not None and session.best.epoch >= max(t.swa_start, 1))
+
+
 def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
     """The export (the SWA average, the best or the last weights), its evaluation and the run's summary."""
     acc = session.accelerator
-    if session.averager.snapshots > 0:
+    if session.recipe.train.export_weights == "best" and session.best.available:
+        session.best.restore()  # as validated: an SWA average carries its recomputed BatchNorm statistics
+        weights = {"source": "best", "epoch": session.best.epoch, "averaged": _best_was_averaged(session)}
+    elif session.averager.snapshots > 0:
         session.averager.copy_to_networks()
         recompute_batchnorm(session.networks, lambda: forward_pass_over_training_data(session))
         distributed.broadcast_buffers(acc, session.networks.values())
@@ -123,7 +135,7 @@ def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
                    "epochs": [max(first, 1), session.progress.epochs_done]}
     elif session.best.available:
         session.best.restore()
-        weights = {"source": "best", "epoch": session.best.epoch}
+        weights = {"source": "best", "epoch": session.best.epoch, "averaged": _best_was_averaged(session)}
     else:
         weights = {"source": "last", "epoch": session.progress.epochs_done}
     if acc.is_main_process:

@@ -502,6 +502,65 @@ def test_export_weights_best_exports_the_best_validated_swa_average(tmp_path):
     assert final.weights == "swa" and final.best_epoch == 2
 
 
+def test_a_finished_run_is_exported_again_with_other_export_weights_without_training(tmp_path):
+    from dafnet.engine import train
+
+    register_toys()
+    register("method", "engine_toy_scripted", ScriptedMonitor)
+    recipe = toy_recipe(tmp_path, train={"epochs": 4, "swa_start": 2, "patience": 10, "min_delta": 0.0},
+                        method={"batchnorm": True})
+    recipe = recipe.model_copy(update={"method": recipe.method.model_copy(update={"name": "engine_toy_scripted"})})
+    ToyMethod.snapshots.clear()
+    first = train(recipe, run_dir=tmp_path / "run", console=quiet())
+    validated = ToyMethod.snapshots[:4]
+    log_before = (first.run_dir / "log.csv").read_text()
+    assert first.weights == "swa"
+    console = quiet()
+    again = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"export_weights": "best"})}),
+                  resume=first.run_dir, console=console)
+    assert "nothing is trained" in console.file.getvalue()
+    assert again.weights == "best" and again.epochs_run == 4 and (first.run_dir / "log.csv").read_text() == log_before
+    w = exported(first.run_dir)
+    assert all(torch.equal(w[role][k], validated[1][role][k]) for role in w for k in w[role])
+    summary = json.loads((first.run_dir / "summary.json").read_text())
+    assert summary["export_weights"] == "best" and summary["weights"]["epoch"] == 2
+    with pytest.raises(DafnetError, match="already trained all 4 epochs"):  # the same choice again: nothing to do
+        train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"export_weights": "best"})}),
+              resume=first.run_dir, console=quiet())
+
+
+class Declining(ScriptedMonitor):
+    """Validations 0.3, 0.2, 0.3, 0.4: best at epoch 2, the last 0.2 above it."""
+
+    script = [0.3, 0.2, 0.3, 0.4]
+
+
+def test_a_late_decline_is_recorded_and_warned_when_the_final_weights_are_exported(tmp_path):
+    from dafnet.engine import train
+
+    register_toys()
+    register("method", "engine_toy_declining", Declining)
+    recipe = toy_recipe(tmp_path, train={"epochs": 4, "swa_start": 2, "patience": 10, "min_delta": 0.0})
+    recipe = recipe.model_copy(update={"method": recipe.method.model_copy(update={"name": "engine_toy_declining"})})
+    ToyMethod.snapshots.clear()
+    console = quiet()
+    result = train(recipe, run_dir=tmp_path / "final", console=console)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["validation_decline"] == {"best_epoch": 2, "best_monitor": 0.2, "last_epoch": 4,
+                                             "last_monitor": 0.4}
+    text = " ".join(console.file.getvalue().split())
+    assert "validation declined late" in text and "train.export_weights=best" in text
+    ToyMethod.snapshots.clear()
+    best = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"export_weights": "best"})}),
+                 run_dir=tmp_path / "best", console=quiet())
+    assert "validation_decline" not in json.loads((best.run_dir / "summary.json").read_text())
+    ToyMethod.snapshots.clear()
+    quiet_run = train(recipe.model_copy(update={"train": recipe.train.model_copy(
+        update={"health": recipe.train.health.model_copy(update={"decline_warning": 0.25})})}),
+        run_dir=tmp_path / "threshold", console=quiet())  # 0.2 is below a 0.25 threshold
+    assert "validation_decline" not in json.loads((quiet_run.run_dir / "summary.json").read_text())
+
+
 def test_swa_recomputes_batchnorm_statistics(tmp_path):
     from dafnet.engine import train
 

@@ -387,3 +387,22 @@ def test_an_unreadable_failed_json_is_still_listed_as_failed(tmp_path):
     assert read_failure(tmp_path) == f"failed ({tmp_path / 'failed.json'} holds no record)"
     (tmp_path / "failed.json").write_text(json.dumps({"error": "boom", "check": "dice_floor", "epoch": 12}))
     assert read_failure(tmp_path) == "dice_floor at epoch 12: boom"
+
+
+def test_a_cell_whose_validation_declined_late_is_listed_under_the_tables(grid, tmp_path):
+    from dafnet.experiment.runner import read_decline
+
+    spec, out, _ = grid
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    cell = copy / "cells" / "UNet-multi__expert__f100__fold0__all-terms"
+    summary = json.loads((cell / "summary.json").read_text())
+    assert read_decline(cell) is None  # nothing recorded: no line
+    summary["validation_decline"] = {"best_epoch": 3, "best_monitor": 0.2, "last_epoch": 9, "last_monitor": 0.35}
+    (cell / "summary.json").write_text(json.dumps(summary))
+    run_experiment(spec, out=copy, console=QUIET, tables_only=True)
+    text = (copy / "tables.md").read_text()
+    assert "Cells whose validation declined late" in text
+    assert "- UNet-multi__expert__f100__fold0__all-terms: validation monitor 0.2 at epoch 3, 0.35 at epoch 9" in text
+    (cell / "summary.json").write_text("{cut")
+    assert read_decline(cell) is None

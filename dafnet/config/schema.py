@@ -141,6 +141,10 @@ class HealthConfig(Strict):
     loss_max_rebound: float = Field(
         0.75, gt=0, le=1, description="fail when, after falling by more than loss_min_fall, the supervised loss has "
         "climbed back at least this fraction of its fall (1: all the way back to its start)")
+    decline_warning: float = Field(
+        0.05, ge=0, description="warn (never fail) when the exported weights are not the best validated ones and the "
+        "last validated monitor is at least this much above its best (DAFNet: 0.05 = 5 points of fused Dice): the run "
+        "declined late; summary.json records it (validation_decline); 0 switches the warning off")
 
 
 class TrainConfig(Strict):

@@ -138,6 +138,19 @@ def _loss_progress(history: list[dict], config: HealthConfig, signals: HealthSig
     return None
 
 
+def validation_decline(history: list[dict], best: float, best_epoch: int | None, config: HealthConfig) -> dict | None:
+    """The late decline of a run: its last validated monitor at least ``config.decline_warning`` above the best
+    (``best``, at ``best_epoch``), as a dict for summary.json, or None (no decline, no validation, warning off)."""
+    validated = [r for r in history if _finite(r.get("validation/monitor"))]
+    if not config.enabled or config.decline_warning == 0 or best_epoch is None or not validated:
+        return None
+    last = validated[-1]
+    if last["validation/monitor"] - best < config.decline_warning:
+        return None
+    return {"best_epoch": best_epoch, "best_monitor": round(best, 4), "last_epoch": last["epoch"],
+            "last_monitor": round(last["validation/monitor"], 4)}
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -164,4 +177,4 @@ def record_failure(paths, exc: TrainingFailed, console) -> None:
                   f"{paths.failed} says why; kept: {kept}")
 
 
-__all__ = ["check_finite_losses", "diagnose", "failure_record", "record_failure"]
+__all__ = ["check_finite_losses", "diagnose", "failure_record", "record_failure", "validation_decline"]

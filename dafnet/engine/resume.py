@@ -52,15 +52,17 @@ def _at(data: dict, key: str):
 
 def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> bool:
     """Load a resumed run's state. True when it has no epoch left to train but its export or its
-    summary was never written (a full disk, say): it is then only exported and evaluated. An error
-    when it has no epoch left and both, or when a health check failed it in its last epoch."""
+    summary was never written (a full disk, say), or was written with another ``train.export_weights``:
+    it is then only exported and evaluated. An error when it has no epoch left and both, or when a
+    health check failed it in its last epoch."""
     root = paths.root
     checkpoint.load_checkpoint(session.accelerator, paths.state)
     done = session.progress
     finished = done.epochs_done >= recipe.train.epochs
     stopped = not finished and session.stopper.should_stop(done.epochs_done)  # with the (possibly raised) patience
     exported = (paths.export / "dafnet_index.json").is_file() and paths.summary.is_file()
-    export_only = (finished or stopped) and not exported and not paths.failed.exists()
+    other_weights = exported and _exported_with(paths) != recipe.train.export_weights
+    export_only = (finished or stopped) and (not exported or other_weights) and not paths.failed.exists()
     if finished and not export_only:
         raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
                           hint=f"raise train.epochs to train further: dafnet train --resume {root} "
@@ -69,7 +71,10 @@ def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> bool:
         raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
                           f"{session.stopper.best_epoch})",
                           hint=f"raise train.patience to train further: dafnet train --resume {root} train.patience=N")
-    if export_only:
+    if export_only and other_weights:
+        session.console.print(f"run {root} trained its {done.epochs_done} epochs: exporting its "
+                              f"train.export_weights={recipe.train.export_weights} weights (nothing is trained)")
+    elif export_only:
         session.console.print(f"run {root} trained its {done.epochs_done} epochs but its export or summary was not "
                               "written: exporting it")
     else:
@@ -82,6 +87,15 @@ def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> bool:
         rundir.write_json(paths.metadata, meta)
         paths.recipe.write_text(rundir.recipe_yaml(recipe), encoding="utf-8")
     return export_only
+
+
+def _exported_with(paths: rundir.RunPaths) -> str:
+    """The ``train.export_weights`` a finished run's export was written with (summary.json; ``final`` before
+    that was recorded)."""
+    try:
+        return json.loads(paths.summary.read_text()).get("export_weights", "final")
+    except (OSError, ValueError):
+        return "final"
 
 
 def after_failure(exc: BaseException, root: Path, paths: rundir.RunPaths, fresh: bool, new_run: bool,

@@ -16,6 +16,7 @@ from dafnet.console import make_console
 from dafnet.engine import distributed, rundir
 from dafnet.engine import logging as runlog
 from dafnet.engine.export import write_export
+from dafnet.engine.health import validation_decline
 from dafnet.engine.loop import forward_pass_over_training_data
 from dafnet.engine.resume import after_failure, check_resume_recipe, continue_run, resume_recipe
 from dafnet.engine.session import TrainingSession
@@ -120,6 +121,23 @@ def _best_was_averaged(session: TrainingSession) -> bool:
     return bool(t.validate_swa and t.swa_start is not None and session.best.epoch >= max(t.swa_start, 1))
 
 
+def _late_decline(session: TrainingSession, weights: dict) -> dict | None:
+    """A late decline of the validation when the exported weights are not the best validated ones (a warning,
+    ``train.health.decline_warning``), or None."""
+    if weights["source"] == "best":
+        return None
+    decline = validation_decline(session.progress.history, session.stopper.best, session.stopper.best_epoch,
+                                 session.recipe.train.health)
+    if decline and session.accelerator.is_main_process:
+        session.console.print(
+            f"[yellow]warning: the validation declined late: monitor {decline['last_monitor']:.4f} at epoch "
+            f"{decline['last_epoch']} against its best {decline['best_monitor']:.4f} at epoch "
+            f"{decline['best_epoch']}; the export is the {weights['source']} weights. train.export_weights=best "
+            f"exports the best validated ones: dafnet train --resume {session.paths.root} train.export_weights=best "
+            "re-exports this run without training (docs/engine.md)[/]")
+    return decline
+
+
 def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
     """The export (the SWA average, the best or the last weights), its evaluation and the run's summary."""
     acc = session.accelerator
@@ -147,11 +165,14 @@ def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
     part = "test" if "test" in loaders else ("validation" if "validation" in loaders else None)
     summary = session.evaluate(part) if part else {}
     figures: list[Path] = []
+    decline = _late_decline(session, weights)
     if acc.is_main_process:
         rundir.write_json(session.paths.summary, {"evaluated_on": part, "weights": weights, "summary": summary,
                                                   "best_epoch": session.stopper.best_epoch,
                                                   "epochs_run": session.progress.epochs_done,
-                                                  "stopped_early": session.progress.stopped_early})
+                                                  "stopped_early": session.progress.stopped_early,
+                                                  "export_weights": session.recipe.train.export_weights,
+                                                  **({"validation_decline": decline} if decline else {})})
         if session.recipe.output.figures:
             fig = runlog.plot_loss_curves(session.progress.history, [p.name for p in session.phases],
                                           session.paths.figures / "loss_curves.png")

@@ -150,6 +150,19 @@ def read_failure(folder: Path) -> str | None:
     return check + str(record.get("error", "failed"))
 
 
+def read_decline(folder: Path) -> str | None:
+    """A done cell's late decline (summary.json's ``validation_decline``: its export is not its best validated
+    weights and its last validation is well below its best), as a line for tables.md, else None."""
+    try:
+        d = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("validation_decline")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    return (f"validation monitor {d.get('best_monitor')} at epoch {d.get('best_epoch')}, "
+            f"{d.get('last_monitor')} at epoch {d.get('last_epoch')}")
+
+
 def read_record(folder: Path) -> dict | None:
     """per_volume.json of a done cell (:mod:`dafnet.experiment.cell_evaluation`; any version), else None."""
     path = folder / "per_volume.json"
@@ -229,9 +242,10 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, dry_run
     results = {i: None if r is None else r["dice"] for i, r in records.items()}
     alignment = {i: None if r is None else r.get("alignment") for i, r in records.items()}
     failures = {c.id: reason for c in cells if (reason := read_failure(folders[c.id])) is not None}
-    tables = write_tables(spec, cells, reference, results, out, failures, alignment, split)
+    declines = {c.id: line for c in cells if results.get(c.id) and (line := read_decline(folders[c.id]))}
+    tables = write_tables(spec, cells, reference, results, out, failures, alignment, split, declines)
     return {"cells": cells, "reference": reference, "actions": actions, "tables": tables, "out": out}
 
 
-__all__ = ["cell_status", "read_cell", "read_failure", "read_record", "run_cell", "run_experiment", "status_of",
-           "validation_records"]
+__all__ = ["cell_status", "read_cell", "read_decline", "read_failure", "read_record", "run_cell", "run_experiment",
+           "status_of", "validation_records"]

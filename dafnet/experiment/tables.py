@@ -194,10 +194,12 @@ def without_references(spec: ExperimentSpec, cells: list[Cell], results: dict[st
 
 def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, results: dict[str, dict | None],
                  out: Path, failures: dict[str, str] | None = None,
-                 alignment: dict[str, dict | None] | None = None, part: str = "test") -> list[Table]:
+                 alignment: dict[str, dict | None] | None = None, part: str = "test",
+                 declines: dict[str, str] | None = None) -> list[Table]:
     """tables.md (every table) and table_<key>.csv in ``out`` (with ``part`` validation:
     tables_validation.md and table_<key>_validation.csv); ``failures``: cell id -> why it failed;
-    ``results``, ``alignment`` and ``part``: as :func:`build_tables`."""
+    ``declines``: cell id -> its late decline (listed, still counted); ``results``, ``alignment`` and
+    ``part``: as :func:`build_tables`."""
     failures = failures or {}
     suffix = "" if part == "test" else f"_{part}"
     tables = build_tables(spec, cells, reference, results, alignment, part)
@@ -210,6 +212,10 @@ def write_tables(spec: ExperimentSpec, cells: list[Cell], reference: str, result
         table.write_csv(out / f"table_{table.key}{suffix}.csv")
     if failed:
         text += ["Failed cells (n/a, left out of every mean):", ""] + [f"- {c}: {failures[c]}" for c in failed] + [""]
+    if declines:
+        text += ["Cells whose validation declined late (counted; their export is the final weights, not the best "
+                 "validated ones: train.export_weights, docs/engine.md):", ""]
+        text += [f"- {c}: {line}" for c, line in declines.items()] + [""]
     if missing:
         text += [f"Unfinished cells (n/a): {', '.join(missing)}", ""]
     old = without_references(spec, cells, results)

@@ -66,7 +66,8 @@ def continue_run(session, recipe: Recipe, paths: rundir.RunPaths) -> bool:
     if finished and not export_only:
         raise DafnetError(f"run {root} already trained all {done.epochs_done} epochs",
                           hint=f"raise train.epochs to train further: dafnet train --resume {root} "
-                               f"train.epochs={2 * done.epochs_done}")
+                               f"train.epochs={2 * done.epochs_done}; or export its other weights: "
+                               f"train.export_weights={'final' if recipe.train.export_weights == 'best' else 'best'}")
     if stopped and not export_only:
         raise DafnetError(f"run {root} already stopped early at epoch {done.epochs_done} (best epoch "
                           f"{session.stopper.best_epoch})",

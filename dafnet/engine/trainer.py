@@ -126,16 +126,17 @@ def _late_decline(session: TrainingSession, weights: dict) -> dict | None:
     ``train.health.decline_warning``), or None."""
     if weights["source"] == "best":
         return None
-    decline = validation_decline(session.progress.history, session.stopper.best, session.stopper.best_epoch,
-                                 session.recipe.train.health)
-    if decline and session.accelerator.is_main_process:
-        session.console.print(
-            f"[yellow]warning: the validation declined late: monitor {decline['last_monitor']:.4f} at epoch "
-            f"{decline['last_epoch']} against its best {decline['best_monitor']:.4f} at epoch "
-            f"{decline['best_epoch']}; the export is the {weights['source']} weights. train.export_weights=best "
-            f"exports the best validated ones: dafnet train --resume {session.paths.root} train.export_weights=best "
-            "re-exports this run without training (docs/engine.md)[/]")
-    return decline
+    return validation_decline(session.progress.history, session.stopper.best, session.stopper.best_epoch,
+                              session.recipe.train.health)
+
+
+def _warn_decline(session: TrainingSession, decline: dict, weights: dict) -> None:
+    session.console.print(
+        f"[yellow]warning: the validation declined late: monitor {decline['last_monitor']:.4f} at epoch "
+        f"{decline['last_epoch']} against its best {decline['best_monitor']:.4f} at epoch "
+        f"{decline['best_epoch']}; the export is the {weights['source']} weights. train.export_weights=best "
+        f"exports the best validated ones: dafnet train --resume {session.paths.root} train.export_weights=best "
+        "re-exports this run without training (docs/engine.md)[/]")
 
 
 def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
@@ -184,6 +185,8 @@ def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
                 summary, f"{session.recipe.name}: {part} split, {weights['source']} weights", session.method))
         session.console.print(f"run: {session.paths.root}   export: {session.paths.export}   "
                               f"figures: {session.paths.figures if figures else '(none)'}")
+        if decline:
+            _warn_decline(session, decline, weights)
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(run_dir=session.paths.root, export_dir=session.paths.export,

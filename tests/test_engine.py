@@ -386,11 +386,13 @@ def test_early_stopping_triggers_and_exports_the_best_epoch(tmp_path):
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
     assert result.weights == "best"
     w = exported(result.run_dir)
-    best = ToyMethod.snapshots[0]  # the validation of epoch 1
+    # the weights kept are those of the lowest monitor validated (early stopping's min_delta does not apply)
+    lowest = min(range(3), key=lambda e: result.history[e]["validation/monitor"])
+    best = ToyMethod.snapshots[lowest]
     for role in w:
         assert all(torch.equal(w[role][k], best[role][k]) for k in w[role])
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert summary["stopped_early"] and summary["best_epoch"] == 1
+    assert summary["stopped_early"] and summary["best_epoch"] == 1 and summary["weights"]["epoch"] == lowest + 1
     with pytest.raises(DafnetError, match="stopped early") as info:
         train(toy_recipe(tmp_path, train={"epochs": 10, "patience": 2, "min_delta": 100.0}),
               resume=result.run_dir, console=quiet())
@@ -500,6 +502,15 @@ def test_export_weights_best_exports_the_best_validated_swa_average(tmp_path):
     final = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"export_weights": "final"})}),
                   run_dir=tmp_path / "final", console=quiet())  # the default: the average of epochs 2-4
     assert final.weights == "swa" and final.best_epoch == 2
+
+    # "best" is the lowest monitor validated, not early stopping's best (which needs min_delta of improvement)
+    ToyMethod.snapshots.clear()
+    tolerant = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"min_delta": 0.5})}),
+                     run_dir=tmp_path / "tolerant", console=quiet())
+    assert tolerant.best_epoch == 1  # 0.2 is not 0.5 below 0.5: early stopping saw no improvement
+    w = exported(tolerant.run_dir)
+    assert json.loads((tolerant.run_dir / "summary.json").read_text())["weights"]["epoch"] == 2
+    assert all(torch.equal(w[role][k], ToyMethod.snapshots[1][role][k]) for role in w for k in w[role])
 
 
 def test_a_finished_run_is_exported_again_with_other_export_weights_without_training(tmp_path):

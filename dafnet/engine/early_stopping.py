@@ -42,6 +42,8 @@ class BestWeights:
     def __init__(self, networks: dict[str, nn.Module]) -> None:
         self.networks = networks
         self.epoch: int | None = None
+        self.value = math.inf
+        """The monitor of the weights kept (lower is better)."""
         self.averaged: bool | None = None
         """Whether the weights kept are an SWA average (None: a state saved before this was recorded)."""
         self.weights: dict[str, dict[str, torch.Tensor]] = {}
@@ -50,8 +52,12 @@ class BestWeights:
     def available(self) -> bool:
         return self.epoch is not None
 
-    def capture(self, epoch: int, averaged: bool = False) -> None:
-        self.epoch, self.averaged = epoch, averaged
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` is strictly better than the monitor of the weights kept (NaN never is)."""
+        return math.isfinite(value) and value < self.value
+
+    def capture(self, epoch: int, value: float = math.inf, averaged: bool = False) -> None:
+        self.epoch, self.value, self.averaged = epoch, float(value), averaged
         self.weights = {role: {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
                         for role, net in self.networks.items()}
 
@@ -60,8 +66,8 @@ class BestWeights:
             net.load_state_dict(self.weights[role], strict=True)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "averaged": self.averaged, "weights": self.weights}
+        return {"epoch": self.epoch, "value": self.value, "averaged": self.averaged, "weights": self.weights}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.weights = state["epoch"], state["weights"]
-        self.averaged = state.get("averaged")
+        self.value, self.averaged = float(state.get("value", math.inf)), state.get("averaged")

@@ -138,17 +138,18 @@ def _loss_progress(history: list[dict], config: HealthConfig, signals: HealthSig
     return None
 
 
-def validation_decline(history: list[dict], best: float, best_epoch: int | None, config: HealthConfig) -> dict | None:
-    """The late decline of a run: its last validated monitor at least ``config.decline_warning`` above the best
-    (``best``, at ``best_epoch``), as a dict for summary.json, or None (no decline, no validation, warning off)."""
+def validation_decline(history: list[dict], config: HealthConfig) -> dict | None:
+    """The late decline of a run: its last validated monitor at least ``config.decline_warning`` above the lowest
+    one (the first epoch that reached it), as a dict for summary.json, or None (no decline, no validation, or
+    the warning off)."""
     validated = [r for r in history if _finite(r.get("validation/monitor"))]
-    if not config.enabled or config.decline_warning == 0 or best_epoch is None or not validated:
+    if not config.enabled or config.decline_warning == 0 or not validated:
         return None
-    last = validated[-1]
-    if last["validation/monitor"] - best < config.decline_warning:
+    best, last = min(validated, key=lambda r: r["validation/monitor"]), validated[-1]
+    if last["validation/monitor"] - best["validation/monitor"] < config.decline_warning:
         return None
-    return {"best_epoch": best_epoch, "best_monitor": round(best, 4), "last_epoch": last["epoch"],
-            "last_monitor": round(last["validation/monitor"], 4)}
+    return {"best_epoch": best["epoch"], "best_monitor": round(best["validation/monitor"], 4),
+            "last_epoch": last["epoch"], "last_monitor": round(last["validation/monitor"], 4)}
 
 
 def _mean(values: list[float]) -> float:

@@ -158,8 +158,10 @@ class TrainingSession:
 
     def _validate_and_track(self, epoch: int, row: dict[str, float]) -> dict[str, float]:
         summary = self.evaluate("validation")
-        if self.stopper.update(epoch, summary["monitor"]):
-            self.best.capture(epoch, averaged="validated_swa" in row)  # the weights just validated
+        monitor = summary["monitor"]
+        self.stopper.update(epoch, monitor)  # early stopping: improvements by more than min_delta
+        if self.best.improves(monitor):  # the weights kept: the lowest monitor validated (no min_delta)
+            self.best.capture(epoch, monitor, averaged="validated_swa" in row)  # the weights just validated
         return {**row, **{f"validation/{k}": v for k, v in summary.items()}}
 
 

@@ -29,7 +29,8 @@ class TrainResult:
     run_dir: Path
     export_dir: Path
     best_epoch: int | None
-    """The epoch with the best validation ``monitor`` (None without validation)."""
+    """Early stopping's best epoch: the last whose validation ``monitor`` improved by more than ``min_delta`` (None
+    without validation). The weights kept as the best are those of the lowest monitor (summary.json's ``weights``)."""
     epochs_run: int
     history: list[dict]
     summary: dict[str, float]
@@ -126,8 +127,7 @@ def _late_decline(session: TrainingSession, weights: dict) -> dict | None:
     ``train.health.decline_warning``), or None."""
     if weights["source"] == "best":
         return None
-    return validation_decline(session.progress.history, session.stopper.best, session.stopper.best_epoch,
-                              session.recipe.train.health)
+    return validation_decline(session.progress.history, session.recipe.train.health)
 
 
 def _warn_decline(session: TrainingSession, decline: dict, weights: dict) -> None:

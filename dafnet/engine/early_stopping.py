@@ -44,8 +44,6 @@ class BestWeights:
         self.epoch: int | None = None
         self.value = math.inf
         """The monitor of the weights kept (lower is better)."""
-        self.averaged: bool | None = None
-        """Whether the weights kept are an SWA average (None: a state saved before this was recorded)."""
         self.weights: dict[str, dict[str, torch.Tensor]] = {}
 
     @property
@@ -56,8 +54,8 @@ class BestWeights:
         """Whether ``value`` is strictly better than the monitor of the weights kept (NaN never is)."""
         return math.isfinite(value) and value < self.value
 
-    def capture(self, epoch: int, value: float = math.inf, averaged: bool = False) -> None:
-        self.epoch, self.value, self.averaged = epoch, float(value), averaged
+    def capture(self, epoch: int, value: float) -> None:
+        self.epoch, self.value = epoch, float(value)
         self.weights = {role: {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
                         for role, net in self.networks.items()}
 
@@ -66,8 +64,8 @@ class BestWeights:
             net.load_state_dict(self.weights[role], strict=True)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "value": self.value, "averaged": self.averaged, "weights": self.weights}
+        return {"epoch": self.epoch, "value": self.value, "weights": self.weights}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.weights = state["epoch"], state["weights"]
-        self.value, self.averaged = float(state.get("value", math.inf)), state.get("averaged")
+        self.value = float(state.get("value", math.inf))  # a state saved before the value was kept: any is better

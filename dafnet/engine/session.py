@@ -161,7 +161,7 @@ class TrainingSession:
         monitor = summary["monitor"]
         self.stopper.update(epoch, monitor)  # early stopping: improvements by more than min_delta
         if self.best.improves(monitor):  # the weights kept: the lowest monitor validated (no min_delta)
-            self.best.capture(epoch, monitor, averaged="validated_swa" in row)  # the weights just validated
+            self.best.capture(epoch, monitor)  # the weights just validated
         return {**row, **{f"validation/{k}": v for k, v in summary.items()}}
 
 

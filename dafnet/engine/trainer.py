@@ -114,20 +114,10 @@ def _start(recipe: Recipe, paths: rundir.RunPaths, console: Console, resume: boo
 
 
 def _best_was_averaged(session: TrainingSession) -> bool:
-    """Whether the best weights kept are an SWA average; for a state saved before that was
-    recorded, by the rule that validated them (the average from ``swa_start`` on, with ``validate_swa``)."""
-    if session.best.averaged is not None:
-        return session.best.averaged
+    """Whether the best weights kept are an SWA average: the rule that validated them (the average from
+    ``swa_start`` on, with ``validate_swa``; both are fixed for a run, resumes included)."""
     t = session.recipe.train
     return bool(t.validate_swa and t.swa_start is not None and session.best.epoch >= max(t.swa_start, 1))
-
-
-def _late_decline(session: TrainingSession, weights: dict) -> dict | None:
-    """A late decline of the validation when the exported weights are not the best validated ones (a warning,
-    ``train.health.decline_warning``), or None."""
-    if weights["source"] == "best":
-        return None
-    return validation_decline(session.progress.history, session.recipe.train.health)
 
 
 def _warn_decline(session: TrainingSession, decline: dict, weights: dict) -> None:
@@ -142,7 +132,7 @@ def _warn_decline(session: TrainingSession, decline: dict, weights: dict) -> Non
 def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
     """The export (the SWA average, the best or the last weights), its evaluation and the run's summary."""
     acc = session.accelerator
-    if session.recipe.train.export_weights == "best" and session.best.available:
+    if session.best.available and (session.recipe.train.export_weights == "best" or session.averager.snapshots == 0):
         session.best.restore()  # as validated: an SWA average carries its recomputed BatchNorm statistics
         weights = {"source": "best", "epoch": session.best.epoch, "averaged": _best_was_averaged(session)}
     elif session.averager.snapshots > 0:
@@ -152,9 +142,6 @@ def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
         first = session.recipe.train.swa_start
         weights = {"source": "swa", "snapshots": session.averager.snapshots,
                    "epochs": [max(first, 1), session.progress.epochs_done]}
-    elif session.best.available:
-        session.best.restore()
-        weights = {"source": "best", "epoch": session.best.epoch, "averaged": _best_was_averaged(session)}
     else:
         weights = {"source": "last", "epoch": session.progress.epochs_done}
     if acc.is_main_process:
@@ -166,7 +153,9 @@ def _finish(session: TrainingSession, show_summary: bool = True) -> TrainResult:
     part = "test" if "test" in loaders else ("validation" if "validation" in loaders else None)
     summary = session.evaluate(part) if part else {}
     figures: list[Path] = []
-    decline = _late_decline(session, weights)
+    # a late decline is worth a warning only when the export is not the best validated weights
+    decline = None if weights["source"] == "best" else validation_decline(session.progress.history,
+                                                                           session.recipe.train.health)
     if acc.is_main_process:
         rundir.write_json(session.paths.summary, {"evaluated_on": part, "weights": weights, "summary": summary,
                                                   "best_epoch": session.stopper.best_epoch,

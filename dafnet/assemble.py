@@ -91,7 +91,12 @@ def check_build(recipe: Recipe) -> list[str]:
             notes.append("the number of classes comes from the data, so the segmentation heads were built "
                          "for 1 class")
     try:
-        build_method(recipe, facts).summary()
+        method = build_method(recipe, facts)
+        method.summary()
+        unknown = sorted(set(recipe.train.lr_scale) - set(method.networks()))
+        if unknown:
+            raise RecipeError([RecipeIssue("train.lr_scale", f"names {unknown}, which are not networks of this method",
+                                           f"the method's networks: {', '.join(method.networks())}")])
     except DafnetError as exc:
         if notes and isinstance(exc.__cause__, MissingFactError):
             return [*notes, f"the components could not be built without the data: {exc.message}"]

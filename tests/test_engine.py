@@ -320,6 +320,44 @@ def test_freezing_each_phase_trains_only_its_group(tmp_path):
     assert not all(torch.equal(w["generator"][k], fresh["generator"][k]) for k in fresh["generator"])
 
 
+def test_lr_scale_gives_a_role_its_own_learning_rate(tmp_path):
+    from types import SimpleNamespace
+
+    from dafnet.engine import train
+    from dafnet.engine.optim import build_optimizers
+
+    nets = {"a": nn.Linear(2, 2), "b": nn.Linear(2, 2), "critic": nn.Linear(2, 1)}
+    groups = {"generator": ["a", "b"], "critic": ["critic"]}
+
+    def settings(**scale):
+        return SimpleNamespace(lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, lr_scale=scale)
+
+    plain = build_optimizers(nets, groups, settings())
+    assert [len(o.param_groups) for o in plain.values()] == [1, 1]
+    scaled = build_optimizers(nets, groups, settings(b=0.1))
+    gen = scaled["generator"].param_groups
+    assert [g["lr"] for g in gen] == pytest.approx([1e-4, 1e-3])
+    assert {id(p) for p in gen[0]["params"]} == {id(p) for p in nets["b"].parameters()}
+    assert {id(p) for p in gen[1]["params"]} == {id(p) for p in nets["a"].parameters()}
+    assert len(scaled["critic"].param_groups) == 1 and scaled["critic"].param_groups[0]["lr"] == 1e-3
+    with pytest.raises(DafnetError, match=r"train.lr_scale names \['nope'\]") as err:
+        build_optimizers(nets, groups, settings(nope=0.5))
+    assert "a, b, critic" in err.value.hint
+    with pytest.raises(DafnetError, match="train.lr_scale"):
+        train(toy_recipe(tmp_path, train={"epochs": 1, "lr_scale": {"aligner": 0.1}}), run_dir=tmp_path / "bad",
+              console=quiet())
+    assert not (tmp_path / "bad").exists()
+    # a scaled role moves less in the same run: its first Adam step is lr x factor per parameter
+    train(toy_recipe(tmp_path, train={"epochs": 1, "iterations_per_epoch": 1, "lr_scale": {"critic": 0.01}}),
+          run_dir=tmp_path / "scaled", console=quiet())
+    train(toy_recipe(tmp_path, train={"epochs": 1, "iterations_per_epoch": 1}), run_dir=tmp_path / "same",
+          console=quiet())
+    fresh = _fresh_weights(toy_recipe(tmp_path))
+    moved = {run: max((exported(tmp_path / run)["critic"][k] - fresh["critic"][k]).abs().max().item()
+                      for k in fresh["critic"]) for run in ("scaled", "same")}
+    assert 0 < moved["scaled"] < moved["same"] / 20
+
+
 class CriticOnly(ToyMethod):
     """The critic judges generator outputs that are NOT detached; only the critic phase runs."""
 
@@ -637,8 +675,9 @@ def test_what_a_resume_may_not_change_is_marked_in_the_schema():
     from dafnet.config.schema import FIXED_ON_RESUME, TrainConfig, fixed_on_resume
     from dafnet.engine.resume import RESUME_FIXED
 
-    train_fixed = ("batch_size", "lr", "betas", "weight_decay", "iterations_per_epoch", "gradient_accumulation_steps",
-                   "seed", "swa_start", "validate_swa", "min_delta", "validate_every", "mixed_precision")
+    train_fixed = ("batch_size", "lr", "lr_scale", "betas", "weight_decay", "iterations_per_epoch",
+                   "gradient_accumulation_steps", "seed", "swa_start", "validate_swa", "min_delta", "validate_every",
+                   "mixed_precision")
     assert RESUME_FIXED == fixed_on_resume()
     assert set(RESUME_FIXED) == {"method", "model", "data", "losses"} | {f"train.{k}" for k in train_fixed}
     # the refusal's hint says so

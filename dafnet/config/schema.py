@@ -7,7 +7,7 @@ them against each named component's own ``Params`` model from the registry.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
@@ -152,6 +152,10 @@ class TrainConfig(Strict):
     batch_size: int = Field(6, ge=1, description="samples per batch (per process)", json_schema_extra=FIXED_ON_RESUME)
     lr: float = Field(1e-4, gt=0, description="Adam learning rate", json_schema_extra=FIXED_ON_RESUME)
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas", json_schema_extra=FIXED_ON_RESUME)
+    lr_scale: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="role -> factor: that network learns at lr x factor (e.g. {aligner: 0.1}); "
+        "the roles are the method's networks (the run's export/ names them); every other network at lr",
+        json_schema_extra=FIXED_ON_RESUME)
     weight_decay: float = Field(0.0, ge=0, json_schema_extra=FIXED_ON_RESUME)
     iterations_per_epoch: int | None = Field(
         None, ge=1, description="cap on iterations per epoch (default: ceil(max(N_l, N_u)/batch))",

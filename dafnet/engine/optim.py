@@ -66,17 +66,44 @@ def fused_adam(params: list[nn.Parameter], torch_version: str | None = None) -> 
 
 def build_optimizers(networks: dict[str, nn.Module], groups: dict[str, list[str]],
                      train) -> dict[str, torch.optim.Adam]:
-    """``train`` is the recipe's ``train`` section (lr, betas, weight_decay); fused Adam on CUDA
-    (:func:`fused_adam`)."""
+    """``train`` is the recipe's ``train`` section (lr, betas, weight_decay, lr_scale); fused Adam on CUDA
+    (:func:`fused_adam`). A role named in ``train.lr_scale`` gets its own Adam parameter group at
+    lr x its factor (a parameter shared by roles takes the first role's)."""
+    scale = dict(getattr(train, "lr_scale", None) or {})
+    unknown = sorted(set(scale) - set(networks))
+    if unknown:
+        raise DafnetError(f"train.lr_scale names {unknown}, which are not networks of this method",
+                          hint=f"the method's networks: {', '.join(networks)}")
     optimizers = {}
     for group, roles in groups.items():
         params = [p for p in group_parameters(networks, roles) if p.requires_grad]
         if not params:
             raise DafnetError(f"optimizer group {group!r} ({', '.join(roles)}) has no trainable parameters")
-        optimizers[group] = torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas),
-                                             weight_decay=train.weight_decay,
+        optimizers[group] = torch.optim.Adam(_scaled_groups(networks, roles, params, scale, train.lr), lr=train.lr,
+                                             betas=tuple(train.betas), weight_decay=train.weight_decay,
                                              fused=True if fused_adam(params) else None)
     return optimizers
+
+
+def _scaled_groups(networks: dict[str, nn.Module], roles: list[str], params: list[nn.Parameter],
+                   scale: dict[str, float], lr: float) -> list[nn.Parameter] | list[dict]:
+    """``params`` as one list when no role of the group is scaled (the optimizer's state dict then stays
+    as it always was), else Adam parameter groups: each scaled role's, then the rest at ``lr``."""
+    scaled = [r for r in roles if r in scale]
+    if not scaled:
+        return params
+    trainable = {id(p) for p in params}
+    taken: set[int] = set()
+    out: list[dict] = []
+    for role in scaled:
+        own = [p for p in networks[role].parameters() if id(p) in trainable and id(p) not in taken]
+        taken.update(id(p) for p in own)
+        if own:
+            out.append({"params": own, "lr": lr * scale[role]})
+    rest = [p for p in params if id(p) not in taken]
+    if rest:
+        out.append({"params": rest, "lr": lr})
+    return out
 
 
 class Freezer:

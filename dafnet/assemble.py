@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from dafnet.builder import build, build_and_declare
 from dafnet.config.schema import Recipe
+from dafnet.errors import DafnetError
 from dafnet.interfaces.facts import Facts
 from dafnet.interfaces.method import ComponentChoice, MethodContext
 
@@ -70,13 +73,24 @@ def assemble(recipe: Recipe):
     return source, facts, build_method(recipe, facts)
 
 
+def check_lr_scale(roles: Iterable[str], scale: dict[str, float]) -> None:
+    """``train.lr_scale`` names only networks (roles) of the method: checked by ``dafnet train`` (building the
+    optimizers) and ``dafnet validate``."""
+    roles = list(roles)
+    unknown = sorted(set(scale) - set(roles))
+    if unknown:
+        error = DafnetError(f"train.lr_scale names {unknown}, which are not networks of this method",
+                            hint=f"the method's networks: {', '.join(roles)}")
+        error.key = "train.lr_scale"
+        raise error
+
+
 def check_build(recipe: Recipe) -> list[str]:
     """Build what ``dafnet train`` builds before it trains, on the CPU and without loading data: the
     data source (for its facts), the method with every component, and one batch-1 forward of every
     role (``method.summary()``). Returns notes on what could not be checked here; what train would
     refuse is a :class:`RecipeError` at the recipe key whose component failed."""
     from dafnet.config.errors import RecipeError, RecipeIssue
-    from dafnet.errors import DafnetError
     from dafnet.interfaces.facts import MissingFactError
 
     notes = []
@@ -93,10 +107,7 @@ def check_build(recipe: Recipe) -> list[str]:
     try:
         method = build_method(recipe, facts)
         method.summary()
-        unknown = sorted(set(recipe.train.lr_scale) - set(method.networks()))
-        if unknown:
-            raise RecipeError([RecipeIssue("train.lr_scale", f"names {unknown}, which are not networks of this method",
-                                           f"the method's networks: {', '.join(method.networks())}")])
+        check_lr_scale(method.networks(), recipe.train.lr_scale)
     except DafnetError as exc:
         if notes and isinstance(exc.__cause__, MissingFactError):
             return [*notes, f"the components could not be built without the data: {exc.message}"]

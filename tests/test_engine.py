@@ -334,6 +334,7 @@ def test_lr_scale_gives_a_role_its_own_learning_rate(tmp_path):
 
     plain = build_optimizers(nets, groups, settings())
     assert [len(o.param_groups) for o in plain.values()] == [1, 1]
+    assert len(build_optimizers(nets, groups, settings(b=1.0))["generator"].param_groups) == 1  # 1 is no scale
     scaled = build_optimizers(nets, groups, settings(b=0.1))
     gen = scaled["generator"].param_groups
     assert [g["lr"] for g in gen] == pytest.approx([1e-4, 1e-3])

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from dafnet.assemble import check_lr_scale
 from dafnet.errors import DafnetError
 
 
@@ -70,10 +71,7 @@ def build_optimizers(networks: dict[str, nn.Module], groups: dict[str, list[str]
     (:func:`fused_adam`). A role named in ``train.lr_scale`` gets its own Adam parameter group at
     lr x its factor (a parameter shared by roles takes the first role's)."""
     scale = dict(getattr(train, "lr_scale", None) or {})
-    unknown = sorted(set(scale) - set(networks))
-    if unknown:
-        raise DafnetError(f"train.lr_scale names {unknown}, which are not networks of this method",
-                          hint=f"the method's networks: {', '.join(networks)}")
+    check_lr_scale(networks, scale)
     optimizers = {}
     for group, roles in groups.items():
         params = [p for p in group_parameters(networks, roles) if p.requires_grad]
@@ -87,9 +85,9 @@ def build_optimizers(networks: dict[str, nn.Module], groups: dict[str, list[str]
 
 def _scaled_groups(networks: dict[str, nn.Module], roles: list[str], params: list[nn.Parameter],
                    scale: dict[str, float], lr: float) -> list[nn.Parameter] | list[dict]:
-    """``params`` as one list when no role of the group is scaled (the optimizer's state dict then stays
-    as it always was), else Adam parameter groups: each scaled role's, then the rest at ``lr``."""
-    scaled = [r for r in roles if r in scale]
+    """``params`` as one list when no role of the group is scaled (a factor of 1 is none; the optimizer's state
+    dict then stays as it always was), else Adam parameter groups: each scaled role's, then the rest at ``lr``."""
+    scaled = [r for r in roles if scale.get(r, 1.0) != 1.0]
     if not scaled:
         return params
     trainable = {id(p) for p in params}

@@ -231,6 +231,28 @@ def test_seeds_multiply_trainable_cells_and_tables_average_each_volume_over_them
     assert "averaged over its seeds: trainable methods [0, 1]; UNet-single [5]" in table.note
 
 
+def test_a_method_may_run_fewer_folds_and_the_tables_say_so(tmp_path):
+    from dafnet.experiment.tables import build_tables
+
+    spec_path = write_spec(tmp_path, fractions=[1.0], folds=[0, 1],
+                           methods={"UNet-multi": {"recipe": "unet.yaml"},
+                                    "UNet-single": {"recipe": "unet.yaml", "folds": [1],
+                                                    "overrides": ["method.params.mode=single"]},
+                                    "copy": {"recipe": "copy.yaml"}})
+    spec, base = load_spec(spec_path)
+    cells, reference = expand(spec, base)
+    assert sorted(c.fold for c in cells if c.method == "UNet-single") == [1]
+    assert sorted(c.fold for c in cells if c.method == "UNet-multi") == [0, 1]
+    assert {c.recipe.data.split.fold for c in cells if c.method == "UNet-single"} == {1}
+    results = {c.id: {"single": {"s1": 40.0, "s2": 60.0}} for c in cells}
+    table = build_tables(spec, cells, reference, results)[0]
+    rows = dict(table.rows)
+    assert set(rows["UNet-single"][0].values) == {"1:s1", "1:s2"}
+    assert set(rows["UNet-multi"][0].values) == {f"{f}:s{i}" for f in range(2) for i in (1, 2)}
+    assert "rows with fewer folds, so fewer volumes: UNet-single [1]" in table.note
+    assert "UNet-multi [" not in table.note
+
+
 def test_wilcoxon_marks_clear_differences_only():
     a = {f"0:s{i}": 80.0 + i for i in range(10)}
     b = {k: v - 5.0 - 0.1 * i for i, (k, v) in enumerate(a.items())}
@@ -304,6 +326,8 @@ def test_evaluate_from_reuses_the_trained_cells_with_other_weightless_choices(tm
     ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "C"}}, "evaluate_from"),
     ({"A": {"recipe": "unet.yaml"}, "B": {"recipe": "unet.yaml", "evaluate_from": "A"}}, "either recipe"),
     ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A", "seeds": [1]}}, "takes the seeds"),
+    ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A", "folds": [0]}}, "takes the folds"),
+    ({"A": {"recipe": "unet.yaml", "folds": [3]}}, "methods.A.folds: [3] must be distinct folds of the spec's"),
     ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A"}, "C": {"evaluate_from": "B"}}, "evaluate_from"),
     ({"A": {"recipe": "unet.yaml"}, "B": {"evaluate_from": "A", "overrides": ["train.lr=0.1"]}},
      "train.lr: cannot be overridden when evaluating trained weights"),

@@ -96,7 +96,8 @@ def alignment_table(spec, results: PooledResults, methods: list[str], columns: l
     table = AlignmentTable(
         "alignment", f"Alignment error against the truth (median mm per {part} volume)", [c[0] for c in columns],
         note=f"in-plane error (mm) over the target's foreground against the truth's coordinates, the median of each "
-             f"{part} volume of folds {spec.folds} (averaged over its seeds): the learned aligner's mean ± std over "
+             f"{part} volume of folds {spec.folds}{spec.fewer_folds_note()} (averaged over its seeds): the learned "
+             "aligner's mean ± std over "
              "volumes vs the identity's (no alignment); (k/n < identity, p): volumes where the aligner's error "
              "is the smaller, and the Wilcoxon p between the two. n/a: no numbers (data without the truth's "
              "coordinates, or cells evaluated before they were recorded).")

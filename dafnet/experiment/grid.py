@@ -165,19 +165,20 @@ def _method_recipes(spec: ExperimentSpec, base: Path) -> tuple[dict[str, Path], 
 
 def _method_cells(spec: ExperimentSpec, label: str, entry, cls: type, recipe_path: Path,
                   is_reference: bool) -> list[Cell]:
-    """The cells of one method: pairings x fractions x folds x ablations (the reference's) x seeds;
-    a training-free method has no fractions or seeds."""
+    """The cells of one method: pairings x fractions x folds (its own, else the spec's) x ablations (the
+    reference's) x seeds; a training-free method has no fractions or seeds."""
     _check_predictions(label, entry.predictions, cls)
     trainable = is_trainable(cls)
     fractions = spec.fractions if trainable else [None]
     seeds = (entry.seeds or spec.seeds or [None]) if trainable else [None]
     ablations = {FULL: [], **(spec.ablations if is_reference else {})}
+    folds = entry.folds or spec.folds
     cells = []
     for pairing in spec.pairings:
         pair = pairing_overrides(cls, pairing, spec.candidates)
         if pair is None:
             continue
-        for fraction, fold, (ablation, extra), seed in itertools.product(fractions, spec.folds, ablations.items(),
+        for fraction, fold, (ablation, extra), seed in itertools.product(fractions, folds, ablations.items(),
                                                                            seeds):
             overrides = list(entry.overrides) + list(spec.overrides) + pair + [f"data.split.fold={fold}"]
             if fraction is not None:

@@ -64,6 +64,8 @@ class MethodEntry(_Strict):
         "weighted with automated pairing, else fused if the method has it, else single")
     seeds: Seeds | None = Field(None, description="train.seed values of this method's cells "
                                 "(default: the spec's seeds)")
+    folds: list[int] | None = Field(None, min_length=1, description="the folds this method runs, some of the "
+                                    "spec's (default: all of them); the tables say which rows have fewer")
 
     @model_validator(mode="after")
     def _source(self) -> MethodEntry:
@@ -71,6 +73,8 @@ class MethodEntry(_Strict):
             raise ValueError("give either recipe (a method to train) or evaluate_from (another method's label)")
         if self.evaluate_from is not None and self.seeds is not None:
             raise ValueError("a method with evaluate_from takes the seeds of the method it evaluates")
+        if self.evaluate_from is not None and self.folds is not None:
+            raise ValueError("a method with evaluate_from takes the folds of the method it evaluates")
         if self.evaluate_from is not None:
             issues = evaluation_override_issues(self.overrides)
             if issues:
@@ -124,6 +128,10 @@ class ExperimentSpec(_Strict):
             raise ValueError(f"pairings repeat: {self.pairings}")
         for label, entry in self.methods.items():
             source = self.methods.get(entry.evaluate_from) if entry.evaluate_from is not None else None
+            outside = sorted(set(entry.folds or []) - set(self.folds))
+            if outside or (entry.folds and len(set(entry.folds)) != len(entry.folds)):
+                raise ValueError(f"methods.{label}.folds: {entry.folds} must be distinct folds of the spec's "
+                                 f"{self.folds}")
             if entry.evaluate_from is not None and (source is None or source.recipe is None):
                 raise ValueError(f"methods.{label}.evaluate_from: {entry.evaluate_from!r} is not a method with a "
                                  f"recipe of this spec ({[k for k, v in self.methods.items() if v.recipe]})")
@@ -131,6 +139,19 @@ class ExperimentSpec(_Strict):
             raise ValueError(f"reference {self.reference!r} only evaluates another method: ablations need a "
                              "reference that trains")
         return self
+
+    def method_folds(self, label: str) -> list[int]:
+        """The folds of a method's cells (an ``evaluate_from`` row: those of the method it evaluates)."""
+        entry = self.methods[label]
+        if entry.evaluate_from is not None:
+            return self.method_folds(entry.evaluate_from)
+        return list(entry.folds or self.folds)
+
+    def fewer_folds_note(self) -> str:
+        """A table note naming the rows that run fewer folds than the spec (so average fewer volumes)."""
+        parts = [f"{label} {self.method_folds(label)}" for label in self.methods
+                 if self.method_folds(label) != list(self.folds)]
+        return " (rows with fewer folds, so fewer volumes: " + "; ".join(parts) + ")" if parts else ""
 
 
 def load_spec(path: str | Path) -> tuple[ExperimentSpec, Path]:

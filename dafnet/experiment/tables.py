@@ -101,7 +101,8 @@ def fraction_table(spec, results: PooledResults, reference: str, fractions: list
                     if copy is not None else "")
     table = Table(key, title, [_pct(f) for f in fractions],
                   note=f"paper Dice (%) of the target, mean ± std over the {part} volumes of folds {spec.folds}"
-                       f"{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} against {reference}"
+                       f"{spec.fewer_folds_note()}{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} "
+                       f"against {reference}"
                        f"{against_copy}{_aligned_copy_note(spec)}.")
     ref_kind = row_kinds(spec, results, reference)[0]
     copy_kind = row_kinds(spec, results, copy)[0] if copy is not None else None

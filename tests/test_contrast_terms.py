@@ -8,7 +8,7 @@ import torch
 from test_method_dafnet import build, first_batch
 
 from dafnet.methods.dafnet.graph import training_graph
-from dafnet.methods.dafnet.random_contrast import contrast_alignment, contrast_terms, random_contrast
+from dafnet.methods.dafnet.random_contrast import contrast_alignment, contrast_terms, motion_alignment, random_contrast
 
 
 def generator(method):
@@ -152,3 +152,27 @@ def test_contrast_align_leaves_out_slices_without_foreground():
     assert 0 < left_out.item() <= 2 and left_out.item() != pytest.approx(full.item())
     emptied["masks"][:] = 0
     assert contrast_alignment(method, graph, emptied).item() == 0.0  # nothing to register
+
+
+def test_motion_align_registers_each_labelled_anatomy_through_its_own_encoder():
+    """motion_align: the image in its own contrast, moved and encoded by its own encoder; only the aligner learns,
+    one term per labelled modality (not per ordered pair), and a perfect registration costs nothing."""
+    method, subjects = build(losses={"motion_align": 10.0}, fraction=1.0)
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    out = generator(method).step(batch, {})
+    assert 0 < out.terms["motion_align"] <= 2 and "contrast_align" not in out.terms
+    graph = training_graph(method, batch, with_images=False)
+    method.zero_grad(set_to_none=True)
+    motion_alignment(method, graph, batch).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.aligner.parameters())
+    for module in (method.anatomy_encoder, method.segmentor, method.decoder):
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.parameters())
+    calls = []
+    encode = method.anatomy_encoder.forward
+    method.anatomy_encoder.forward = lambda x, m: calls.append(m) or encode(x, m)
+    motion_alignment(method, graph, batch)
+    assert calls == [0, 1]  # modality i's moved image through i's own encoder
+    assert method.context.misalignment_degrees == 0  # no motion drawn: with the identity aligner, nothing to learn
+    for p in method.aligner.parameters():
+        torch.nn.init.zeros_(p)
+    assert motion_alignment(method, graph, batch).item() < 0.02

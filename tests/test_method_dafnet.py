@@ -90,7 +90,8 @@ def test_registered_with_paper_roles_and_weights(two):
     assert DAFNet.loss_weights == {"sup": 10.0, "adv_mask": 1.0, "rec": 1.0, "adv_image": 1.0, "kl": 0.1,
                                    "z_rec": 1.0, "fused_sup": 0.0, "anatomy_align": 0.0,  # named deviations, off
                                    "translated_anatomy": 0.0, "translated_sup": 0.0, "adv_anatomy": 0.0,
-                                   "contrast_anatomy": 0.0, "contrast_sup": 0.0, "contrast_align": 0.0}
+                                   "contrast_anatomy": 0.0, "contrast_sup": 0.0, "contrast_align": 0.0,
+                                   "motion_align": 0.0}
     defaults = {r: role.default for r, role in DAFNet.roles.items()}
     assert defaults == {"anatomy_encoder": "unet_shared_decoder", "modality_encoder": "vae", "segmentor": "conv_head",
                         "aligner": "tps", "fuser": "max", "decoder": "film", "discriminator": "lsgan_conv",

@@ -1,5 +1,6 @@
-"""Named deviations ``losses.contrast_anatomy`` and ``losses.contrast_sup``: every modality's encoder learns
-to draw a labelled image's anatomy whatever its contrast.
+"""Named deviations ``losses.contrast_anatomy`` and ``losses.contrast_sup`` (every modality's encoder learns
+to draw a labelled image's anatomy whatever its contrast), ``contrast_align`` and ``motion_align`` (the aligner
+registers a labelled anatomy under a known random motion).
 
 The diagnosis they answer (docs/results.md, "What limits the aligner"): with no labels of the target,
 its encoder draws the anatomy differently from the labelled modality's (the T2 encoder's left
@@ -22,6 +23,11 @@ by a random rigid motion (drawn as ``data.augment.misalignment_degrees`` / ``mis
 theirs) is encoded by j's encoder, s' = E_j(x'); the aligner warps s_i onto s' (both constants: only the
 aligner learns from it), and the same grid moves i's mask, which must land on the moved mask (1 - soft
 Dice over the foreground channels). The aligner so learns to register each pair, not a typical correction.
+
+``motion_align`` is the same without the random contrast: x_i moved by a random rigid motion through i's own
+encoder, s' = E_i(move(x_i)), so the aligner learns to register an anatomy under a known motion while no
+encoder learns to read images of another contrast (the encoders' random-contrast terms cost the target's own
+anatomy where its stacks are nearly aligned, docs/results.md).
 
 Unlike ``translated_*`` (the decoder renders i's anatomy in j's style) the images do not depend on
 how well the decoder has learned j's style, and no direction runs from an unlabelled modality, whose
@@ -105,6 +111,18 @@ def contrast_alignment(method, graph, batch: dict) -> Tensor:
     moved mask, summed over ordered pairs i -> j (i != j) with i labelled, a mean over those samples.
     A slice whose mask has no foreground says nothing about the registration (its soft Dice distance is
     a constant 1): it is left out, so the term's scale does not shrink with the share of such slices."""
+    return _known_motion_alignment(method, graph, batch, own_encoder=False)
+
+
+def motion_alignment(method, graph, batch: dict) -> Tensor:
+    """``motion_align``: as ``contrast_align`` with the labelled image in its own contrast and through its own
+    encoder: 1 - soft Dice of i's mask moved by Align(s_i -> E_i(move(x_i))) against the moved mask, summed over
+    the labelled modalities i. The aligner learns to register an anatomy under a known motion without any
+    encoder learning to read images of another contrast."""
+    return _known_motion_alignment(method, graph, batch, own_encoder=True)
+
+
+def _known_motion_alignment(method, graph, batch: dict, own_encoder: bool) -> Tensor:
     labelled, masks, images = batch["labelled"], batch["masks"], batch["images"]
     context, classes = method.context, method.num_classes + 1
     total = graph.anatomy[0].new_zeros(())
@@ -118,13 +136,12 @@ def contrast_alignment(method, graph, batch: dict) -> Tensor:
         theta = _random_motions(mask.shape[0], context.misalignment_degrees, context.misalignment_shift,
                                 height, width).to(mask.device)
         with torch.no_grad():
-            moved_image = warp_images(random_contrast(images[has, i, 0]), theta)
+            image = images[has, i, 0] if own_encoder else random_contrast(images[has, i, 0])
+            moved_image = warp_images(image, theta)
             moved_mask = warp_soft_masks(mask, theta, classes)
             onehot = foreground_onehot(mask, classes)
         s_i = graph.anatomy[i][has].detach()
-        for j in range(n):
-            if i == j:
-                continue
+        for j in ([i] if own_encoder else [j for j in range(n) if j != i]):
             with torch.no_grad():
                 fixed = method.anatomy_encoder(moved_image, j).anatomy
             grid = method.aligner(s_i, fixed).grid

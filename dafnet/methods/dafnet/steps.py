@@ -214,6 +214,8 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
                 terms.update({name: value for name, value in values.items() if w.get(name, 0) > 0})
         if w.get("contrast_align", 0) > 0:
             terms["contrast_align"] = random_contrast.contrast_alignment(method, graph, batch)
+        if w.get("motion_align", 0) > 0:
+            terms["motion_align"] = random_contrast.motion_alignment(method, graph, batch)
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])

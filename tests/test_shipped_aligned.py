@@ -11,8 +11,9 @@ from dafnet.config import load_recipe
 from dafnet.engine import train
 
 ALIGNED = Path(__file__).resolve().parents[1] / "recipes" / "quickstart_aligned.yaml"
-SELECTED = {"anatomy_align": 10.0, "adv_image": 0.0, "contrast_anatomy": 10.0, "contrast_sup": 10.0,
-            "contrast_align": 10.0}
+SELECTED = {"anatomy_align": 10.0, "adv_image": 0.0, "motion_align": 10.0, "contrast_anatomy": 0.0,
+            "contrast_sup": 0.0, "contrast_align": 0.0}
+CONTRAST = Path(__file__).resolve().parents[1] / "recipes" / "quickstart_aligned_contrast.yaml"
 TINY = ["data.source.params.subjects=6", "data.source.params.slices=3", "data.source.params.image_size=32",
         "data.split.train=0.5", "data.split.validation=0.17", "data.split.test=0.33",
         "model.anatomy_encoder.params.base_filters=4", "model.anatomy_encoder.params.depth=2",
@@ -33,13 +34,25 @@ def test_the_recipe_is_the_selected_configuration():
     assert recipe.data.annotation_fraction == 0.0 and recipe.data.target == "t2"
 
 
+def test_the_earlier_configuration_differs_only_by_its_random_contrast_terms():
+    """quickstart_aligned_contrast.yaml, the alignment configuration as shipped until the fourteenth session, which
+    the specs that measured it name: the random-contrast terms instead of motion_align, nothing else."""
+    now, before = load_recipe(ALIGNED).model_dump(), load_recipe(CONTRAST).model_dump()
+    changed = {k for k in now if now[k] != before[k]} - {"name", "description"}
+    assert changed == {"losses"}
+    assert {k for k in now["losses"] if now["losses"][k] != before["losses"][k]} == \
+        {"motion_align", "contrast_anatomy", "contrast_sup", "contrast_align"}
+    assert {k: before["losses"][k] for k in ("contrast_anatomy", "contrast_sup", "contrast_align", "motion_align")} == \
+        {"contrast_anatomy": 10.0, "contrast_sup": 10.0, "contrast_align": 10.0, "motion_align": 0.0}
+
+
 def test_a_short_run_trains_every_term_of_it(tmp_path):
     result = train(load_recipe(ALIGNED, TINY), run_dir=tmp_path / "run")
     with (tmp_path / "run" / "log.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert rows, "log.csv has no epoch row"
     columns = rows[-1]
-    for term in ("anatomy_align", "contrast_anatomy", "contrast_sup", "contrast_align", "sup", "adv_mask"):
+    for term in ("anatomy_align", "motion_align", "sup", "adv_mask"):
         [column] = [c for c in columns if c.endswith(f"/{term}") and "generator" in c]
         value = float(columns[column])
         assert math.isfinite(value) and value > 0, (column, value)

@@ -207,15 +207,19 @@ def test_bad_specs_exit_2_with_the_key(tmp_path, capsys, change, needle):
     assert needle in captured.out + captured.err
 
 
+def _unet_rows_spec(tmp_path, single: dict, **changes) -> Path:
+    """A spec of UNet-multi, UNet-single (with ``single``'s own keys) and copy at fraction 1."""
+    return write_spec(tmp_path, fractions=[1.0], **changes,
+                      methods={"UNet-multi": {"recipe": "unet.yaml"},
+                               "UNet-single": {"recipe": "unet.yaml", "overrides": ["method.params.mode=single"],
+                                               **single},
+                               "copy": {"recipe": "copy.yaml"}})
+
+
 def test_seeds_multiply_trainable_cells_and_tables_average_each_volume_over_them(tmp_path):
     from dafnet.experiment.tables import build_tables
 
-    spec_path = write_spec(tmp_path, seeds=[0, 1], fractions=[1.0], folds=[0],
-                           methods={"UNet-multi": {"recipe": "unet.yaml"},
-                                    "UNet-single": {"recipe": "unet.yaml", "seeds": [5],
-                                                    "overrides": ["method.params.mode=single"]},
-                                    "copy": {"recipe": "copy.yaml"}})
-    spec, base = load_spec(spec_path)
+    spec, base = load_spec(_unet_rows_spec(tmp_path, {"seeds": [5]}, seeds=[0, 1], folds=[0]))
     cells, reference = expand(spec, base)
     ids = sorted(c.id for c in cells)
     assert ids == ["UNet-multi__expert__f100__fold0__all-terms__seed0",
@@ -234,12 +238,7 @@ def test_seeds_multiply_trainable_cells_and_tables_average_each_volume_over_them
 def test_a_method_may_run_fewer_folds_and_the_tables_say_so(tmp_path):
     from dafnet.experiment.tables import build_tables
 
-    spec_path = write_spec(tmp_path, fractions=[1.0], folds=[0, 1],
-                           methods={"UNet-multi": {"recipe": "unet.yaml"},
-                                    "UNet-single": {"recipe": "unet.yaml", "folds": [1],
-                                                    "overrides": ["method.params.mode=single"]},
-                                    "copy": {"recipe": "copy.yaml"}})
-    spec, base = load_spec(spec_path)
+    spec, base = load_spec(_unet_rows_spec(tmp_path, {"folds": [1]}, folds=[0, 1]))
     cells, reference = expand(spec, base)
     assert sorted(c.fold for c in cells if c.method == "UNet-single") == [1]
     assert sorted(c.fold for c in cells if c.method == "UNet-multi") == [0, 1]

@@ -22,7 +22,7 @@ import numpy as np
 
 from dafnet.experiment.pooling import PooledResults, wilcoxon_p
 from dafnet.experiment.references import REFERENCE
-from dafnet.experiment.table_format import Table, number_text
+from dafnet.experiment.table_format import Table, fewer_folds_note, number_text
 
 ALIGNER, IDENTITY = "align_median_mm", "identity_median_mm"
 """The per-volume alignment columns the table pools."""
@@ -96,7 +96,7 @@ def alignment_table(spec, results: PooledResults, methods: list[str], columns: l
     table = AlignmentTable(
         "alignment", f"Alignment error against the truth (median mm per {part} volume)", [c[0] for c in columns],
         note=f"in-plane error (mm) over the target's foreground against the truth's coordinates, the median of each "
-             f"{part} volume of folds {spec.folds}{spec.fewer_folds_note()} (averaged over its seeds): the learned "
+             f"{part} volume of folds {spec.folds}{fewer_folds_note(spec)} (averaged over its seeds): the learned "
              "aligner's mean ± std over "
              "volumes vs the identity's (no alignment); (k/n < identity, p): volumes where the aligner's error "
              "is the smaller, and the Wilcoxon p between the two. n/a: no numbers (data without the truth's "

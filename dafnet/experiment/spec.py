@@ -147,12 +147,6 @@ class ExperimentSpec(_Strict):
             return self.method_folds(entry.evaluate_from)
         return list(entry.folds or self.folds)
 
-    def fewer_folds_note(self) -> str:
-        """A table note naming the rows that run fewer folds than the spec (so average fewer volumes)."""
-        parts = [f"{label} {self.method_folds(label)}" for label in self.methods
-                 if self.method_folds(label) != list(self.folds)]
-        return " (rows with fewer folds, so fewer volumes: " + "; ".join(parts) + ")" if parts else ""
-
 
 def load_spec(path: str | Path) -> tuple[ExperimentSpec, Path]:
     """The validated spec and the folder its relative recipe paths start from."""

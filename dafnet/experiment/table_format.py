@@ -88,4 +88,11 @@ def number_text(x: float) -> str:
     return "" if not math.isfinite(x) else f"{x:.4f}"
 
 
-__all__ = ["Entry", "Table", "number_text", "seeds_text"]
+def fewer_folds_note(spec) -> str:
+    """A table note naming the rows of ``spec`` that run fewer folds than it (so average fewer volumes)."""
+    parts = [f"{label} {spec.method_folds(label)}" for label in spec.methods
+             if spec.method_folds(label) != list(spec.folds)]
+    return " (rows with fewer folds, so fewer volumes: " + "; ".join(parts) + ")" if parts else ""
+
+
+__all__ = ["Entry", "Table", "fewer_folds_note", "number_text", "seeds_text"]

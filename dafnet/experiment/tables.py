@@ -35,7 +35,7 @@ from dafnet.experiment.grid import Cell
 from dafnet.experiment.pooling import PooledResults, wilcoxon_p
 from dafnet.experiment.references import REFERENCE
 from dafnet.experiment.spec import FULL, ExperimentSpec
-from dafnet.experiment.table_format import Entry, Table
+from dafnet.experiment.table_format import Entry, Table, fewer_folds_note
 
 KIND_LABELS = {REFERENCE: "aligned copy"}
 """Row labels of prediction types that are not one word."""
@@ -101,7 +101,7 @@ def fraction_table(spec, results: PooledResults, reference: str, fractions: list
                     if copy is not None else "")
     table = Table(key, title, [_pct(f) for f in fractions],
                   note=f"paper Dice (%) of the target, mean ± std over the {part} volumes of folds {spec.folds}"
-                       f"{spec.fewer_folds_note()}{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} "
+                       f"{fewer_folds_note(spec)}{_seeds_note(spec)}; * Wilcoxon signed-rank p < {spec.alpha} "
                        f"against {reference}"
                        f"{against_copy}{_aligned_copy_note(spec)}.")
     ref_kind = row_kinds(spec, results, reference)[0]

@@ -34,6 +34,12 @@ class DAFNetParams(Params):
         "stays at its initial identity); from epoch N + 1 the aligner trains as usual. Lets the anatomies "
         "form before the aligner learns to match them. Evaluation always uses the aligner (docs/method.md)")
 
+    aligner_learns_from: Literal["all", "alignment_terms"] = Field(
+        "all", description="named deviation, not in the paper (all): what trains the aligner. all, every term "
+        "its output reaches (the cross masks, cross images and their critics, and the alignment terms); "
+        "alignment_terms, only the terms written for it (losses.anatomy_align, motion_align, contrast_align): the "
+        "cross terms read the warped anatomy through a constant grid, so they still train the anatomies but cannot "
+        "move the aligner, and an encoder and the aligner cannot agree on a displaced anatomy (docs/method.md)")
     anatomy_align_measure: Literal["l1", "dice"] = Field(
         "l1", description="how losses.anatomy_align compares Align(s_i -> s_j) with s_j: l1, the mean absolute "
         "difference; dice, 1 - their soft Dice over channels and pixels, under which an empty anatomy is the "

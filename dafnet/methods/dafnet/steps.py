@@ -113,7 +113,7 @@ def _anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all") -
     sparser to shrink an L1 disagreement (in the aligner warm-up the grid gets none, as for ``warped``)."""
     total = graph.anatomy[0].new_zeros(())
     for c in graph.crosses:
-        warped, fixed = c.warped, c.fixed
+        warped, fixed = (c.warped if c.aligner_warped is None else c.aligner_warped), c.fixed
         if trains == "grid":
             warped, fixed = c.resample(c.moving.detach()), c.fixed.detach()
         if measure == "dice":

@@ -176,3 +176,21 @@ def test_motion_align_registers_each_labelled_anatomy_through_its_own_encoder():
     for p in method.aligner.parameters():
         torch.nn.init.zeros_(p)
     assert motion_alignment(method, graph, batch).item() < 0.02
+
+
+def test_contrast_epochs_switch_the_encoders_terms_off_after_n_epochs():
+    """method.params.contrast_epochs: N: contrast_anatomy and contrast_sup in epochs 1..N, not computed after;
+    the other terms (motion_align here) keep their weights."""
+    losses = {"contrast_anatomy": 10.0, "contrast_sup": 10.0, "motion_align": 10.0}
+    method, subjects = build(losses=losses, fraction=1.0, params={"contrast_epochs": 2})
+    batch = first_batch(method.train_streams(subjects)["labelled"], method)
+    for epoch, on in ((1, True), (2, True), (3, False), (9, False)):
+        method.start_epoch(epoch)
+        terms = generator(method).step(batch, {}).terms
+        assert ({"contrast_anatomy", "contrast_sup"} <= set(terms)) == on
+        assert not ({"contrast_anatomy", "contrast_sup"} & set(terms)) or on
+        assert method.weight_now("contrast_sup") == (10.0 if on else 0.0) and method.weight_now("motion_align") == 10.0
+        assert "motion_align" in terms
+    method, _ = build(losses=losses, fraction=1.0)  # 0: throughout
+    method.start_epoch(500)
+    assert method.weight_now("contrast_anatomy") == 10.0

@@ -110,6 +110,7 @@ class DAFNet(Method):
         self.facts = facts
 
     ADVERSARIAL_TERMS = ("adv_mask", "adv_image", "adv_anatomy")
+    CONTRAST_TERMS = ("contrast_anatomy", "contrast_sup")
 
     @property
     def adversarial_scale(self) -> float:
@@ -127,8 +128,10 @@ class DAFNet(Method):
 
     def weight_now(self, term: str) -> float:
         """The weight of a generator term in the current epoch (the recipe's, scaled during the
-        adversarial warm-up)."""
+        adversarial warm-up; the random-contrast terms 0 after ``contrast_epochs``)."""
         scale = self.adversarial_scale if term in self.ADVERSARIAL_TERMS else 1.0
+        if term in self.CONTRAST_TERMS and 0 < self.params.contrast_epochs < self.epoch:
+            scale = 0.0
         return self.weights[term] * scale
 
     def critics(self) -> list[nn.Module]:

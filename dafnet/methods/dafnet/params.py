@@ -40,6 +40,11 @@ class DAFNetParams(Params):
         "alignment_terms, only the terms written for it (losses.anatomy_align, motion_align, contrast_align): the "
         "cross terms read the warped anatomy through a constant grid, so they still train the anatomies but cannot "
         "move the aligner, and an encoder and the aligner cannot agree on a displaced anatomy (docs/method.md)")
+    contrast_epochs: int = Field(
+        0, ge=0, description="named deviation, not in the paper (0: throughout): the encoders' random-contrast "
+        "terms (losses.contrast_anatomy, contrast_sup) act in training epochs 1..N only and are off (not computed) "
+        "from epoch N + 1: they teach an unlabelled modality's encoder the labelled anatomy while it forms, and "
+        "leave it to its own images after (docs/method.md)")
     anatomy_align_measure: Literal["l1", "dice"] = Field(
         "l1", description="how losses.anatomy_align compares Align(s_i -> s_j) with s_j: l1, the mean absolute "
         "difference; dice, 1 - their soft Dice over channels and pixels, under which an empty anatomy is the "

@@ -209,9 +209,10 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
         for names, compute in _PAIRED_TERMS:  # (an anatomy term, a supervised term) computed together
-            if any(w.get(name, 0) > 0 for name in names):
-                values = dict(zip(names, compute(method, graph, batch, w.get(names[1], 0) > 0)))
-                terms.update({name: value for name, value in values.items() if w.get(name, 0) > 0})
+            on = {name for name in names if w.get(name, 0) > 0 and method.weight_now(name) > 0}
+            if on:
+                values = dict(zip(names, compute(method, graph, batch, names[1] in on)))
+                terms.update({name: value for name, value in values.items() if name in on})
         if w.get("contrast_align", 0) > 0:
             terms["contrast_align"] = random_contrast.contrast_alignment(method, graph, batch)
         if w.get("motion_align", 0) > 0:

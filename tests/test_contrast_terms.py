@@ -194,3 +194,10 @@ def test_contrast_epochs_switch_the_encoders_terms_off_after_n_epochs():
     method, _ = build(losses=losses, fraction=1.0)  # 0: throughout
     method.start_epoch(500)
     assert method.weight_now("contrast_anatomy") == 10.0
+
+
+def test_contrast_epochs_without_a_contrast_weight_is_a_recipe_error():
+    from dafnet.errors import DafnetError
+
+    with pytest.raises(DafnetError, match="contrast_epochs is 5 but losses.contrast_anatomy"):
+        build(losses={"motion_align": 1.0}, params={"contrast_epochs": 5})

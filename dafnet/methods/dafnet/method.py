@@ -80,6 +80,10 @@ class DAFNet(Method):
                               f"slices within +-{params.candidate_radius}", hint="raise candidate_radius")
         self.num_classes = facts.require("num_classes")
         self.weights = self.resolved_weights()
+        if params.contrast_epochs and not any(self.weights[t] > 0 for t in self.CONTRAST_TERMS):
+            raise DafnetError(f"method.params.contrast_epochs is {params.contrast_epochs} but losses.contrast_anatomy "
+                              "and losses.contrast_sup are both 0, so it would change nothing",
+                              hint="give one of them a weight, or remove contrast_epochs")
         self.epoch = 1  # the epoch being trained (start_epoch); the warm-ups derive from it
         self._build(facts.with_(num_candidates=self.num_candidates))
         steps.add_loss_terms(self, params, self.facts)

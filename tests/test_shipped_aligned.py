@@ -32,14 +32,18 @@ def test_the_recipe_is_the_selected_configuration():
     augment = recipe.data.augment
     assert (augment.misalignment_degrees, augment.misalignment_shift) == (10, 0.05)
     assert recipe.data.annotation_fraction == 0.0 and recipe.data.target == "t2"
+    assert recipe.train.lr_scale == {"aligner": 0.1}  # the paper's 1e-4 (sixteenth session, docs/results.md)
 
 
-def test_the_earlier_configuration_differs_only_by_its_random_contrast_terms():
+def test_the_earlier_configuration_differs_only_by_its_random_contrast_terms_and_aligner_rate():
     """quickstart_aligned_contrast.yaml, the alignment configuration as shipped until the fourteenth session, which
-    the specs that measured it name: the random-contrast terms instead of motion_align, nothing else."""
+    the specs that measured it name: the random-contrast terms instead of motion_align, and its aligner at the run's
+    rate as it was then; nothing else."""
     now, before = load_recipe(ALIGNED).model_dump(), load_recipe(CONTRAST).model_dump()
     changed = {k for k in now if now[k] != before[k]} - {"name", "description"}
-    assert changed == {"losses"}
+    assert changed == {"losses", "train"}
+    assert {k for k in now["train"] if now["train"][k] != before["train"][k]} == {"lr_scale"}
+    assert before["train"]["lr_scale"] == {"aligner": 1.0}
     assert {k for k in now["losses"] if now["losses"][k] != before["losses"][k]} == \
         {"motion_align", "contrast_anatomy", "contrast_sup", "contrast_align"}
     assert {k: before["losses"][k] for k in ("contrast_anatomy", "contrast_sup", "contrast_align", "motion_align")} == \

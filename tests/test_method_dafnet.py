@@ -613,7 +613,7 @@ def test_anatomy_alignment_dice_measure_makes_empty_anatomies_the_worst_match():
     fixed[:, 0, :4], fixed[:, 1, 4:] = 1, 1
 
     def cross(warped, fixed):
-        return SimpleNamespace(warped=warped, fixed=fixed, weights=None, candidates=1, aligner_warped=None)
+        return SimpleNamespace(warped=warped, fixed=fixed, weights=None, candidates=1, aligner_view=lambda: warped)
 
     def graph(*crosses):
         return SimpleNamespace(anatomy=[fixed], crosses=list(crosses))

@@ -42,5 +42,5 @@ class AffineAligner(Aligner):
         with torch.autocast(device_type=moving.device.type, enabled=False):
             theta = theta.to(dtype)
             grid = F.affine_grid(theta, list(moving.shape), align_corners=ALIGN_CORNERS)
-            warped = sample(moving.to(dtype), grid).to(moving.dtype)
+            warped = sample(moving, grid)
         return AlignmentOutput(warped=warped, grid=grid, parameters=theta)

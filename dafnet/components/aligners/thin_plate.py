@@ -94,9 +94,11 @@ def tps_sampling_grid(offsets: Tensor, matrix: Tensor, base_grid: Tensor) -> Ten
 
 
 def sample(image: Tensor, grid: Tensor) -> Tensor:
-    """Bilinear backward warp with zero padding in the aligners' ``align_corners`` convention."""
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=ALIGN_CORNERS)
+    """Bilinear backward warp with zero padding in the aligners' ``align_corners`` convention, computed in
+    the grid's dtype (the aligners keep grids in at least float32, also under autocast) and returned in the
+    image's."""
+    return F.grid_sample(image.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=ALIGN_CORNERS).to(image.dtype)
 
 
 def tps_warp(image: Tensor, offsets: Tensor, matrix: Tensor, base_grid: Tensor) -> Tensor:

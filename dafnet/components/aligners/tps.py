@@ -87,5 +87,5 @@ class TPSAligner(Aligner):
                     displacement, lambda m, d: sample(m, tps_sampling_grid(d, matrix, base)), moving.to(dtype),
                     fixed.to(dtype), self.params.refine_steps, self.params.refine_lr)
             grid = tps_sampling_grid(displacement, matrix, base)
-            warped = sample(moving.to(dtype), grid).to(moving.dtype)
+            warped = sample(moving, grid)
         return AlignmentOutput(warped=warped, grid=grid, parameters=displacement / self.offset_scale)

@@ -54,14 +54,19 @@ class Cross:
     """(B * kk, H, W, 2) the aligner's sampling grid (``AlignmentOutput.grid``)."""
     aligning: bool = True
     """False in the aligner warm-up: ``warped`` is the unaligned anatomy."""
-    aligner_warped: Tensor | None = None
-    """``warped`` with gradients to the aligner whatever ``aligner_learns_from`` says (the alignment terms' view);
-    None: ``warped`` is that view."""
+    grid_detached: bool = False
+    """True with ``method.params.aligner_learns_from: alignment_terms``: ``warped`` was moved by the grid
+    without its gradients, so the cross terms do not reach the aligner."""
 
     def resample(self, content: Tensor) -> Tensor:
         """(B * kk, C, H, W) ``content`` in s_i's frame moved by this pair's grid, as ``warped`` was
         (the warm-up rule included)."""
         return unless_warming_up(content, sample(content, self.grid), self.aligning)
+
+    def aligner_view(self) -> Tensor:
+        """``warped`` with gradients to the aligner whatever ``aligner_learns_from`` says: what the alignment
+        terms read."""
+        return self.resample(self.moving) if self.grid_detached else self.warped
 
 
 @dataclass
@@ -71,11 +76,6 @@ class Graph:
     segmentation: list = field(default_factory=list)
     reconstruction: list = field(default_factory=list)
     crosses: list[Cross] = field(default_factory=list)
-
-
-def _resample(content: Tensor, grid: Tensor) -> Tensor:
-    """``content`` moved by ``grid`` as the aligners move it (sampled in the grid's dtype)."""
-    return sample(content.to(grid.dtype), grid).to(content.dtype)
 
 
 def flat(x: Tensor) -> Tensor:
@@ -117,16 +117,14 @@ def training_graph(method, batch: dict, with_images: bool = True) -> Graph:
         kk = moving.shape[1]
         aligned = method.aligner(flat(moving), flat(fixed))
         warped = unless_warming_up(flat(moving), aligned.warped, aligning)
-        aligner_warped = None
-        if grid_constant:  # the cross terms see the aligner's grid as a constant; the alignment terms do not
-            aligner_warped = warped
-            warped = unless_warming_up(flat(moving), _resample(flat(moving), aligned.grid.detach()), aligning)
+        if grid_constant:  # the cross terms see the aligner's grid as a constant; Cross.aligner_view does not
+            warped = unless_warming_up(flat(moving), sample(flat(moving), aligned.grid.detach()), aligning)
         if weights is None and kk > 1:
             weights = method.pairing_head(cand_s[t][:, 0], rows(warped, kk)).weights
         image = method.decoder(warped, flat(z)) if with_images else None
         return Cross(i, j, method.segmentor(warped), image, *(flat(v) for v in truth), weights, kk,
                      warped=warped, fixed=flat(fixed), moving=flat(moving), grid=aligned.grid, aligning=aligning,
-                     aligner_warped=aligner_warped)
+                     grid_detached=grid_constant)
 
     weights_of = {}
     for i in range(n):  # every other modality onto the target first: it yields the pairing weights

@@ -62,8 +62,9 @@ class DAFNet(Method):
     between each warped anatomy and the anatomy it was aligned to) and ``translated_anatomy`` /
     ``translated_sup`` (one modality's anatomy rendered in another's style and encoded again,
     :func:`~dafnet.methods.dafnet.steps._translated`) and ``adv_anatomy`` (a critic on the anatomies,
-    :mod:`.anatomy_critic`) and ``contrast_*`` (labelled images in random contrasts
-    through the other modalities' encoders, :mod:`.random_contrast`) are named deviations, off."""
+    :mod:`.anatomy_critic`), ``contrast_anatomy`` / ``contrast_sup`` (labelled images in random contrasts
+    through the other modalities' encoders, :mod:`.random_contrast`) and ``contrast_align`` / ``motion_align``
+    (the aligner under a known motion, :mod:`.known_motion`) are named deviations, off."""
 
     Params = DAFNetParams
 

@@ -27,7 +27,7 @@ from dafnet.losses import (
     one_hot_target,
     soft_dice_distance,
 )
-from dafnet.methods.dafnet import anatomy_critic, random_contrast
+from dafnet.methods.dafnet import anatomy_critic, known_motion, random_contrast
 from dafnet.methods.dafnet.graph import Cross, Graph, first_candidate, rows, training_graph
 
 
@@ -113,7 +113,7 @@ def _anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all") -
     sparser to shrink an L1 disagreement (in the aligner warm-up the grid gets none, as for ``warped``)."""
     total = graph.anatomy[0].new_zeros(())
     for c in graph.crosses:
-        warped, fixed = (c.warped if c.aligner_warped is None else c.aligner_warped), c.fixed
+        warped, fixed = c.aligner_view(), c.fixed
         if trains == "grid":
             warped, fixed = c.resample(c.moving.detach()), c.fixed.detach()
         if measure == "dice":
@@ -214,9 +214,9 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
                 values = dict(zip(names, compute(method, graph, batch, names[1] in on)))
                 terms.update({name: value for name, value in values.items() if name in on})
         if w.get("contrast_align", 0) > 0:
-            terms["contrast_align"] = random_contrast.contrast_alignment(method, graph, batch)
+            terms["contrast_align"] = known_motion.contrast_alignment(method, graph, batch)
         if w.get("motion_align", 0) > 0:
-            terms["motion_align"] = random_contrast.motion_alignment(method, graph, batch)
+            terms["motion_align"] = known_motion.motion_alignment(method, graph, batch)
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])

@@ -7,8 +7,8 @@ import pytest
 import torch
 from test_method_dafnet import build, first_batch
 
+from dafnet.methods.dafnet.alignment_terms import contrast_alignment, motion_alignment
 from dafnet.methods.dafnet.graph import training_graph
-from dafnet.methods.dafnet.known_motion import contrast_alignment, motion_alignment
 from dafnet.methods.dafnet.random_contrast import contrast_terms, random_contrast
 
 

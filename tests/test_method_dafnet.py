@@ -91,7 +91,7 @@ def test_registered_with_paper_roles_and_weights(two):
                                    "z_rec": 1.0, "fused_sup": 0.0, "anatomy_align": 0.0,  # named deviations, off
                                    "translated_anatomy": 0.0, "translated_sup": 0.0, "adv_anatomy": 0.0,
                                    "contrast_anatomy": 0.0, "contrast_sup": 0.0, "contrast_align": 0.0,
-                                   "motion_align": 0.0}
+                                   "motion_align": 0.0, "displacement_l2": 0.0}
     defaults = {r: role.default for r, role in DAFNet.roles.items()}
     assert defaults == {"anatomy_encoder": "unet_shared_decoder", "modality_encoder": "vae", "segmentor": "conv_head",
                         "aligner": "tps", "fuser": "max", "decoder": "film", "discriminator": "lsgan_conv",
@@ -589,43 +589,44 @@ def test_anatomy_alignment_is_the_l1_between_warped_and_fixed_anatomies():
     batch = first_batch(method.train_streams(subjects)["unlabelled"], method)
     out = method.phases()[[p.name for p in method.phases()].index("unlabelled/generator")].step(batch, {})
     assert "anatomy_align" in out.terms and torch.isfinite(out.terms["anatomy_align"])
-    from dafnet.methods.dafnet.steps import _anatomy_alignment
+    from dafnet.methods.dafnet.alignment_terms import anatomy_alignment
     method.eval()
     try:
         with torch.no_grad():
             graph = training_graph(method, batch, with_images=False)
-            value = _anatomy_alignment(graph)
+            value = anatomy_alignment(graph)
             expected = sum((c.warped - graph.anatomy[c.dest]).abs().mean() for c in graph.crosses)
     finally:
         method.train()
     assert len(graph.crosses) == 2 and value.item() == pytest.approx(expected.item(), rel=1e-5)
     graph = training_graph(method, batch, with_images=False)  # its gradient reaches the aligner
-    _anatomy_alignment(graph).backward()
+    anatomy_alignment(graph).backward()
     assert method.aligner.localisation.head.weight.grad.abs().sum() > 0
 
 
 def test_anatomy_alignment_dice_measure_makes_empty_anatomies_the_worst_match():
     from types import SimpleNamespace
 
-    from dafnet.methods.dafnet.steps import _anatomy_alignment
+    from dafnet.methods.dafnet.alignment_terms import anatomy_alignment
+    from dafnet.methods.dafnet.graph import Cross
 
     fixed = torch.zeros(2, 4, 8, 8)
     fixed[:, 0, :4], fixed[:, 1, 4:] = 1, 1
 
     def cross(warped, fixed):
-        return SimpleNamespace(warped=warped, fixed=fixed, weights=None, candidates=1, aligner_view=lambda: warped)
+        return Cross(0, 1, None, None, None, None, None, None, 1, warped=warped, fixed=fixed)
 
     def graph(*crosses):
         return SimpleNamespace(anatomy=[fixed], crosses=list(crosses))
 
     empty = torch.zeros_like(fixed)
-    assert _anatomy_alignment(graph(cross(fixed, fixed)), "dice").item() == pytest.approx(0.0)
+    assert anatomy_alignment(graph(cross(fixed, fixed)), "dice").item() == pytest.approx(0.0)
     for warped, target in ((empty, fixed), (fixed, empty), (empty, empty)):  # nothing to gain by emptying
-        assert _anatomy_alignment(graph(cross(warped, target)), "dice").item() == pytest.approx(1.0)
+        assert anatomy_alignment(graph(cross(warped, target)), "dice").item() == pytest.approx(1.0)
     # Under L1 the target emptied and the source warped out of the frame is a perfect match: the collapse.
-    assert _anatomy_alignment(graph(cross(empty, empty)), "l1").item() == 0.0
+    assert anatomy_alignment(graph(cross(empty, empty)), "l1").item() == 0.0
     shifted = torch.roll(fixed, 2, dims=2)
-    assert 0 < _anatomy_alignment(graph(cross(shifted, fixed)), "dice").item() < 1
+    assert 0 < anatomy_alignment(graph(cross(shifted, fixed)), "dice").item() < 1
 
 
 def test_anatomy_alignment_trains_grid_keeps_the_anatomies_constant():
@@ -634,8 +635,8 @@ def test_anatomy_alignment_trains_grid_keeps_the_anatomies_constant():
     from types import SimpleNamespace
 
     from dafnet.components.aligners.thin_plate import sample
+    from dafnet.methods.dafnet.alignment_terms import anatomy_alignment
     from dafnet.methods.dafnet.graph import Cross
-    from dafnet.methods.dafnet.steps import _anatomy_alignment
 
     torch.manual_seed(0)
     moving = torch.rand(2, 4, 8, 8, requires_grad=True)
@@ -647,13 +648,13 @@ def test_anatomy_alignment_trains_grid_keeps_the_anatomies_constant():
                       moving=moving, grid=grid, aligning=aligning)
         return SimpleNamespace(anatomy=[fixed], crosses=[cross])
 
-    every = _anatomy_alignment(graph(), "l1", "all")
-    grid_only = _anatomy_alignment(graph(), "l1", "grid")
+    every = anatomy_alignment(graph(), "l1", "all")
+    grid_only = anatomy_alignment(graph(), "l1", "grid")
     assert grid_only.item() == pytest.approx(every.item())
     grid_only.backward()
     assert moving.grad is None and fixed.grad is None and grid.grad.abs().sum() > 0
     grid.grad = None
-    _anatomy_alignment(graph(aligning=False), "l1", "grid").backward()  # aligner warm-up: nothing moves
+    anatomy_alignment(graph(aligning=False), "l1", "grid").backward()  # aligner warm-up: nothing moves
     assert grid.grad.abs().sum() == 0 and moving.grad is None
     every.backward()
     assert moving.grad.abs().sum() > 0 and fixed.grad.abs().sum() > 0

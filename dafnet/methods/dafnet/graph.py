@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from dafnet.components.aligners.thin_plate import sample
@@ -62,6 +63,17 @@ class Cross:
         """(B * kk, C, H, W) ``content`` in s_i's frame moved by this pair's grid, as ``warped`` was
         (the warm-up rule included)."""
         return unless_warming_up(content, sample(content, self.grid), self.aligning)
+
+    def batch_value(self, values: Tensor, with_truth: bool) -> Tensor:
+        """Per-sample-candidate ``values`` (B * kk,) -> one batch value, pairing-weighted over candidates;
+        ``with_truth``: a mean over the samples whose truth is labelled only."""
+        v = rows(values, self.candidates)
+        w = self.weights if self.weights is not None else torch.ones_like(v)
+        if not with_truth:
+            return (w * v).sum(1).mean()
+        has = rows(self.truth_labelled, self.candidates).to(v.dtype)
+        count = (has.sum(1) > 0).sum()
+        return (w * has * v).sum() / count.clamp_min(1)
 
     def aligner_view(self) -> Tensor:
         """``warped`` with gradients to the aligner whatever ``aligner_learns_from`` says: what the alignment

@@ -57,14 +57,15 @@ class DAFNet(Method):
     loss_weights = {"sup": 10.0, "adv_mask": 1.0, "rec": 1.0, "adv_image": 1.0, "kl": 0.1, "z_rec": 1.0,
                     "fused_sup": 0.0, "anatomy_align": 0.0, "translated_anatomy": 0.0, "translated_sup": 0.0,
                     "adv_anatomy": 0.0, "contrast_anatomy": 0.0, "contrast_sup": 0.0,
-                    "contrast_align": 0.0, "motion_align": 0.0}
+                    "contrast_align": 0.0, "motion_align": 0.0, "displacement_l2": 0.0}
     """The paper's weights; ``fused_sup`` (L_sup on fused anatomies), ``anatomy_align`` (L1
     between each warped anatomy and the anatomy it was aligned to) and ``translated_anatomy`` /
     ``translated_sup`` (one modality's anatomy rendered in another's style and encoded again,
     :func:`~dafnet.methods.dafnet.steps._translated`) and ``adv_anatomy`` (a critic on the anatomies,
     :mod:`.anatomy_critic`), ``contrast_anatomy`` / ``contrast_sup`` (labelled images in random contrasts
     through the other modalities' encoders, :mod:`.random_contrast`) and ``contrast_align`` / ``motion_align``
-    (the aligner under a known motion, :mod:`.known_motion`) are named deviations, off."""
+    (the aligner under a known motion) and ``displacement_l2`` (each pair's displacement from the identity,
+    :mod:`.alignment_terms`) are named deviations, off."""
 
     Params = DAFNetParams
 

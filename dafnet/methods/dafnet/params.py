@@ -37,9 +37,10 @@ class DAFNetParams(Params):
     aligner_learns_from: Literal["all", "alignment_terms"] = Field(
         "all", description="named deviation, not in the paper (all): what trains the aligner. all, every term "
         "its output reaches (the cross masks, cross images and their critics, and the alignment terms); "
-        "alignment_terms, only the terms written for it (losses.anatomy_align, motion_align, contrast_align): the "
-        "cross terms read the warped anatomy through a constant grid, so they still train the anatomies but cannot "
-        "move the aligner, and an encoder and the aligner cannot agree on a displaced anatomy (docs/method.md)")
+        "alignment_terms, only the terms written for it (losses.anatomy_align, motion_align, contrast_align, "
+        "displacement_l2): the cross terms read the warped anatomy through a constant grid, so they still train the "
+        "anatomies but cannot move the aligner, and an encoder and the aligner cannot agree on a displaced anatomy "
+        "(docs/method.md)")
     contrast_epochs: int = Field(
         0, ge=0, description="named deviation, not in the paper (0: throughout): the encoders' random-contrast "
         "terms (losses.contrast_anatomy, contrast_sup) act in training epochs 1..N only and are off (not computed) "

@@ -1,6 +1,6 @@
 """Named deviations ``losses.contrast_anatomy`` and ``losses.contrast_sup``: every modality's encoder learns
 to draw a labelled image's anatomy whatever its contrast (the aligner's terms under a known motion,
-``contrast_align`` and ``motion_align``, are in :mod:`.known_motion`).
+``contrast_align`` and ``motion_align``, are in :mod:`.alignment_terms`).
 
 The diagnosis they answer (docs/results.md, "What limits the aligner"): with no labels of the target,
 its encoder draws the anatomy differently from the labelled modality's (the T2 encoder's left

@@ -25,10 +25,9 @@ from dafnet.losses import (
     SupervisedLoss,
     ZReconstructionLoss,
     one_hot_target,
-    soft_dice_distance,
 )
-from dafnet.methods.dafnet import anatomy_critic, known_motion, random_contrast
-from dafnet.methods.dafnet.graph import Cross, Graph, first_candidate, rows, training_graph
+from dafnet.methods.dafnet import alignment_terms, anatomy_critic, random_contrast
+from dafnet.methods.dafnet.graph import Graph, first_candidate, training_graph
 
 
 def add_loss_terms(method, params, facts: Facts) -> None:
@@ -56,17 +55,6 @@ def frozen(modules):
             p.requires_grad_(state)
 
 
-def _weighted(values: Tensor, cross: Cross, with_truth: bool) -> Tensor:
-    """Per-sample-candidate values (B * kk,) -> one batch value (pairing-weighted over candidates)."""
-    v = rows(values, cross.candidates)
-    w = cross.weights if cross.weights is not None else torch.ones_like(v)
-    if not with_truth:
-        return (w * v).sum(1).mean()
-    has = rows(cross.truth_labelled, cross.candidates).to(v.dtype)
-    count = (has.sum(1) > 0).sum()
-    return (w * has * v).sum() / count.clamp_min(1)
-
-
 def _supervised(method, graph: Graph, batch: dict) -> Tensor:
     labelled, masks = batch["labelled"], batch["masks"]
     total = graph.anatomy[0].new_zeros(())
@@ -76,7 +64,7 @@ def _supervised(method, graph: Graph, batch: dict) -> Tensor:
             total = total + method.supervised.per_sample(seg.logits[has], masks[has, i, 0]).mean()
     for c in graph.crosses:
         if bool(c.truth_labelled.any()):
-            total = total + _weighted(method.supervised.per_sample(c.seg.logits, c.truth_mask), c, True)
+            total = total + c.batch_value(method.supervised.per_sample(c.seg.logits, c.truth_mask), True)
     return total
 
 
@@ -91,36 +79,7 @@ def _fused_supervised(method, graph: Graph) -> Tensor:
         if bool(c.truth_labelled.any()):
             warped = c.warped.detach() if detach else c.warped
             seg = method.segmentor(method.fuser([c.fixed, warped]))
-            total = total + _weighted(method.supervised.per_sample(seg.logits, c.truth_mask), c, True)
-    return total
-
-
-def _anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all") -> Tensor:
-    """Named deviation (``losses.anatomy_align``): how far Align(s_i -> s_j) is from s_j over every
-    ordered pair (pairing-weighted over candidates). Each anatomy is held in its own image's frame by
-    its reconstruction (and the source's by its masks), so this is lowest when the aligner undoes
-    the true misalignment; it also pulls an unlabelled modality's anatomy towards the same channel
-    semantics as the labelled one's. Needs no labels.
-
-    ``measure`` (``method.params.anatomy_align_measure``): ``l1``, mean |Align(s_i -> s_j) - s_j|;
-    ``dice``, 1 - soft Dice of the two over every channel and pixel of a sample. Under L1 an empty
-    s_j (no channel above 0.5 anywhere) is matched by warping s_i out of the frame; under Dice an
-    empty anatomy on either side is the worst value (1), so that way out is closed.
-
-    ``trains`` (``method.params.anatomy_align_trains``): ``all``, the term's gradient reaches both
-    anatomies and the aligner; ``grid``, s_i and s_j enter as constants (s_i resampled by the aligner's
-    grid), so the term reaches the networks only through the grid and cannot make the anatomies
-    sparser to shrink an L1 disagreement (in the aligner warm-up the grid gets none, as for ``warped``)."""
-    total = graph.anatomy[0].new_zeros(())
-    for c in graph.crosses:
-        warped, fixed = c.aligner_view(), c.fixed
-        if trains == "grid":
-            warped, fixed = c.resample(c.moving.detach()), c.fixed.detach()
-        if measure == "dice":
-            per_sample = soft_dice_distance(warped, fixed)  # both empty: 1
-        else:
-            per_sample = (warped - fixed).abs().flatten(1).mean(1)
-        total = total + _weighted(per_sample, c, False)
+            total = total + c.batch_value(method.supervised.per_sample(seg.logits, c.truth_mask), True)
     return total
 
 
@@ -153,7 +112,7 @@ def _reconstruction(method, graph: Graph, batch: dict) -> Tensor:
     images = batch["images"]
     total = sum(method.l1(y, images[:, i, 0]) for i, y in enumerate(graph.reconstruction))
     for c in graph.crosses:
-        total = total + _weighted(method.l1.per_sample(c.image, c.truth_image), c, False)
+        total = total + c.batch_value(method.l1.per_sample(c.image, c.truth_image), False)
     return total
 
 
@@ -204,8 +163,10 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
         if w["sup"] > 0:
             terms["sup"] = _supervised(method, graph, batch)
         if w.get("anatomy_align", 0) > 0:
-            terms["anatomy_align"] = _anatomy_alignment(graph, method.params.anatomy_align_measure,
-                                                         method.params.anatomy_align_trains)
+            terms["anatomy_align"] = alignment_terms.anatomy_alignment(graph, method.params.anatomy_align_measure,
+                                                                       method.params.anatomy_align_trains)
+        if w.get("displacement_l2", 0) > 0:
+            terms["displacement_l2"] = alignment_terms.displacement_l2(graph)
         if w.get("fused_sup", 0) > 0:
             terms["fused_sup"] = _fused_supervised(method, graph)
         for names, compute in _PAIRED_TERMS:  # (an anatomy term, a supervised term) computed together
@@ -214,9 +175,9 @@ def generator_step(method, batch: dict, scratch: dict) -> LossOutput:
                 values = dict(zip(names, compute(method, graph, batch, names[1] in on)))
                 terms.update({name: value for name, value in values.items() if name in on})
         if w.get("contrast_align", 0) > 0:
-            terms["contrast_align"] = known_motion.contrast_alignment(method, graph, batch)
+            terms["contrast_align"] = alignment_terms.contrast_alignment(method, graph, batch)
         if w.get("motion_align", 0) > 0:
-            terms["motion_align"] = known_motion.motion_alignment(method, graph, batch)
+            terms["motion_align"] = alignment_terms.motion_alignment(method, graph, batch)
         if w["adv_mask"] > 0:
             terms["adv_mask"] = _critic_sum(method.mask_discriminator,
                                             [f for i in range(n) for f in mask_fakes(graph, i)])

@@ -1,5 +1,7 @@
-"""Named deviations ``losses.contrast_align`` and ``losses.motion_align``: the aligner registers a labelled
-anatomy under a known random motion, so it learns from pairs whose misalignment is known.
+"""The terms the aligner learns from besides the cross terms, all named deviations (docs/method.md):
+``losses.anatomy_align`` (each warped anatomy against the anatomy it was aligned to), ``losses.displacement_l2``
+(each pair's displacement from the identity) and the terms under a known random motion, ``losses.contrast_align``
+and ``losses.motion_align``, which give the aligner pairs whose misalignment is known.
 
 ``contrast_align`` gives the aligner pairs whose misalignment is known: x_i in a random contrast and moved
 by a random rigid motion (drawn as ``data.augment.misalignment_degrees`` / ``misalignment_shift`` draw
@@ -12,8 +14,8 @@ encoder, s' = E_i(move(x_i)), so the aligner learns to register an anatomy under
 encoder learns to read images of another contrast (the encoders' random-contrast terms cost the target's own
 anatomy where its stacks are nearly aligned, docs/results.md).
 
-Only the aligner learns from them: both anatomies enter as constants. No direction runs from an unlabelled
-modality, whose anatomy is the one in doubt.
+Only the aligner learns from the known-motion terms: both anatomies enter as constants. No direction runs from an
+unlabelled modality, whose anatomy is the one in doubt.
 """
 
 from __future__ import annotations
@@ -21,10 +23,57 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dafnet.components.aligners.thin_plate import sample
+from dafnet.components.aligners.thin_plate import pixel_grid, sample
 from dafnet.data.augment import foreground_onehot, rigid_theta, warp_images, warp_soft_masks
 from dafnet.losses import soft_dice_distance
+from dafnet.methods.dafnet.graph import Graph
 from dafnet.methods.dafnet.random_contrast import random_contrast
+
+
+def anatomy_alignment(graph: Graph, measure: str = "l1", trains: str = "all") -> Tensor:
+    """Named deviation (``losses.anatomy_align``): how far Align(s_i -> s_j) is from s_j over every
+    ordered pair (pairing-weighted over candidates). Each anatomy is held in its own image's frame by
+    its reconstruction (and the source's by its masks), so this is lowest when the aligner undoes
+    the true misalignment; it also pulls an unlabelled modality's anatomy towards the same channel
+    semantics as the labelled one's. Needs no labels.
+
+    ``measure`` (``method.params.anatomy_align_measure``): ``l1``, mean |Align(s_i -> s_j) - s_j|;
+    ``dice``, 1 - soft Dice of the two over every channel and pixel of a sample. Under L1 an empty
+    s_j (no channel above 0.5 anywhere) is matched by warping s_i out of the frame; under Dice an
+    empty anatomy on either side is the worst value (1), so that way out is closed.
+
+    ``trains`` (``method.params.anatomy_align_trains``): ``all``, the term's gradient reaches both
+    anatomies and the aligner; ``grid``, s_i and s_j enter as constants (s_i resampled by the aligner's
+    grid), so the term reaches the networks only through the grid and cannot make the anatomies
+    sparser to shrink an L1 disagreement (in the aligner warm-up the grid gets none, as for ``warped``)."""
+    total = graph.anatomy[0].new_zeros(())
+    for c in graph.crosses:
+        warped, fixed = c.aligner_view(), c.fixed
+        if trains == "grid":
+            warped, fixed = c.resample(c.moving.detach()), c.fixed.detach()
+        if measure == "dice":
+            per_sample = soft_dice_distance(warped, fixed)  # both empty: 1
+        else:
+            per_sample = (warped - fixed).abs().flatten(1).mean(1)
+        total = total + c.batch_value(per_sample, False)
+    return total
+
+
+def displacement_l2(graph: Graph) -> Tensor:
+    """Named deviation (``losses.displacement_l2``): the mean squared displacement of each pair's sampling grid
+    from the identity, in units of the slice's side (grid units span 2 per side), over every pixel and ordered
+    pair (pairing-weighted over candidates). A prior that the stacks are close to registered (as scanner
+    coordinates leave them): where the other terms do not tell a displacement apart, it pulls the aligner back
+    to the identity instead of letting it drift. Pairs in the aligner warm-up add nothing."""
+    total = graph.anatomy[0].new_zeros(())
+    for c in graph.crosses:
+        if not c.aligning:
+            continue
+        height, width = c.grid.shape[1:3]
+        identity = pixel_grid(height, width, c.grid.dtype).to(c.grid.device)
+        per_sample = ((c.grid - identity) / 2).square().sum(-1).flatten(1).mean(1)
+        total = total + c.batch_value(per_sample, False)
+    return total
 
 
 def _random_motions(batch_size: int, degrees: float, shift: float, height: int, width: int) -> Tensor:

@@ -311,7 +311,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['size']} {r['image_size'][0]}px {r['device']} {r['dtype']} {r.get('memory_format', 'contiguous')}"
             f"{'' if r.get('compile', 'off') == 'off' else ' compile=' + r['compile']} | {r['threads']} | "
             f"{r['dafnet_iteration_ms']:.1f} | "
-            f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | {r['flop_ratio_vs_two_unet_steps']:.2f} | "
+            f"{r['unet_step_ms']:.1f} | **{r['ratio_vs_two_unet_steps']:.2f}** | "
+            f"{r['flop_ratio_vs_two_unet_steps']:.2f} | "
             f"{r['anatomy_encoders_fwd_bwd_ms']:.1f} | {r['fused_inference_ms_per_slice']:.2f} | "
             f"{r['unet_inference_ms_per_slice']:.2f} | {r['inference_ratio_vs_two_unets']:.2f} | "
             f"{r['iterations_timed']} | {r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f} |")
@@ -327,7 +328,8 @@ def markdown(rows: list[dict]) -> str:
         if "top_ops_one_iteration" in r:
             ops = r["top_ops_one_iteration"]
             lines.append("Top ops (self CPU): " + ", ".join(
-                f"{o['op']} {100 * o['share']:.0f}%" + (f" (GPU {o['self_gpu_ms']:.1f} ms)" if "self_gpu_ms" in o else "")
+                f"{o['op']} {100 * o['share']:.0f}%"
+                + (f" (GPU {o['self_gpu_ms']:.1f} ms)" if "self_gpu_ms" in o else "")
                 for o in ops[:8] if o["op"] != "(all kernels)"))
             if ops[-1]["op"] == "(all kernels)":
                 lines.append(f"One profiled iteration: {ops[-1]['self_cpu_ms']:.1f} ms of CPU time in ops, "
@@ -371,8 +373,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also record forward time per role and torch.profiler's top ops (first thread count)")
     parser.add_argument("--append", action="store_true",
-                        help="keep the rows already in --out (a row of the same size/threads/device/dtype/layout/compile "
-                        "is replaced)")
+                        help="keep the rows already in --out (a row of the same "
+                        "size/threads/device/dtype/layout/compile is replaced)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
     args = parser.parse_args()
     args.iterations = {"quickstart": args.quickstart_iterations, "paper": args.paper_iterations}
@@ -395,7 +397,8 @@ def main() -> None:
                                         r.get("memory_format", "contiguous"), r.get("compile", "off")) != key]
             rows.append(bench_size(size, args, threads, autocast))
             r = rows[-1]
-            print(f"{size} threads={threads}: DAFNet {r['dafnet_iteration_ms']:.1f} ms, U-Net {r['unet_step_ms']:.1f} ms, "
+            print(f"{size} threads={threads}: DAFNet {r['dafnet_iteration_ms']:.1f} ms, "
+                  f"U-Net {r['unet_step_ms']:.1f} ms, "
                   f"ratio {r['ratio_vs_two_unet_steps']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
             write(rows, args)  # after every row: a long paper-size run keeps what it has
     print("\n" + markdown(rows))

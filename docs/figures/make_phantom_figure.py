@@ -11,10 +11,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from dafnet.data.phantom import PhantomDataSource  # noqa: E402
+from dafnet.data.phantom import PhantomDataSource
 
 CONTOURS = (  # (label values inside the contour, colour): endocardium, epicardium, RV
     ((1,), "#ff4040"),

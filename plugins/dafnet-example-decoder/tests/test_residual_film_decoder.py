@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from dafnet_example_decoder.decoder import ResidualFiLMDecoder
 
 from dafnet.errors import DafnetError
 from dafnet.interfaces import Decoder
 from dafnet.testing import DEFAULT_FACTS, check_decoder
-from dafnet_example_decoder.decoder import ResidualFiLMDecoder
 
 if sys.version_info >= (3, 11):
     import tomllib

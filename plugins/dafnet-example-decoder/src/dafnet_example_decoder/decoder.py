@@ -74,7 +74,7 @@ class ResidualFiLMDecoder(Decoder):
         )
         negative_slope: float = Field(0.2, ge=0, le=1, description="LeakyReLU slope")
 
-    def __init__(self, params: "ResidualFiLMDecoder.Params", facts: Facts) -> None:
+    def __init__(self, params: ResidualFiLMDecoder.Params, facts: Facts) -> None:
         super().__init__(params, facts)
         self.anatomy_channels = facts.require("anatomy_channels")
         self.z_dim = facts.require("z_dim")

@@ -38,6 +38,12 @@ def pixel_grid(height: int, width: int, dtype: torch.dtype = torch.float64) -> T
     return torch.stack([x, y], dim=-1)
 
 
+def displacement_from_identity(grid: Tensor) -> Tensor:
+    """(B, H, W, 2) sampling grid (``align_corners=True``) -> (B, H, W, 2) its displacement from the identity,
+    per axis as a fraction of the slice's side (grid units span 2 per side)."""
+    return (grid - pixel_grid(grid.shape[1], grid.shape[2], dtype=grid.dtype).to(grid.device)) / 2
+
+
 def tps_kernel(squared_distance: Tensor) -> Tensor:
     """U(r) = r^2 log r = 0.5 r^2 log r^2, with U(0) = 0, from squared distances."""
     positive = squared_distance > 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dafnet.components.aligners.thin_plate import pixel_grid, sample
+from dafnet.components.aligners.thin_plate import displacement_from_identity, sample
 from dafnet.data.augment import foreground_onehot, rigid_theta, warp_images, warp_soft_masks
 from dafnet.losses import soft_dice_distance
 from dafnet.methods.dafnet.graph import Graph
@@ -69,9 +69,7 @@ def displacement_l2(graph: Graph) -> Tensor:
     for c in graph.crosses:
         if not c.aligning:
             continue
-        height, width = c.grid.shape[1:3]
-        identity = pixel_grid(height, width, c.grid.dtype).to(c.grid.device)
-        per_sample = ((c.grid - identity) / 2).square().sum(-1).flatten(1).mean(1)
+        per_sample = displacement_from_identity(c.grid).square().sum(-1).flatten(1).mean(1)
         total = total + c.batch_value(per_sample, False)
     return total
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dafnet.components.aligners.thin_plate import pixel_grid
+from dafnet.components.aligners.thin_plate import displacement_from_identity
 from dafnet.interfaces import HealthBound
 
 COVERAGE, DISPLACEMENT, KEPT = "anatomy_coverage_", "align_displacement_", "align_kept_"
@@ -35,8 +35,7 @@ def _nan_where_absent(values: Tensor, present: Tensor | None) -> Tensor:
 
 def displacement_fraction(grid: Tensor) -> Tensor:
     """(B, H, W, 2) sampling grid (``align_corners=True``) -> (B,) mean displacement / slice side."""
-    base = pixel_grid(grid.shape[1], grid.shape[2], dtype=grid.dtype).to(grid.device)
-    return ((grid - base) / 2).norm(dim=-1).flatten(1).mean(1)
+    return displacement_from_identity(grid).norm(dim=-1).flatten(1).mean(1)
 
 
 def collapse_statistics(method, batch: dict, encoded: dict) -> dict[str, Tensor]:
